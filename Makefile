@@ -1,0 +1,50 @@
+# The two commands: `make drill` and `make test`. Both run `setup` first (idempotent).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DRCTL := $(VENV)/bin/drctl
+# Debian packages the lab needs; only missing ones are installed.
+APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headless python3-venv nftables iproute2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup test drill lint unit lab-up lab-down bench clean
+
+setup: $(VENV)/.installed
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+
+# The venv is built from the system interpreter: the postgres user must be able to run it.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || { /usr/bin/python3 -m venv $(VENV) 2>/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && /usr/bin/python3 -m venv $(VENV); }; }
+	@$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -vE '^WARNING: Location|^\s*$$' || true
+	@$(PY) -c "import orchestrator, kazoo, psycopg, ansible_runner, locust" && touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check orchestrator tests loadtests
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest -q -m "not lab"
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+drill: setup
+	$(DRCTL) lab up
+	$(DRCTL) drill run primary-crash
+
+lab-up: setup
+	$(DRCTL) lab up
+
+lab-down: setup
+	$(DRCTL) lab down
+
+clean:
+	-$(DRCTL) lab down
+	rm -rf reports .pytest_cache .mypy_cache .ruff_cache

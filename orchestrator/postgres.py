@@ -1,0 +1,275 @@
+"""The PostgreSQL adapter (psycopg 3): probe, promote, re-point, fence, slots.
+
+The only module that talks SQL to members on the controller's behalf. Every call has a
+strict connect timeout; psycopg errors become :class:`DatabaseUnavailable`. Callers are
+the controller (fast path), the lab (set-up) and the drills (checks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.state import Health, MemberStatus, Role, lsn_to_int
+
+
+@dataclass(frozen=True)
+class Credentials:
+    superuser: str
+    superuser_password: str
+    replication_user: str
+    replication_password: str
+    app_user: str
+    app_password: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one member: its name (= application_name), address and port."""
+
+    name: str
+    address: str
+    port: int
+
+    def conninfo(self, user: str, password: str, dbname: str = "postgres", timeout: float = 1.0) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.address,
+            port=self.port,
+            user=user,
+            password=password,
+            dbname=dbname,
+            connect_timeout=max(1, round(timeout)),
+            # A silent host must not hang a probe: bound unacknowledged sends too.
+            tcp_user_timeout=int(timeout * 1000),
+            application_name="drctl",
+        )
+
+
+def connect(endpoint: Endpoint, creds: Credentials, *, dbname: str = "postgres", timeout: float = 1.0
+            ) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit superuser connection.
+
+    :raises DatabaseUnavailable: refused, timed out, or authentication failed.
+    """
+    try:
+        conn = psycopg.connect(
+            endpoint.conninfo(creds.superuser, creds.superuser_password, dbname, timeout), autocommit=True
+        )
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: cannot connect ({_first_line(exc)})", delay=0.05) from exc
+    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(timeout * 1000))))
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_PROBE = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+       pg_last_wal_receive_lsn()::text,
+       pg_last_wal_replay_lsn()::text,
+       (SELECT status FROM pg_stat_wal_receiver),
+       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
+       (SELECT received_tli FROM pg_stat_wal_receiver),
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+       current_setting('default_transaction_read_only')::bool
+"""
+_REPLICAS = "SELECT application_name, sync_state FROM pg_stat_replication WHERE state = 'streaming'"
+
+
+class Prober:
+    """Keeps one connection per member and turns each probe into a :class:`MemberStatus`.
+
+    Reusing the connection keeps a probe to one round trip; a broken connection is
+    retried once at once, so a dead postmaster is seen within one probe.
+    """
+
+    def __init__(self, creds: Credentials, timeout: float) -> None:
+        self._creds = creds
+        self._timeout = timeout
+        self._conns: dict[str, psycopg.Connection[tuple[object, ...]]] = {}
+
+    def probe(self, endpoint: Endpoint) -> MemberStatus:
+        for attempt in (1, 2):
+            conn = self._conns.get(endpoint.name)
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(endpoint, self._creds, timeout=self._timeout)
+                    self._conns[endpoint.name] = conn
+                return _read_status(endpoint.name, conn)
+            except DatabaseUnavailable as exc:
+                self._drop(endpoint.name)
+                return MemberStatus(name=endpoint.name, health=Health.UNREACHABLE, error=str(exc))
+            except psycopg.Error as exc:
+                self._drop(endpoint.name)
+                if attempt == 2:
+                    return MemberStatus(name=endpoint.name, health=Health.UNREACHABLE, error=_first_line(exc))
+        raise AssertionError("unreachable")
+
+    def _drop(self, name: str) -> None:
+        conn = self._conns.pop(name, None)
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        for name in list(self._conns):
+            self._drop(name)
+
+
+def _read_status(name: str, conn: psycopg.Connection[tuple[object, ...]]) -> MemberStatus:
+    row = conn.execute(_PROBE).fetchone()
+    assert row is not None
+    in_recovery, current, received, replayed, wr_status, sender, received_tli, primary_tli, read_only = row
+    if in_recovery:
+        return MemberStatus(
+            name=name,
+            health=Health.HEALTHY,
+            role=Role.STANDBY,
+            timeline=int(received_tli) if received_tli is not None else None,  # type: ignore[call-overload]
+            wal_lsn=lsn_to_int(received) or lsn_to_int(replayed),  # type: ignore[arg-type]
+            replay_lsn=lsn_to_int(replayed),  # type: ignore[arg-type]
+            streaming=wr_status == "streaming",
+            upstream=sender,  # type: ignore[arg-type]
+            read_only=True,
+        )
+    replicas = {str(app): str(state) for app, state in conn.execute(_REPLICAS).fetchall()}
+    return MemberStatus(
+        name=name,
+        health=Health.HEALTHY,
+        role=Role.PRIMARY,
+        timeline=int(primary_tli),  # type: ignore[call-overload]
+        wal_lsn=lsn_to_int(current),  # type: ignore[arg-type]
+        replay_lsn=lsn_to_int(current),  # type: ignore[arg-type]
+        replicas=replicas,
+        read_only=bool(read_only),
+    )
+
+
+def promote(endpoint: Endpoint, creds: Credentials, *, timeout: float = 10.0, poll: float = 0.005) -> int:
+    """Promote a standby and wait until it accepts writes; return its new timeline.
+
+    ``pg_promote(wait => true)`` polls every 100 ms, so we ask without waiting and poll
+    ``pg_is_in_recovery()`` every few milliseconds. Promoting a primary is a no-op.
+
+    :raises DatabaseUnavailable: unreachable, or still in recovery after ``timeout``.
+    """
+    try:
+        with connect(endpoint, creds, timeout=2.0) as conn:
+            conn.execute("SET statement_timeout = 0")
+            (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
+            if in_recovery:
+                conn.execute("SELECT pg_promote(wait => false)")
+            deadline = time.monotonic() + timeout
+            while True:
+                (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
+                if not in_recovery:
+                    break
+                if time.monotonic() > deadline:
+                    raise DatabaseUnavailable(f"{endpoint.name}: still in recovery {timeout}s after promote")
+                time.sleep(poll)
+            row = conn.execute(
+                "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+            ).fetchone()
+            assert row is not None
+            return int(str(row[0]))
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: promote failed ({_first_line(exc)})") from exc
+
+
+def primary_conninfo(upstream: Endpoint, member: str, creds: Credentials, passfile: str) -> str:
+    """The walreceiver's connection string: bounded connects and keepalives for silent failures."""
+    return psycopg.conninfo.make_conninfo(
+        host=upstream.address,
+        port=upstream.port,
+        user=creds.replication_user,
+        passfile=passfile,
+        application_name=member,
+        connect_timeout=2,
+        keepalives=1,
+        keepalives_idle=1,
+        keepalives_interval=1,
+        keepalives_count=2,
+    )
+
+
+def repoint(endpoint: Endpoint, creds: Credentials, *, conninfo: str, slot: str) -> None:
+    """Point a standby at a new upstream: ``ALTER SYSTEM`` + reload, no restart.
+
+    :raises DatabaseUnavailable: unreachable, or the member is not a standby.
+    """
+    try:
+        with connect(endpoint, creds, timeout=2.0) as conn:
+            (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
+            if not in_recovery:
+                raise DatabaseUnavailable(f"{endpoint.name}: is not a standby; rejoin it instead of re-pointing")
+            conn.execute(sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(conninfo)))
+            conn.execute(sql.SQL("ALTER SYSTEM SET primary_slot_name = {}").format(sql.Literal(slot)))
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: re-point failed ({_first_line(exc)})") from exc
+
+
+def ensure_slots(endpoint: Endpoint, creds: Credentials, slots: Iterable[str]) -> list[str]:
+    """Create the missing physical slots (unreserved: no WAL held until a standby uses it).
+
+    Works on primaries and standbys alike, so every member holds a slot for each peer
+    and re-pointing after a promotion needs no step on the critical path. Returns the
+    slots created.
+    """
+    created: list[str] = []
+    try:
+        with connect(endpoint, creds, timeout=2.0) as conn:
+            existing = {str(r[0]) for r in conn.execute("SELECT slot_name FROM pg_replication_slots")}
+            for slot in slots:
+                if slot not in existing:
+                    conn.execute("SELECT pg_create_physical_replication_slot(%s, false)", (slot,))
+                    created.append(slot)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: creating slots failed ({_first_line(exc)})") from exc
+    return created
+
+
+def fence(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str, mode: str = "immediate") -> bool:
+    """Stop a reachable (old) primary so it can acknowledge no more writes.
+
+    First turn it read-only and cut its clients (effective at once), then have the server
+    stop itself through ``pg_ctl stop`` run by the server's own OS user, which works
+    wherever the controller can log in as superuser. Returns False when the member was
+    unreachable (nothing to fence: it acknowledges nothing).
+    """
+    try:
+        conn = connect(endpoint, creds, timeout=1.0)
+    except DatabaseUnavailable:
+        return False
+    try:
+        with conn:
+            conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+            (datadir,) = conn.execute("SHOW data_directory").fetchone()  # type: ignore[misc]
+            command = f"{pg_ctl} stop -D {datadir} -m {mode} --no-wait"
+            conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
+    except psycopg.Error:
+        pass  # the server going away under us is the point
+    return True
+
+
+def checkpoint(endpoint: Endpoint, creds: Credentials) -> None:
+    try:
+        with connect(endpoint, creds, timeout=2.0) as conn:
+            conn.execute("SET statement_timeout = 0")
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: checkpoint failed ({_first_line(exc)})") from exc

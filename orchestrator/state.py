@@ -1,0 +1,154 @@
+"""The state the controller reasons about.
+
+Two kinds of state live here:
+
+* :class:`MemberStatus` / :class:`ClusterSnapshot`: what one probe round observed, frozen,
+  built by :mod:`orchestrator.postgres` and read by :mod:`orchestrator.decisions`.
+* :class:`ClusterState`: what the leader has decided and persisted in ZooKeeper (the
+  current primary, its generation, any failover in progress step by step). It is JSON
+  in a znode, written only with a compare-and-set under the leader's epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    STANDBY = "standby"
+    UNKNOWN = "unknown"
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    UNREACHABLE = "unreachable"
+
+
+def lsn_to_int(lsn: str | None) -> int | None:
+    """PostgreSQL's ``X/Y`` LSN text as a byte position."""
+    if lsn is None:
+        return None
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def int_to_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """One member as one probe saw it."""
+
+    name: str
+    health: Health
+    role: Role = Role.UNKNOWN
+    timeline: int | None = None
+    # Primary: current write position. Standby: last WAL received (flushed) from upstream.
+    wal_lsn: int | None = None
+    replay_lsn: int | None = None
+    # Standby only: is its walreceiver streaming right now, and from which address:port.
+    streaming: bool = False
+    upstream: str | None = None
+    # Primary only: application_name -> sync_state ('quorum', 'async', ...) of attached standbys.
+    replicas: Mapping[str, str] = field(default_factory=dict)
+    read_only: bool = False
+    error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.health is Health.HEALTHY
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    cluster: str
+    members: Mapping[str, MemberStatus]
+    taken_at: float = field(default_factory=time.time)
+
+    def primaries(self) -> list[str]:
+        return sorted(n for n, m in self.members.items() if m.reachable and m.role is Role.PRIMARY)
+
+
+class OperationKind(StrEnum):
+    FAILOVER = "failover"
+    SWITCHOVER = "switchover"
+
+
+class Step(StrEnum):
+    """Steps of a failover or switchover, in order; each is idempotent when resumed."""
+
+    INTENT = "intent"
+    FENCE = "fence"
+    PROMOTE = "promote"
+    REPOINT = "repoint"
+    DONE = "done"
+
+
+class StepRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    step: Step
+    at: float
+    detail: str = ""
+
+
+class Operation(BaseModel):
+    """A failover or switchover in progress, persisted so a new leader can finish it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: OperationKind
+    source: str
+    target: str
+    reason: str
+    started_at: float
+    step: Step = Step.INTENT
+    steps: tuple[StepRecord, ...] = ()
+    accept_data_loss: bool = False
+    epoch: int = 0
+
+    def advanced(self, step: Step, at: float, detail: str = "") -> Operation:
+        return self.model_copy(
+            update={"step": step, "steps": (*self.steps, StepRecord(step=step, at=at, detail=detail))}
+        )
+
+
+class MemberRecord(BaseModel):
+    """What the leader last saw of a member, for ``drctl status``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    health: Health
+    role: Role
+    timeline: int | None = None
+    wal_lsn: int | None = None
+    streaming: bool = False
+    lag_bytes: int | None = None
+
+
+class ClusterState(BaseModel):
+    """The cluster's authoritative state in ZooKeeper."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cluster: str
+    primary: str
+    # Bumped at every promotion: an agent can refuse writes on any primary of an older generation.
+    generation: int = 1
+    timeline: int | None = None
+    paused: bool = False
+    last_failover_at: float | None = None
+    operation: Operation | None = None
+    history: tuple[Operation, ...] = Field(default=(), max_length=50)
+    members: dict[str, MemberRecord] = Field(default_factory=dict)
+    leader: str = ""
+    epoch: int = 0
+    updated_at: float = 0.0

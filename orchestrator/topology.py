@@ -1,0 +1,505 @@
+"""The declarative topology: regions, data centres, hosts, ZooKeeper, clusters, policy, targets.
+
+Loaded from YAML (``topology/*.yaml``) by :func:`load_topology`; every other module takes a
+:class:`Topology` and never re-reads the file. Models are frozen and reject unknown keys.
+Cross-object contradictions (a member in an unknown data centre, a quorum larger than its
+candidates, two servers on one address and port, ...) are caught here, with no I/O, and
+reported as one line naming the field path and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import TopologyError
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use lower-case letters, digits and '-', starting with a letter"
+        )
+    return value
+
+
+class Host(_Model):
+    name: str
+    address: str = "127.0.0.1"
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address: give the host's IPv4 or IPv6 address") from None
+        return value
+
+
+class DataCenter(_Model):
+    name: str
+    hosts: tuple[Host, ...] = ()
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _default_host(self) -> DataCenter:
+        if not self.hosts:
+            # One loopback host named after the data centre: the lab's default.
+            object.__setattr__(self, "hosts", (Host(name=self.name),))
+        return self
+
+    @property
+    def address(self) -> str:
+        """The data centre's first host address: where its ZooKeeper server and controller bind."""
+        return self.hosts[0].address
+
+
+class Region(_Model):
+    name: str
+    datacenters: tuple[DataCenter, ...] = Field(min_length=1)
+
+    _name = field_validator("name")(_check_name)
+
+
+class PortRange(_Model):
+    """Ports the lab hands out, in order, to every server that has no explicit port."""
+
+    base: int = Field(25400, ge=1024, le=65000)
+    span: int = Field(200, ge=10, le=5000)
+
+    @property
+    def end(self) -> int:
+        return self.base + self.span
+
+
+class ZooKeeperSpec(_Model):
+    tick_time_ms: int = Field(500, ge=100, le=10000)
+    init_limit: int = Field(10, ge=1)
+    sync_limit: int = Field(4, ge=1)
+    session_timeout_ms: int = Field(2000, ge=200)
+    # Data centres that run one ZooKeeper server each; empty means every data centre.
+    datacenters: tuple[str, ...] = ()
+
+
+class ControllerSpec(_Model):
+    probe_interval_ms: int = Field(100, ge=10, le=10000)
+    probe_timeout_ms: int = Field(1000, ge=50, le=30000)
+    failure_threshold: int = Field(2, ge=1, le=20)
+    anti_flap_seconds: float = Field(60.0, ge=0)
+    rejoin_delay_seconds: float = Field(2.0, ge=0)
+    # Data centres that run one controller each; empty means every data centre.
+    datacenters: tuple[str, ...] = ()
+
+
+class PostgresSpec(_Model):
+    bin_dir: str = "/usr/lib/postgresql/15/bin"
+    os_user: str = "postgres"
+    wal_segsize_mb: int = Field(1, ge=1, le=1024)
+    wal_retrieve_retry_interval_ms: int = Field(50, ge=1)
+    wal_receiver_timeout_ms: int = Field(5000, ge=100)
+    shared_buffers: str = "32MB"
+
+    @field_validator("wal_segsize_mb")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"{value} is not a power of two: use 1, 2, 4, ... 1024 (initdb --wal-segsize)")
+        return value
+
+
+class MemberRole(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+class Member(_Model):
+    name: str
+    datacenter: str
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    role: MemberRole = MemberRole.REPLICA
+    priority: int = Field(100, ge=0, le=1000)
+    never_promote: bool = False
+
+    _name = field_validator("name")(_check_name)
+
+    @property
+    def slot_name(self) -> str:
+        """The physical replication slot that streams WAL to this member (slot names allow no '-')."""
+        return self.name.replace("-", "_")
+
+
+class ReplicationPolicy(_Model):
+    """Synchronous quorum inside the primary's region, asynchronous across regions.
+
+    ``synchronous`` lists the quorum candidates; empty means every member in the initial
+    primary's region. ``quorum`` is how many of them (besides the primary) must confirm
+    each commit: PostgreSQL's ``ANY n (...)``.
+    """
+
+    quorum: int = Field(1, ge=0)
+    synchronous: tuple[str, ...] = ()
+
+
+class Targets(_Model):
+    rto_seconds: float = Field(30.0, gt=0)
+    rpo_seconds: float = Field(0.0, ge=0)
+    availability_percent: float = Field(99.99, gt=0, lt=100)
+
+
+class Cluster(_Model):
+    name: str
+    database: str = ""
+    members: tuple[Member, ...] = Field(min_length=1)
+    replication: ReplicationPolicy = ReplicationPolicy()
+    targets: Targets = Targets()
+
+    _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Cluster:
+        if not self.database:
+            object.__setattr__(self, "database", self.name.replace("-", "_"))
+        return self
+
+    def member(self, name: str) -> Member:
+        for member in self.members:
+            if member.name == name:
+                return member
+        known = ", ".join(m.name for m in self.members)
+        raise KeyError(f"cluster {self.name!r} has no member {name!r}; members are {known}")
+
+    @property
+    def initial_primary(self) -> Member:
+        return next(m for m in self.members if m.role is MemberRole.PRIMARY)
+
+
+class Topology(_Model):
+    name: str
+    regions: tuple[Region, ...] = Field(min_length=1)
+    ports: PortRange = PortRange()
+    zookeeper: ZooKeeperSpec = ZooKeeperSpec()
+    controller: ControllerSpec = ControllerSpec()
+    postgres: PostgresSpec = PostgresSpec()
+    clusters: tuple[Cluster, ...] = Field(min_length=1)
+
+    _name = field_validator("name")(_check_name)
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    @property
+    def datacenters(self) -> tuple[DataCenter, ...]:
+        return tuple(dc for region in self.regions for dc in region.datacenters)
+
+    def datacenter(self, name: str) -> DataCenter:
+        for dc in self.datacenters:
+            if dc.name == name:
+                return dc
+        known = ", ".join(dc.name for dc in self.datacenters)
+        raise KeyError(f"no data centre {name!r}; data centres are {known}")
+
+    def region_of(self, datacenter: str) -> str:
+        for region in self.regions:
+            if any(dc.name == datacenter for dc in region.datacenters):
+                return region.name
+        raise KeyError(f"no data centre {datacenter!r}")
+
+    def cluster(self, name: str) -> Cluster:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        known = ", ".join(c.name for c in self.clusters)
+        raise KeyError(f"no cluster {name!r}; clusters are {known}")
+
+    @property
+    def zookeeper_datacenters(self) -> tuple[str, ...]:
+        return self.zookeeper.datacenters or tuple(dc.name for dc in self.datacenters)
+
+    @property
+    def controller_datacenters(self) -> tuple[str, ...]:
+        return self.controller.datacenters or tuple(dc.name for dc in self.datacenters)
+
+    def member_address(self, member: Member) -> str:
+        dc = self.datacenter(member.datacenter)
+        if member.host is None:
+            return dc.address
+        return next(h.address for h in dc.hosts if h.name == member.host)
+
+    def synchronous_members(self, cluster: Cluster) -> tuple[str, ...]:
+        """The quorum candidates: explicit, or every member in the initial primary's region."""
+        if cluster.replication.synchronous:
+            return cluster.replication.synchronous
+        region = self.region_of(cluster.initial_primary.datacenter)
+        return tuple(m.name for m in cluster.members if self.region_of(m.datacenter) == region)
+
+    def synchronous_standby_names(self, cluster: Cluster) -> str:
+        """PostgreSQL's quorum setting, identical on every member.
+
+        A server never counts itself, so the same string stays valid after any promotion
+        inside the quorum: the new primary enforces zero loss from its first commit.
+        """
+        if cluster.replication.quorum == 0:
+            return ""
+        names = ", ".join(f'"{name}"' for name in self.synchronous_members(cluster))
+        return f"ANY {cluster.replication.quorum} ({names})"
+
+    # ---- ports ---------------------------------------------------------------------------
+
+    def port_plan(self) -> dict[str, int]:
+        """Every server's port, keyed ``zk:<dc>:client|peer|election`` and ``pg:<cluster>:<member>``.
+
+        Explicit member ports are kept; every other server gets the next free port of the
+        range, in topology order, so the plan is stable for a given file.
+        """
+        taken = {m.port for c in self.clusters for m in c.members if m.port is not None}
+        free = (p for p in range(self.ports.base, self.ports.end) if p not in taken)
+        plan: dict[str, int] = {}
+        try:
+            for dc in self.zookeeper_datacenters:
+                for kind in ("client", "peer", "election"):
+                    plan[f"zk:{dc}:{kind}"] = next(free)
+            for cluster in self.clusters:
+                for member in cluster.members:
+                    plan[f"pg:{cluster.name}:{member.name}"] = (
+                        member.port if member.port is not None else next(free)
+                    )
+        except StopIteration:
+            raise ValueError(
+                f"ports: the range {self.ports.base}-{self.ports.end - 1} is too small for every server; "
+                "raise ports.span"
+            ) from None
+        return plan
+
+    def member_port(self, cluster: Cluster, member: Member) -> int:
+        return self.port_plan()[f"pg:{cluster.name}:{member.name}"]
+
+    def zookeeper_hosts(self) -> str:
+        """The kazoo/ZooKeeper connection string listing every server."""
+        plan = self.port_plan()
+        return ",".join(
+            f"{self.datacenter(dc).address}:{plan[f'zk:{dc}:client']}" for dc in self.zookeeper_datacenters
+        )
+
+    def connection_string(self, cluster: Cluster, *, user: str, password: str, dbname: str = "") -> str:
+        """A libpq multi-host string that always lands on the writable primary."""
+        hosts = ",".join(self.member_address(m) for m in cluster.members)
+        ports = ",".join(str(self.member_port(cluster, m)) for m in cluster.members)
+        return (
+            f"postgresql://{user}:{password}@/{dbname or cluster.database}"
+            f"?host={hosts}&port={ports}&target_session_attrs=read-write&connect_timeout=2"
+        )
+
+    # ---- validation ----------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        for problem in _contradictions(self):
+            raise ValueError(problem)
+        return self
+
+
+def _duplicates(names: list[str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            yield name
+        seen.add(name)
+
+
+def _contradictions(topo: Topology) -> Iterator[str]:
+    """Yield one message per contradiction, each naming the field path and the fix."""
+    for dup in _duplicates([r.name for r in topo.regions]):
+        yield f"regions.{dup}: region name used twice; give each region a unique name"
+    for dup in _duplicates([dc.name for dc in topo.datacenters]):
+        yield f"regions.*.datacenters.{dup}: data centre name used twice; give each a unique name"
+    for dc in topo.datacenters:
+        for dup in _duplicates([h.name for h in dc.hosts]):
+            yield f"datacenters.{dc.name}.hosts.{dup}: host name used twice; give each host a unique name"
+    dc_names = {dc.name for dc in topo.datacenters}
+    known_dcs = ", ".join(sorted(dc_names))
+    for field, names in (
+        ("zookeeper.datacenters", topo.zookeeper.datacenters),
+        ("controller.datacenters", topo.controller.datacenters),
+    ):
+        for name in names:
+            if name not in dc_names:
+                yield f"{field}: unknown data centre {name!r}; use one of {known_dcs}"
+        for dup in _duplicates(list(names)):
+            yield f"{field}: data centre {dup!r} listed twice; list each once"
+    if len(topo.zookeeper_datacenters) % 2 == 0:
+        yield (
+            f"zookeeper.datacenters: {len(topo.zookeeper_datacenters)} servers cannot form a majority "
+            "after a split; use an odd number (3 or 5)"
+        )
+    if not topo.zookeeper.session_timeout_ms >= 2 * topo.zookeeper.tick_time_ms:
+        yield (
+            f"zookeeper.session_timeout_ms: {topo.zookeeper.session_timeout_ms} is below 2 x tick_time_ms "
+            f"({2 * topo.zookeeper.tick_time_ms}); ZooKeeper would silently raise it, so set it at least that"
+        )
+    for dup in _duplicates([c.name for c in topo.clusters]):
+        yield f"clusters.{dup}: cluster name used twice; give each cluster a unique name"
+    for cluster in topo.clusters:
+        yield from _cluster_contradictions(topo, cluster, known_dcs)
+    try:
+        plan = topo.port_plan()
+    except ValueError as exc:
+        yield str(exc)
+        return
+    yield from _port_clashes(topo, plan)
+
+
+def _cluster_contradictions(topo: Topology, cluster: Cluster, known_dcs: str) -> Iterator[str]:
+    path = f"clusters.{cluster.name}"
+    for dup in _duplicates([m.name for m in cluster.members]):
+        yield f"{path}.members.{dup}: member name used twice; give each member a unique name"
+    dc_names = {dc.name for dc in topo.datacenters}
+    for member in cluster.members:
+        if member.datacenter not in dc_names:
+            yield (
+                f"{path}.members.{member.name}.datacenter: unknown data centre {member.datacenter!r}; "
+                f"use one of {known_dcs}"
+            )
+            continue
+        hosts = [h.name for h in topo.datacenter(member.datacenter).hosts]
+        if member.host is not None and member.host not in hosts:
+            yield (
+                f"{path}.members.{member.name}.host: data centre {member.datacenter!r} has no host "
+                f"{member.host!r}; use one of {', '.join(hosts)}"
+            )
+    primaries = [m.name for m in cluster.members if m.role is MemberRole.PRIMARY]
+    if len(primaries) != 1:
+        yield (
+            f"{path}.members: {len(primaries)} members have role primary ({', '.join(primaries) or 'none'}); "
+            "mark exactly one member 'role: primary'"
+        )
+        return
+    primary = cluster.initial_primary
+    if primary.datacenter not in dc_names:
+        return  # already reported above; the region checks below need a placed primary
+    if primary.never_promote:
+        yield (
+            f"{path}.members.{primary.name}.never_promote: the initial primary cannot be never_promote; "
+            "drop the flag or make another member primary"
+        )
+    members = {m.name for m in cluster.members}
+    sync = topo.synchronous_members(cluster)
+    for name in cluster.replication.synchronous:
+        if name not in members:
+            yield (
+                f"{path}.replication.synchronous: unknown member {name!r}; "
+                f"use members of the cluster ({', '.join(sorted(members))})"
+            )
+    if any(name not in members for name in sync):
+        return
+    for dup in _duplicates(list(sync)):
+        yield f"{path}.replication.synchronous: member {dup!r} listed twice; list each once"
+    primary_region = topo.region_of(primary.datacenter)
+    for name in sync:
+        member = cluster.member(name)
+        if member.datacenter in dc_names and topo.region_of(member.datacenter) != primary_region:
+            yield (
+                f"{path}.replication.synchronous: {name!r} is in region "
+                f"{topo.region_of(member.datacenter)!r}, not the primary's region {primary_region!r}; "
+                "cross-region members replicate asynchronously, so remove it from the list"
+            )
+    if cluster.replication.synchronous and primary.name not in sync:
+        yield (
+            f"{path}.replication.synchronous: the primary {primary.name!r} is not a quorum candidate; "
+            "add it, so the quorum stays valid after a switchback"
+        )
+    standbys = len([n for n in sync if n != primary.name])
+    if cluster.replication.quorum > standbys:
+        yield (
+            f"{path}.replication.quorum: {cluster.replication.quorum} is larger than the {standbys} synchronous "
+            f"standby candidate(s) ({', '.join(n for n in sync if n != primary.name) or 'none'}); "
+            "lower the quorum or add members in the primary's region"
+        )
+    if cluster.targets.rpo_seconds == 0 and cluster.replication.quorum == 0:
+        yield (
+            f"{path}.targets.rpo_seconds: 0 needs synchronous replication; "
+            "set replication.quorum to at least 1 or accept a positive RPO"
+        )
+
+
+def _port_clashes(topo: Topology, plan: dict[str, int]) -> Iterator[str]:
+    users: dict[tuple[str, int], str] = {}
+    for key, port in plan.items():
+        kind, scope, name = key.split(":")
+        if kind == "zk":
+            address = topo.datacenter(scope).address
+        else:
+            cluster = topo.cluster(scope)
+            address = topo.member_address(cluster.member(name))
+        label = f"clusters.{scope}.members.{name}.port" if kind == "pg" else f"zookeeper.{scope}.{name}"
+        other = users.get((address, port))
+        if other is not None:
+            yield f"{label}: port {port} on {address} is already used by {other}; choose another port"
+        users[(address, port)] = label
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field; remove it or check its spelling"
+    elif first["type"] == "missing":
+        message = "required field is missing; add it"
+    prefix = f"{source}: " + (f"{loc}: " if loc else "")
+    more = len(exc.errors()) - 1
+    return prefix + message + (f" (and {more} more error(s))" if more else "")
+
+
+def parse_topology(data: Any, *, source: str = "topology") -> Topology:
+    """Validate already-parsed YAML; raise :class:`TopologyError` with a one-line message."""
+    if not isinstance(data, dict):
+        raise TopologyError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as exc:
+        raise TopologyError(_format_validation_error(source, exc)) from None
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology YAML file.
+
+    :raises TopologyError: the file is missing, not YAML, or contradicts itself.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TopologyError(f"{path}: cannot read topology file ({exc.strerror}); check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    return parse_topology(data, source=str(path))
+
+
+def with_port_base(topo: Topology, base: int) -> Topology:
+    """The same topology on another port range (tests run beside a developer's lab)."""
+    data = topo.model_dump(mode="json")
+    data["ports"]["base"] = base
+    return Topology.model_validate(data)
