@@ -1,0 +1,1 @@
+"""Drills: scenario files, fault injection, load, RTO/RPO measurement and reports."""
