@@ -12,8 +12,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +23,11 @@ from rich.table import Table
 from orchestrator.errors import InvalidInput, OrchestratorError
 from orchestrator.lab import Lab, recorded_topology
 from orchestrator.topology import Topology, load_topology
+
+if TYPE_CHECKING:
+    from orchestrator.coordination import Coordinator
+    from orchestrator.pgserver import InstanceLayout
+    from orchestrator.postgres import Endpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dr-orchestrator: PostgreSQL DR control.")
 lab_app = typer.Typer(no_args_is_help=True, help="The local lab: real PostgreSQL + ZooKeeper on this machine.")
@@ -133,6 +139,170 @@ def validate(topology: Annotated[Path, typer.Argument(help="Topology YAML to che
     """Check a topology file; print a one-line error naming the field and the fix."""
     topo = load_topology(topology)
     console.print(f"{topology}: valid topology {topo.name!r} with {len(topo.clusters)} cluster(s)")
+
+
+controller_app = typer.Typer(no_args_is_help=True, help="Controllers: one per data centre; the leader acts.")
+app.add_typer(controller_app, name="controller")
+
+
+@controller_app.command("run")
+def controller_run(
+    dc: Annotated[str, typer.Option("--dc", help="The data centre this controller runs in.")],
+    lab_dir: LabDirOpt = None,
+) -> None:
+    """Run one controller until SIGTERM; logs one JSON line per event to stdout."""
+    import signal
+
+    from orchestrator.controller import Controller
+    from orchestrator.lab import load_credentials
+
+    root = _lab_dir(lab_dir)
+    topo = _topology(None, lab_dir)
+    if dc not in topo.controller_datacenters:
+        raise InvalidInput(f"--dc: no controller runs in {dc!r}; use one of {', '.join(topo.controller_datacenters)}")
+    controller = Controller(topo, dc, root, load_credentials(root), rejoin=_rejoiner(topo, root))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: controller.stop_event.set())
+    controller.run()
+
+
+def _rejoiner(topo: Topology, root: Path) -> Callable[[InstanceLayout, Endpoint], None]:
+    from orchestrator.lab import load_credentials
+    from orchestrator.playbooks import PlaybookRunner, rejoin_extravars
+
+    runner = PlaybookRunner(topo, root / "ansible")
+    creds = load_credentials(root)
+
+    def rejoin(layout: InstanceLayout, upstream: Endpoint) -> None:
+        host = layout.member.host or topo.datacenter(layout.member.datacenter).hosts[0].name
+        runner.run("rejoin.yml", limit=host, extravars=rejoin_extravars(layout, upstream, creds))
+
+    return rejoin
+
+
+def _coordinator(topo: Topology) -> Coordinator:
+    from orchestrator.coordination import Coordinator
+
+    coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity=f"drctl:{os.getpid()}")
+    coord.start(timeout=5)
+    return coord
+
+
+def _cluster(topo: Topology, name: str) -> str:
+    try:
+        return topo.cluster(name).name
+    except KeyError as exc:
+        raise InvalidInput(f"cluster: {exc.args[0]}") from None
+
+
+@app.command("status")
+def status(
+    cluster: Annotated[str, typer.Argument(help="Cluster name.")] = "payments",
+    lab_dir: LabDirOpt = None,
+    topology: TopologyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The cluster state the leader keeps in ZooKeeper: primary, epoch, members, operations."""
+    topo = _topology(topology, lab_dir)
+    name = _cluster(topo, cluster)
+    coord = _coordinator(topo)
+    try:
+        state, _ = coord.read_state(name)
+        leader = coord.leader_identity()
+    finally:
+        coord.stop()
+    if state is None:
+        raise OrchestratorError(f"{name}: no state in ZooKeeper yet; is a controller running (drctl lab status)?")
+    if as_json:
+        print(json.dumps({"leader": leader, **state.model_dump(mode="json")}, indent=2))
+        return
+    console.print(f"cluster [bold]{name}[/bold]: primary [bold]{state.primary}[/bold], generation "
+                  f"{state.generation}, timeline {state.timeline}, leader {leader} (epoch {state.epoch})"
+                  + (" [yellow]PAUSED[/yellow]" if state.paused else ""))
+    table = Table()
+    for column in ("member", "health", "role", "timeline", "streaming", "lag (bytes)"):
+        table.add_column(column)
+    for member, rec in sorted(state.members.items()):
+        table.add_row(member, rec.health.value, rec.role.value, str(rec.timeline or "-"),
+                      "yes" if rec.streaming else "-", "-" if rec.lag_bytes is None else str(rec.lag_bytes))
+    console.print(table)
+    if state.operation is not None:
+        console.print(f"[yellow]in progress:[/yellow] {state.operation.kind} {state.operation.source} -> "
+                      f"{state.operation.target} at step {state.operation.step}")
+    for op in state.history[-3:]:
+        took = op.steps[-1].at - op.steps[0].at if op.steps else 0.0
+        console.print(f"{op.kind} {op.source} -> {op.target}: {took * 1000:.0f} ms ({op.reason})")
+
+
+def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: float) -> dict[str, object]:
+    name = _cluster(topo, cluster)
+    target = request.get("to")
+    if target is not None and target not in {m.name for m in topo.cluster(name).members}:
+        known = ", ".join(m.name for m in topo.cluster(name).members)
+        raise InvalidInput(f"--to: {name} has no member {target!r}; use one of {known}")
+    coord = _coordinator(topo)
+    try:
+        request_id = coord.submit_request(name, request)
+        result = coord.wait_result(name, request_id, timeout)
+    finally:
+        coord.stop()
+    if result is None:
+        raise OrchestratorError(f"no leader answered within {timeout:.0f}s; the request stays queued")
+    if not result.get("ok"):
+        raise OrchestratorError(f"{request['kind']} refused: {result.get('error')}")
+    return result
+
+
+@app.command("switchover")
+def switchover(
+    cluster: str,
+    to: Annotated[str, typer.Option("--to", help="The standby to promote.")],
+    lab_dir: LabDirOpt = None,
+    topology: TopologyOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the leader.")] = 60.0,
+) -> None:
+    """Planned switchover: stop the primary cleanly, promote TO once it has every WAL record."""
+    result = _request(_topology(topology, lab_dir), cluster, {"kind": "switchover", "to": to}, timeout)
+    console.print(f"switchover done in {result['seconds']}s: primary is now {result['primary']}")
+
+
+@app.command("failover")
+def failover(
+    cluster: str,
+    to: Annotated[str, typer.Option("--to", help="The member to promote.")],
+    accept_data_loss: Annotated[bool, typer.Option(help="Allow promoting an asynchronous or lagging member.")] = False,
+    lab_dir: LabDirOpt = None,
+    topology: TopologyOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the leader.")] = 60.0,
+) -> None:
+    """Operator failover (ignores pause and the anti-flap period); reports the WAL at risk."""
+    request = {"kind": "failover", "to": to, "accept_data_loss": accept_data_loss}
+    result = _request(_topology(topology, lab_dir), cluster, request, timeout)
+    console.print(f"failover done in {result['seconds']}s: primary is now {result['primary']}")
+
+
+@app.command("pause")
+def pause(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
+    """Maintenance: no automatic failover of CLUSTER until resumed."""
+    topo = _topology(topology, lab_dir)
+    coord = _coordinator(topo)
+    try:
+        coord.set_paused(_cluster(topo, cluster), True)
+    finally:
+        coord.stop()
+    console.print(f"{cluster}: automatic failover paused")
+
+
+@app.command("resume")
+def resume(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
+    """End maintenance: automatic failover of CLUSTER again."""
+    topo = _topology(topology, lab_dir)
+    coord = _coordinator(topo)
+    try:
+        coord.set_paused(_cluster(topo, cluster), False)
+    finally:
+        coord.stop()
+    console.print(f"{cluster}: automatic failover resumed")
 
 
 def main() -> None:

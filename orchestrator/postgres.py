@@ -7,8 +7,9 @@ the controller (fast path), the lab (set-up) and the drills (checks).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -50,8 +51,11 @@ class Endpoint:
         )
 
 
+Connection = psycopg.Connection[tuple[object, ...]]
+
+
 def connect(endpoint: Endpoint, creds: Credentials, *, dbname: str = "postgres", timeout: float = 1.0
-            ) -> psycopg.Connection[tuple[object, ...]]:
+            ) -> Connection:
     """An autocommit superuser connection.
 
     :raises DatabaseUnavailable: refused, timed out, or authentication failed.
@@ -77,7 +81,7 @@ SELECT pg_is_in_recovery(),
        pg_last_wal_receive_lsn()::text,
        pg_last_wal_replay_lsn()::text,
        (SELECT status FROM pg_stat_wal_receiver),
-       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
+       current_setting('primary_conninfo'),
        (SELECT received_tli FROM pg_stat_wal_receiver),
        CASE WHEN pg_is_in_recovery() THEN NULL
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
@@ -96,7 +100,7 @@ class Prober:
     def __init__(self, creds: Credentials, timeout: float) -> None:
         self._creds = creds
         self._timeout = timeout
-        self._conns: dict[str, psycopg.Connection[tuple[object, ...]]] = {}
+        self._conns: dict[str, Connection] = {}
 
     def probe(self, endpoint: Endpoint) -> MemberStatus:
         for attempt in (1, 2):
@@ -115,6 +119,11 @@ class Prober:
                     return MemberStatus(name=endpoint.name, health=Health.UNREACHABLE, error=_first_line(exc))
         raise AssertionError("unreachable")
 
+    def connection(self, endpoint: Endpoint) -> Connection | None:
+        """The open probe connection to ``endpoint``, if any: operations reuse it to skip a login."""
+        conn = self._conns.get(endpoint.name)
+        return conn if conn is not None and not conn.closed else None
+
     def _drop(self, name: str) -> None:
         conn = self._conns.pop(name, None)
         if conn is not None:
@@ -125,10 +134,10 @@ class Prober:
             self._drop(name)
 
 
-def _read_status(name: str, conn: psycopg.Connection[tuple[object, ...]]) -> MemberStatus:
+def _read_status(name: str, conn: Connection) -> MemberStatus:
     row = conn.execute(_PROBE).fetchone()
     assert row is not None
-    in_recovery, current, received, replayed, wr_status, sender, received_tli, primary_tli, read_only = row
+    in_recovery, current, received, replayed, wr_status, conninfo, received_tli, primary_tli, read_only = row
     if in_recovery:
         return MemberStatus(
             name=name,
@@ -138,7 +147,7 @@ def _read_status(name: str, conn: psycopg.Connection[tuple[object, ...]]) -> Mem
             wal_lsn=lsn_to_int(received) or lsn_to_int(replayed),  # type: ignore[arg-type]
             replay_lsn=lsn_to_int(replayed),  # type: ignore[arg-type]
             streaming=wr_status == "streaming",
-            upstream=sender,  # type: ignore[arg-type]
+            upstream=_upstream(str(conninfo or "")),
             read_only=True,
         )
     replicas = {str(app): str(state) for app, state in conn.execute(_REPLICAS).fetchall()}
@@ -154,7 +163,29 @@ def _read_status(name: str, conn: psycopg.Connection[tuple[object, ...]]) -> Mem
     )
 
 
-def promote(endpoint: Endpoint, creds: Credentials, *, timeout: float = 10.0, poll: float = 0.005) -> int:
+def _upstream(conninfo: str) -> str | None:
+    """``address:port`` a standby is configured to stream from (its ``primary_conninfo``)."""
+    if not conninfo:
+        return None
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return None
+    return f"{params.get('host', '')}:{params.get('port', 5432)}"
+
+
+@contextlib.contextmanager
+def _session(endpoint: Endpoint, creds: Credentials, conn: Connection | None) -> Iterator[Connection]:
+    """Borrow ``conn`` (left open) or open a new connection for the block (closed after)."""
+    if conn is not None and not conn.closed:
+        yield conn
+        return
+    with connect(endpoint, creds, timeout=2.0) as fresh:
+        yield fresh
+
+
+def promote(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None, timeout: float = 10.0,
+            poll: float = 0.005) -> int:
     """Promote a standby and wait until it accepts writes; return its new timeline.
 
     ``pg_promote(wait => true)`` polls every 100 ms, so we ask without waiting and poll
@@ -163,8 +194,7 @@ def promote(endpoint: Endpoint, creds: Credentials, *, timeout: float = 10.0, po
     :raises DatabaseUnavailable: unreachable, or still in recovery after ``timeout``.
     """
     try:
-        with connect(endpoint, creds, timeout=2.0) as conn:
-            conn.execute("SET statement_timeout = 0")
+        with _session(endpoint, creds, conn) as conn:
             (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
             if in_recovery:
                 conn.execute("SELECT pg_promote(wait => false)")
@@ -201,13 +231,14 @@ def primary_conninfo(upstream: Endpoint, member: str, creds: Credentials, passfi
     )
 
 
-def repoint(endpoint: Endpoint, creds: Credentials, *, conninfo: str, slot: str) -> None:
+def repoint(endpoint: Endpoint, creds: Credentials, *, conninfo: str, slot: str, conn: Connection | None = None
+            ) -> None:
     """Point a standby at a new upstream: ``ALTER SYSTEM`` + reload, no restart.
 
     :raises DatabaseUnavailable: unreachable, or the member is not a standby.
     """
     try:
-        with connect(endpoint, creds, timeout=2.0) as conn:
+        with _session(endpoint, creds, conn) as conn:
             (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
             if not in_recovery:
                 raise DatabaseUnavailable(f"{endpoint.name}: is not a standby; rejoin it instead of re-pointing")

@@ -114,6 +114,8 @@ class Operation(BaseModel):
     steps: tuple[StepRecord, ...] = ()
     accept_data_loss: bool = False
     epoch: int = 0
+    # When the controller first failed to reach the source (automatic failovers only).
+    first_failure_at: float | None = None
 
     def advanced(self, step: Step, at: float, detail: str = "") -> Operation:
         return self.model_copy(

@@ -157,6 +157,10 @@ class ReplicationPolicy(_Model):
 
     quorum: int = Field(1, ge=0)
     synchronous: tuple[str, ...] = ()
+    # When too few quorum candidates survive to prove which one holds every acknowledged
+    # commit (e.g. a whole data centre with the primary and one candidate is gone), promote
+    # the most advanced survivor anyway (True) or wait for an operator (False, the default).
+    allow_unproven_failover: bool = False
 
 
 class Targets(_Model):

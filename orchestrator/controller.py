@@ -1,0 +1,435 @@
+"""The controller: one process per data centre; the elected leader watches and acts.
+
+Each cycle of the leader is one function per cluster: probe every member (in parallel,
+strict timeouts) into a frozen snapshot, fold it into the :class:`~decisions.Memory`,
+ask :func:`decisions.decide`, execute the decision, and log it as one JSON line. A
+failover or switchover is a persisted state machine (:class:`state.Operation`): each
+step is recorded in ZooKeeper under the leader's epoch, so a new leader resumes a
+half-done one and a deposed leader can write nothing.
+
+The fast path (detect -> promote -> re-point) is SQL only. Rejoining the old primary
+(pg_rewind) runs the Ansible playbook in a background thread, off the fast path.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+from orchestrator import decisions as d
+from orchestrator import postgres as pg
+from orchestrator.coordination import Coordinator, Lease, StateConflict
+from orchestrator.errors import DatabaseUnavailable, LostLeadership, OrchestratorError
+from orchestrator.pgserver import InstanceLayout, member_endpoint
+from orchestrator.state import (
+    ClusterSnapshot,
+    ClusterState,
+    MemberRecord,
+    Operation,
+    OperationKind,
+    Role,
+    Step,
+    lsn_to_int,
+)
+from orchestrator.topology import Cluster, Topology
+
+
+class EventLog:
+    """Structured log: one JSON object per line, each with a wall-clock ``ts``."""
+
+    def __init__(self, stream: TextIO, **context: Any) -> None:
+        self._stream = stream
+        self._context = context
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"ts": round(time.time(), 6), "event": event, **self._context, **fields}, default=str)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+class Controller:
+    def __init__(
+        self,
+        topology: Topology,
+        datacenter: str,
+        lab_root: Path,
+        creds: pg.Credentials,
+        *,
+        log: EventLog | None = None,
+        clock: Callable[[], float] = time.time,
+        rejoin: Callable[[InstanceLayout, pg.Endpoint], None] | None = None,
+    ) -> None:
+        self.topology = topology
+        self.datacenter = datacenter
+        self.root = lab_root
+        self.creds = creds
+        self.clock = clock
+        self.identity = f"{datacenter}:{uuid.uuid4().hex[:8]}"
+        self.log = log or EventLog(sys.stdout, controller=self.identity)
+        self.coord = Coordinator(topology.zookeeper_hosts(), topology.name, identity=self.identity,
+                                 session_timeout=topology.zookeeper.session_timeout_ms / 1000)
+        self.stop_event = threading.Event()
+        self._rejoin_fn = rejoin
+        self._lease: Lease | None = None
+        self._leading = False
+        self._rejoining: set[str] = set()
+        self._rejoin_lock = threading.Lock()
+        interval = topology.controller.probe_interval_ms / 1000
+        self._interval = interval
+        self._prober = pg.Prober(creds, timeout=topology.controller.probe_timeout_ms / 1000)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self._policies = {c.name: d.Policy.from_topology(topology, c) for c in topology.clusters}
+        self._memory: dict[str, d.Memory] = {}
+        self._states: dict[str, tuple[ClusterState, int]] = {}
+        self._last_reason: dict[str, str] = {}
+        self._last_publish: dict[str, float] = {}
+
+    # ---- process lifetime ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Connect, campaign, lead while elected; return when :attr:`stop_event` is set."""
+        self.coord.on_session_change(lambda s: self.log.emit("session", state=s.value))
+        self.coord.start()
+        self.log.emit("started", datacenter=self.datacenter)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.coord.campaign(self._lead, self.stop_event)
+                except OrchestratorError as exc:
+                    self.log.emit("campaign-error", error=str(exc))
+                    self.stop_event.wait(0.5)
+        finally:
+            self._prober.close()
+            self._pool.shutdown(wait=False)
+            self.coord.stop()
+            self.log.emit("stopped")
+
+    def _lead(self) -> None:
+        self._lease = self.coord.bump_epoch()
+        self._leading = True
+        self._memory.clear()
+        self._states.clear()
+        self.log.emit("elected", epoch=self._lease.epoch)
+        try:
+            while not self.stop_event.is_set():
+                started = time.monotonic()
+                if not d.may_act(self.coord.session, self._leading, self._lease.epoch, self._lease.epoch):
+                    if self.coord.session is d.SessionState.LOST:
+                        self.log.emit("lease-lost", epoch=self._lease.epoch)
+                        return
+                    self.stop_event.wait(self._interval)  # suspended: act on nothing until sure
+                    continue
+                urgent = False
+                for cluster in self.topology.clusters:
+                    urgent |= self._cycle(cluster)
+                pause = self._interval / 4 if urgent else self._interval
+                self.stop_event.wait(max(0.0, pause - (time.monotonic() - started)))
+        except LostLeadership as exc:
+            self.log.emit("deposed", epoch=self._lease.epoch, reason=str(exc))
+        finally:
+            self._leading = False
+
+    # ---- one cycle ---------------------------------------------------------------------------
+
+    def endpoints(self, cluster: Cluster) -> dict[str, pg.Endpoint]:
+        return {m.name: member_endpoint(self.topology, cluster, m) for m in cluster.members}
+
+    def probe(self, cluster: Cluster) -> ClusterSnapshot:
+        endpoints = self.endpoints(cluster)
+        statuses = list(self._pool.map(self._prober.probe, endpoints.values()))
+        return ClusterSnapshot(cluster.name, {s.name: s for s in statuses}, taken_at=self.clock())
+
+    def _state(self, cluster: Cluster, snapshot: ClusterSnapshot) -> tuple[ClusterState, int]:
+        assert self._lease is not None
+        if cluster.name not in self._states:
+            state, version = self.coord.read_state(cluster.name)
+            if state is None:
+                primaries = snapshot.primaries()
+                primary = primaries[0] if len(primaries) == 1 else cluster.initial_primary.name
+                state = ClusterState(cluster=cluster.name, primary=primary,
+                                     timeline=snapshot.members[primary].timeline)
+                version = self._write(state, -1)
+                self.log.emit("state-created", cluster=cluster.name, primary=primary)
+            self._states[cluster.name] = (state, version)
+        state, version = self._states[cluster.name]
+        paused = self.coord.is_paused(cluster.name)
+        if paused != state.paused:
+            state = state.model_copy(update={"paused": paused})
+            version = self._write(state, version)
+            self.log.emit("paused" if paused else "resumed", cluster=cluster.name)
+            self._states[cluster.name] = (state, version)
+        return state, version
+
+    def _write(self, state: ClusterState, version: int) -> int:
+        assert self._lease is not None
+        stamped = state.model_copy(update={"leader": self.identity, "epoch": self._lease.epoch,
+                                           "updated_at": self.clock()})
+        new_version = self.coord.write_state(self._lease, stamped, version)
+        self._states[state.cluster] = (stamped, new_version)
+        return new_version
+
+    def _cycle(self, cluster: Cluster) -> bool:
+        """One probe-decide-act round; True when the next round should come sooner."""
+        snapshot = self.probe(cluster)
+        now = self.clock()
+        memory = d.remember(self._memory.get(cluster.name, d.Memory()), snapshot, now)
+        self._memory[cluster.name] = memory
+        state, version = self._state(cluster, snapshot)
+        self._serve_requests(cluster, snapshot)
+        state, version = self._states[cluster.name]
+        with self._rejoin_lock:
+            rejoining = frozenset(self._rejoining)
+        decision = d.decide(snapshot, state, self._policies[cluster.name], memory, now, rejoining=rejoining)
+        if decision.reason != self._last_reason.get(cluster.name):
+            self._last_reason[cluster.name] = decision.reason
+            self.log.emit("decision", cluster=cluster.name, kind=type(decision).__name__.lower(),
+                          reason=decision.reason)
+        try:
+            self._execute(cluster, decision, snapshot, memory)
+        except StateConflict as exc:
+            self.log.emit("state-conflict", cluster=cluster.name, error=str(exc))
+            self._states.pop(cluster.name, None)
+        except DatabaseUnavailable as exc:
+            self.log.emit("action-failed", cluster=cluster.name, error=str(exc))
+        self._publish(cluster, snapshot)
+        return isinstance(decision, d.Wait)
+
+    def _execute(self, cluster: Cluster, decision: d.Decision, snapshot: ClusterSnapshot, memory: d.Memory) -> None:
+        if isinstance(decision, d.Failover):
+            state, _ = self._states[cluster.name]
+            first = memory.first_failure_at.get(decision.source)
+            op = Operation(id=uuid.uuid4().hex[:12], kind=OperationKind.FAILOVER, source=decision.source,
+                           target=decision.target, reason=decision.reason, started_at=self.clock(),
+                           epoch=self._lease.epoch if self._lease else 0, first_failure_at=first)
+            self.run_operation(cluster, op, snapshot)
+        elif isinstance(decision, d.Resume):
+            self.run_operation(cluster, decision.operation, snapshot)
+        elif isinstance(decision, d.FenceStray):
+            endpoint = self.endpoints(cluster)[decision.member]
+            fenced = pg.fence(endpoint, self.creds, pg_ctl=f"{self.topology.postgres.bin_dir}/pg_ctl")
+            self.log.emit("fenced-stray", cluster=cluster.name, member=decision.member, stopped=fenced)
+        elif isinstance(decision, d.Repoint):
+            self._repoint(cluster, decision.members)
+        elif isinstance(decision, d.Rejoin):
+            self._start_rejoin(cluster, decision.member)
+
+    # ---- operations (failover, switchover) ---------------------------------------------------
+
+    def run_operation(self, cluster: Cluster, op: Operation, snapshot: ClusterSnapshot) -> Operation:
+        """Drive ``op`` from its recorded step to DONE, persisting progress; idempotent per step."""
+        endpoints = self.endpoints(cluster)
+        state, version = self._states[cluster.name]
+        if op.step is Step.INTENT and not op.steps:
+            op = op.advanced(Step.INTENT, op.started_at, op.reason)
+            version = self._write(state.model_copy(update={"operation": op}), version)
+            self.log.emit("failover-intent" if op.kind is OperationKind.FAILOVER else "switchover-intent",
+                          cluster=cluster.name, operation=op.id, source=op.source, target=op.target, reason=op.reason)
+        steps = [Step.FENCE, Step.PROMOTE, Step.REPOINT, Step.DONE]
+        for step in steps[steps.index(op.step) + 1 if op.step in steps else 0:]:
+            state, version = self._states[cluster.name]
+            if op.step is Step.REPOINT and step is Step.REPOINT:
+                continue
+            if step is Step.FENCE:
+                detail = self._fence_source(op, endpoints, snapshot)
+                op = op.advanced(Step.FENCE, self.clock(), detail)
+                self.log.emit("fenced", cluster=cluster.name, operation=op.id, member=op.source, detail=detail)
+            elif step is Step.PROMOTE:
+                # Re-point the other standbys while the candidate promotes: with the same quorum
+                # list everywhere, its first commit waits for one of them to attach.
+                others = tuple(n for n in endpoints if n not in (op.target, op.source))
+                repointing = self._pool.submit(self._repoint, cluster, others, op.target)
+                conn = self._prober.connection(endpoints[op.target])
+                timeline = pg.promote(endpoints[op.target], self.creds, conn=conn)
+                if op.accept_data_loss and not self._policies[cluster.name].members[op.target].synchronous:
+                    self._drop_sync_names(endpoints[op.target])
+                op = op.advanced(Step.PROMOTE, self.clock(), f"timeline {timeline}")
+                self.log.emit("promoted", cluster=cluster.name, operation=op.id, member=op.target, timeline=timeline)
+                done = repointing.result()
+                op = op.advanced(Step.REPOINT, self.clock(), ", ".join(done))
+                state = state.model_copy(update={"primary": op.target, "generation": state.generation + 1,
+                                                 "timeline": timeline, "operation": op})
+                version = self._write(state, version)
+            elif step is Step.REPOINT:  # only when resuming an operation persisted right after promotion
+                others = tuple(n for n in endpoints if n not in (op.target, op.source))
+                done = self._repoint(cluster, others, upstream=op.target)
+                op = op.advanced(Step.REPOINT, self.clock(), ", ".join(done))
+            elif step is Step.DONE:
+                op = op.advanced(Step.DONE, self.clock())
+                history = (*state.history, op)[-20:]
+                state = state.model_copy(update={"operation": None, "history": history,
+                                                 "last_failover_at": self.clock()})
+                self._write(state, version)
+                self.log.emit("done", cluster=cluster.name, operation=op.id, kind=op.kind.value,
+                              steps={s.step.value: s.at for s in op.steps})
+        return op
+
+    def _fence_source(self, op: Operation, endpoints: dict[str, pg.Endpoint], snapshot: ClusterSnapshot) -> str:
+        pg_ctl = f"{self.topology.postgres.bin_dir}/pg_ctl"
+        if op.kind is OperationKind.SWITCHOVER:
+            return self._stop_for_switchover(op, endpoints, pg_ctl)
+        status = snapshot.members.get(op.source)
+        if status is not None and not status.reachable and op.first_failure_at is not None:
+            # Detected as unreachable: it acknowledges nothing. If it comes back writable the
+            # stray-primary rule stops it, and the generation bump lets an agent self-fence.
+            return "unreachable at detection; nothing to stop"
+        return "stopped" if pg.fence(endpoints[op.source], self.creds, pg_ctl=pg_ctl) else "unreachable"
+
+    def _stop_for_switchover(self, op: Operation, endpoints: dict[str, pg.Endpoint], pg_ctl: str) -> str:
+        source, target = endpoints[op.source], endpoints[op.target]
+        with pg.connect(source, self.creds, timeout=2) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        last = (lsn_to_int(str(row[0])) or 0) if row else 0
+        # A clean (fast) shutdown sends every WAL record, the shutdown checkpoint included,
+        # to connected standbys before the server exits.
+        pg.fence(source, self.creds, pg_ctl=pg_ctl, mode="fast")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = self._prober.probe(source)
+            if not status.reachable:
+                break
+            time.sleep(0.01)
+        caught_up = False
+        while time.monotonic() < deadline:
+            status = self._prober.probe(target)
+            if status.reachable and (status.wal_lsn or 0) >= (last or 0):
+                caught_up = True
+                break
+            time.sleep(0.005)
+        if not caught_up:
+            raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
+        return f"stopped cleanly; {op.target} received WAL up to {last}"
+
+    def _drop_sync_names(self, endpoint: pg.Endpoint) -> None:
+        with pg.connect(endpoint, self.creds, timeout=2) as conn:
+            conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+            conn.execute("SELECT pg_reload_conf()")
+        self.log.emit("sync-off", member=endpoint.name,
+                      reason="promoted an asynchronous member with accepted data loss: no quorum to wait for")
+
+    def _repoint(self, cluster: Cluster, members: tuple[str, ...], upstream: str | None = None) -> list[str]:
+        state, _ = self._states[cluster.name]
+        primary = upstream or state.primary
+        endpoints = self.endpoints(cluster)
+        passfile = str(InstanceLayout(self.topology, cluster, cluster.member(primary), self.root).passfile)
+
+        def one(name: str) -> str | None:
+            conninfo = pg.primary_conninfo(endpoints[primary], name, self.creds, passfile)
+            try:
+                pg.repoint(endpoints[name], self.creds, conninfo=conninfo, slot=cluster.member(name).slot_name,
+                           conn=self._prober.connection(endpoints[name]))
+            except DatabaseUnavailable as exc:
+                self.log.emit("repoint-failed", cluster=cluster.name, member=name, error=str(exc))
+                return None
+            return name
+
+        with ThreadPoolExecutor(max_workers=max(1, len(members)), thread_name_prefix="repoint") as pool:
+            done = [name for name in pool.map(one, members) if name is not None]
+        if done:
+            self.log.emit("repointed", cluster=cluster.name, members=done, upstream=primary)
+        return done
+
+    # ---- rejoin (slow path, background) ------------------------------------------------------
+
+    def _start_rejoin(self, cluster: Cluster, member: str) -> None:
+        with self._rejoin_lock:
+            if member in self._rejoining or self._rejoin_fn is None:
+                return
+            self._rejoining.add(member)
+        state, _ = self._states[cluster.name]
+        thread = threading.Thread(target=self._rejoin, args=(cluster, member, state.primary),
+                                  name=f"rejoin-{member}", daemon=True)
+        thread.start()
+
+    def _rejoin(self, cluster: Cluster, member: str, primary: str) -> None:
+        endpoints = self.endpoints(cluster)
+        started = time.monotonic()
+        self.log.emit("rejoin-start", cluster=cluster.name, member=member, upstream=primary)
+        try:
+            pg.checkpoint(endpoints[primary], self.creds)  # pg_rewind reads the new timeline from it
+            layout = InstanceLayout(self.topology, cluster, cluster.member(member), self.root)
+            assert self._rejoin_fn is not None
+            self._rejoin_fn(layout, endpoints[primary])
+            peers = [m.slot_name for m in cluster.members if m.name != member]
+            pg.ensure_slots(endpoints[member], self.creds, peers)
+            self.log.emit("rejoined", cluster=cluster.name, member=member, upstream=primary,
+                          seconds=round(time.monotonic() - started, 3))
+        except OrchestratorError as exc:
+            self.log.emit("rejoin-failed", cluster=cluster.name, member=member, error=str(exc))
+        finally:
+            with self._rejoin_lock:
+                self._rejoining.discard(member)
+
+    # ---- operator requests and status --------------------------------------------------------
+
+    def _serve_requests(self, cluster: Cluster, snapshot: ClusterSnapshot) -> None:
+        for request_id, request in self.coord.pending_requests(cluster.name):
+            try:
+                result = self._serve(cluster, request, snapshot)
+            except OrchestratorError as exc:
+                result = {"ok": False, "error": str(exc)}
+            self.coord.answer_request(cluster.name, request_id, result)
+            self.log.emit("request", cluster=cluster.name, id=request_id, request=request, result=result)
+
+    def _serve(self, cluster: Cluster, request: dict[str, Any], snapshot: ClusterSnapshot) -> dict[str, Any]:
+        state, _ = self._states[cluster.name]
+        policy = self._policies[cluster.name]
+        kind, target = request.get("kind"), request.get("to")
+        if state.operation is not None:
+            return {"ok": False, "error": f"{state.operation.kind} {state.operation.id} is in progress; retry later"}
+        if target == state.primary:
+            return {"ok": False, "error": f"{target} is already the primary"}
+        accept = bool(request.get("accept_data_loss"))
+        choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept)
+        if isinstance(choice, d.Refusal):
+            return {"ok": False, "error": choice.reason}
+        if kind == "switchover":
+            primary = snapshot.members[state.primary]
+            if not (primary.reachable and primary.role is Role.PRIMARY):
+                return {"ok": False, "error": f"{state.primary} is not a healthy primary; use failover"}
+            op_kind = OperationKind.SWITCHOVER
+        elif kind == "failover":
+            op_kind = OperationKind.FAILOVER
+            at_risk = max((s.wal_lsn or 0) for s in snapshot.members.values()) - choice.wal_lsn
+            if at_risk > 0 and not accept:
+                return {"ok": False, "error": f"{target} is {at_risk} bytes of WAL behind; "
+                                              "pass --accept-data-loss to promote it anyway"}
+        else:
+            return {"ok": False, "error": f"unknown request kind {kind!r}"}
+        op = Operation(id=uuid.uuid4().hex[:12], kind=op_kind, source=state.primary, target=choice.name,
+                       reason=f"operator {kind} to {choice.name}", started_at=self.clock(),
+                       accept_data_loss=accept, epoch=self._lease.epoch if self._lease else 0)
+        started = time.monotonic()
+        done = self.run_operation(cluster, op, snapshot)
+        if op_kind is OperationKind.SWITCHOVER:
+            self._start_rejoin(cluster, op.source)
+        return {"ok": True, "operation": done.id, "primary": done.target,
+                "seconds": round(time.monotonic() - started, 3),
+                "steps": {s.step.value: s.at for s in done.steps}}
+
+    def _publish(self, cluster: Cluster, snapshot: ClusterSnapshot) -> None:
+        """Member health and WAL positions for ``drctl status``, at most once a second."""
+        now = time.monotonic()
+        if now - self._last_publish.get(cluster.name, 0.0) < 1.0:
+            return
+        self._last_publish[cluster.name] = now
+        state, version = self._states[cluster.name]
+        primary_lsn = snapshot.members[state.primary].wal_lsn if state.primary in snapshot.members else None
+        members = {
+            name: MemberRecord(health=s.health, role=s.role, timeline=s.timeline, wal_lsn=s.wal_lsn,
+                               streaming=s.streaming,
+                               lag_bytes=(primary_lsn - s.wal_lsn) if primary_lsn and s.wal_lsn else None)
+            for name, s in snapshot.members.items()
+        }
+        try:
+            self._write(state.model_copy(update={"members": members}), version)
+        except StateConflict:
+            self._states.pop(cluster.name, None)

@@ -1,0 +1,284 @@
+"""ZooKeeper coordination (kazoo): leader election, epochs, versioned cluster state, requests.
+
+The only module that imports kazoo. Layout under ``/dr-orchestrator/<topology>/``::
+
+    election/               kazoo Election (lock) among the controllers
+    epoch                   leadership term; bumped with a CAS by each new leader
+    clusters/<c>/state      ClusterState JSON; written only by the leader, with a
+                            transaction that also checks the epoch's version
+    clusters/<c>/paused     exists while an operator paused automatic failover
+    clusters/<c>/requests/  operator requests (switchover, failover) for the leader
+    clusters/<c>/results/   the leader's answers, keyed by request id
+    drill-lock              ephemeral: the one drill running now
+    drills/                 drill history, one znode per run
+
+Contract: every write of the leader is atomic with a check of the epoch znode's version,
+so a deposed leader that wakes up late changes nothing (:class:`LostLeadership`). A lost
+race on the state's own version raises :class:`StateConflict`. An unreachable ensemble
+raises :class:`CoordinationUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+
+from orchestrator.decisions import SessionState
+from orchestrator.errors import CoordinationUnavailable, DrillLocked, LostLeadership, PermanentError
+from orchestrator.state import ClusterState
+
+
+class StateConflict(PermanentError):
+    """The state changed since it was read (another writer won the race)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A leadership term: the epoch number and the epoch znode version that proves it."""
+
+    epoch: int
+    version: int
+
+
+class Coordinator:
+    def __init__(self, hosts: str, namespace: str, *, identity: str, session_timeout: float = 2.0) -> None:
+        self.root = f"/dr-orchestrator/{namespace}"
+        self.identity = identity
+        self._client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={"max_tries": -1,
+                                   "delay": 0.05, "max_delay": 0.5})
+        self._session = SessionState.LOST
+        self._listeners: list[Callable[[SessionState], None]] = []
+        self._client.add_listener(self._on_state)
+
+    # ---- session -------------------------------------------------------------------------
+
+    def _on_state(self, state: str) -> None:
+        self._session = {
+            KazooState.CONNECTED: SessionState.CONNECTED,
+            KazooState.SUSPENDED: SessionState.SUSPENDED,
+            KazooState.LOST: SessionState.LOST,
+        }[state]
+        for listener in self._listeners:
+            listener(self._session)
+
+    def on_session_change(self, listener: Callable[[SessionState], None]) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def session(self) -> SessionState:
+        return self._session
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect. :raises CoordinationUnavailable: no server answered within ``timeout``."""
+        try:
+            self._client.start(timeout=timeout)
+        except KazooTimeoutError as exc:
+            raise CoordinationUnavailable(f"ZooKeeper at {self._client.hosts} did not answer in {timeout}s; "
+                                          "is the ensemble up (drctl lab status)?") from exc
+        self._session = SessionState.CONNECTED
+        for path in ("election", "clusters", "drills"):
+            self._client.ensure_path(f"{self.root}/{path}")
+
+    def stop(self) -> None:
+        try:
+            self._client.stop()
+            self._client.close()
+        except KazooException:
+            pass
+
+    # ---- election and epochs -------------------------------------------------------------
+
+    def campaign(self, lead: Callable[[], None], stop: threading.Event) -> None:
+        """Block until elected, run ``lead`` while leader, release; return when ``stop`` is set."""
+        election = self._client.Election(f"{self.root}/election", self.identity)
+        watcher = threading.Thread(target=lambda: (stop.wait(), election.cancel()), daemon=True)
+        watcher.start()
+        try:
+            election.run(lead)
+        except KazooException:
+            if not stop.is_set():
+                raise
+
+    def leader_identity(self) -> str | None:
+        contenders = self._client.Election(f"{self.root}/election").contenders()
+        return str(contenders[0]) if contenders else None
+
+    def bump_epoch(self) -> Lease:
+        """Start a new leadership term: CAS-increment the epoch; retry if another leader raced."""
+        path = f"{self.root}/epoch"
+        while True:
+            try:
+                data, stat = self._client.get(path)
+            except NoNodeError:
+                try:
+                    self._client.create(path, b"0")
+                except NodeExistsError:
+                    pass
+                continue
+            epoch = int(data or b"0") + 1
+            try:
+                new = self._client.set(path, str(epoch).encode(), version=stat.version)
+            except BadVersionError:
+                continue
+            return Lease(epoch, new.version)
+
+    def current_epoch(self) -> int:
+        try:
+            data, _ = self._client.get(f"{self.root}/epoch")
+        except NoNodeError:
+            return 0
+        return int(data or b"0")
+
+    # ---- cluster state -------------------------------------------------------------------
+
+    def _state_path(self, cluster: str) -> str:
+        return f"{self.root}/clusters/{cluster}/state"
+
+    def read_state(self, cluster: str) -> tuple[ClusterState | None, int]:
+        """The state and its znode version (-1 when none was written yet)."""
+        try:
+            data, stat = self._client.get(self._state_path(cluster))
+        except NoNodeError:
+            return None, -1
+        except KazooException as exc:
+            raise CoordinationUnavailable(f"reading {cluster} state failed: {exc!r}") from exc
+        return ClusterState.model_validate_json(data), int(stat.version)
+
+    def write_state(self, lease: Lease, state: ClusterState, version: int) -> int:
+        """Write ``state`` iff the epoch is still ours and the state is still at ``version``.
+
+        ``version == -1`` creates it. Returns the new version.
+
+        :raises LostLeadership: the epoch moved on: this controller must stop acting.
+        :raises StateConflict: the state changed since it was read.
+        """
+        path = self._state_path(state.cluster)
+        data = state.model_dump_json().encode()
+        self._client.ensure_path(f"{self.root}/clusters/{state.cluster}")
+        tx = self._client.transaction()
+        tx.check(f"{self.root}/epoch", lease.version)
+        if version == -1:
+            tx.create(path, data)
+        else:
+            tx.set_data(path, data, version=version)
+        try:
+            results = tx.commit()
+        except KazooException as exc:
+            raise CoordinationUnavailable(f"writing {state.cluster} state failed: {exc!r}") from exc
+        if isinstance(results[0], Exception):
+            raise LostLeadership(f"epoch {lease.epoch} is no longer current; another controller leads")
+        if isinstance(results[1], Exception):
+            raise StateConflict(f"{state.cluster} state changed since version {version}: {results[1]!r}")
+        return version + 1
+
+    # ---- operator controls -----------------------------------------------------------------
+
+    def set_paused(self, cluster: str, paused: bool) -> None:
+        path = f"{self.root}/clusters/{cluster}/paused"
+        if paused:
+            self._client.ensure_path(path)
+        else:
+            try:
+                self._client.delete(path)
+            except NoNodeError:
+                pass
+
+    def is_paused(self, cluster: str) -> bool:
+        return self._client.exists(f"{self.root}/clusters/{cluster}/paused") is not None
+
+    def submit_request(self, cluster: str, request: dict[str, Any]) -> str:
+        """Queue an operator request for the leader; returns its id."""
+        base = f"{self.root}/clusters/{cluster}/requests"
+        self._client.ensure_path(base)
+        path = self._client.create(f"{base}/req-", json.dumps(request).encode(), sequence=True)
+        return str(path).rsplit("/", 1)[1]
+
+    def pending_requests(self, cluster: str) -> list[tuple[str, dict[str, Any]]]:
+        base = f"{self.root}/clusters/{cluster}/requests"
+        try:
+            children = sorted(self._client.get_children(base))
+        except NoNodeError:
+            return []
+        found = []
+        for child in children:
+            try:
+                data, _ = self._client.get(f"{base}/{child}")
+            except NoNodeError:
+                continue
+            found.append((str(child), json.loads(data)))
+        return found
+
+    def answer_request(self, cluster: str, request_id: str, result: dict[str, Any]) -> None:
+        base = f"{self.root}/clusters/{cluster}"
+        self._client.ensure_path(f"{base}/results")
+        try:
+            self._client.create(f"{base}/results/{request_id}", json.dumps(result).encode())
+        except NodeExistsError:
+            pass
+        try:
+            self._client.delete(f"{base}/requests/{request_id}")
+        except NoNodeError:
+            pass
+
+    def wait_result(self, cluster: str, request_id: str, timeout: float) -> dict[str, Any] | None:
+        path = f"{self.root}/clusters/{cluster}/results/{request_id}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data, _ = self._client.get(path)
+                return dict(json.loads(data))
+            except NoNodeError:
+                time.sleep(0.05)
+        return None
+
+    # ---- drills ----------------------------------------------------------------------------
+
+    def acquire_drill_lock(self, owner: str) -> None:
+        """Take the one-drill-at-a-time lock (ephemeral: released if the holder dies).
+
+        :raises DrillLocked: another drill holds it; the message names the holder.
+        """
+        path = f"{self.root}/drill-lock"
+        try:
+            self._client.create(path, owner.encode(), ephemeral=True)
+        except NodeExistsError:
+            try:
+                holder = self._client.get(path)[0].decode()
+            except NoNodeError:
+                holder = "unknown"
+            raise DrillLocked(f"another drill is running ({holder}); wait for it to finish") from None
+
+    def release_drill_lock(self) -> None:
+        try:
+            self._client.delete(f"{self.root}/drill-lock")
+        except NoNodeError:
+            pass
+
+    def record_drill(self, run_id: str, summary: dict[str, Any]) -> None:
+        path = f"{self.root}/drills/{run_id}"
+        data = json.dumps(summary).encode()
+        try:
+            self._client.create(path, data, makepath=True)
+        except NodeExistsError:
+            self._client.set(path, data)
+
+    def drill_history(self) -> list[dict[str, Any]]:
+        base = f"{self.root}/drills"
+        try:
+            children = sorted(self._client.get_children(base))
+        except NoNodeError:
+            return []
+        return [dict(json.loads(self._client.get(f"{base}/{c}")[0])) for c in children]

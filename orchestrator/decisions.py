@@ -1,0 +1,369 @@
+"""Where failover is decided: pure functions over a probe snapshot and the persisted state.
+
+Nothing here does I/O, reads a clock or sleeps: the controller passes ``now`` in, gets a
+typed :class:`Decision` back (each carries its ``reason``), and executes it. Rules:
+
+* **Act only with a sure lease** (:func:`may_act`): a controller whose ZooKeeper session
+  is in doubt, or that is not the leader of the current epoch, does nothing.
+* **Holistic detection** (:func:`assess_primary`): the primary is failed only after
+  ``failure_threshold`` consecutive failed probes AND no reachable standby still streams
+  from it. A controller cut off from a healthy primary sees standbys streaming and waits.
+* **Candidate choice** (:func:`choose_candidate`): a reachable synchronous-quorum standby,
+  most advanced received WAL first, then same region as the old primary, then priority;
+  never ``never_promote``; never an asynchronous member unless an operator accepts loss.
+  Zero loss is *provable* only if enough quorum candidates are reachable that at least
+  one of them confirmed every acknowledged commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from orchestrator.state import ClusterSnapshot, ClusterState, MemberStatus, Operation, Role, Step
+from orchestrator.topology import Cluster, Topology
+
+# ---- policy --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberPolicy:
+    name: str
+    datacenter: str
+    region: str
+    endpoint: str          # "address:port", as standbys report their upstream
+    synchronous: bool
+    priority: int
+    never_promote: bool
+
+
+@dataclass(frozen=True)
+class Policy:
+    cluster: str
+    members: Mapping[str, MemberPolicy]
+    quorum: int
+    failure_threshold: int
+    anti_flap_seconds: float
+    rejoin_delay_seconds: float
+    allow_unproven_failover: bool
+
+    @classmethod
+    def from_topology(cls, topology: Topology, cluster: Cluster) -> Policy:
+        sync = set(topology.synchronous_members(cluster))
+        members = {
+            m.name: MemberPolicy(
+                name=m.name,
+                datacenter=m.datacenter,
+                region=topology.region_of(m.datacenter),
+                endpoint=f"{topology.member_address(m)}:{topology.member_port(cluster, m)}",
+                synchronous=m.name in sync,
+                priority=m.priority,
+                never_promote=m.never_promote,
+            )
+            for m in cluster.members
+        }
+        return cls(
+            cluster=cluster.name,
+            members=members,
+            quorum=cluster.replication.quorum,
+            failure_threshold=topology.controller.failure_threshold,
+            anti_flap_seconds=topology.controller.anti_flap_seconds,
+            rejoin_delay_seconds=topology.controller.rejoin_delay_seconds,
+            allow_unproven_failover=cluster.replication.allow_unproven_failover,
+        )
+
+
+# ---- the lease -------------------------------------------------------------------------------
+
+
+class SessionState(StrEnum):
+    CONNECTED = "connected"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+
+
+def may_act(session: SessionState, is_leader: bool, lease_epoch: int | None, current_epoch: int | None) -> bool:
+    """Only a connected leader holding the newest epoch acts; in doubt, do nothing."""
+    return (
+        session is SessionState.CONNECTED
+        and is_leader
+        and lease_epoch is not None
+        and lease_epoch == current_epoch
+    )
+
+
+# ---- memory between cycles -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the controller carries from one probe round to the next."""
+
+    failures: Mapping[str, int] = field(default_factory=dict)
+    # When each member was first seen unreachable / not streaming in its current spell.
+    down_since: Mapping[str, float] = field(default_factory=dict)
+    first_failure_at: Mapping[str, float] = field(default_factory=dict)
+
+
+def remember(memory: Memory, snapshot: ClusterSnapshot, now: float) -> Memory:
+    failures = dict(memory.failures)
+    down_since = dict(memory.down_since)
+    first_failure = dict(memory.first_failure_at)
+    for name, status in snapshot.members.items():
+        if status.reachable:
+            failures.pop(name, None)
+            first_failure.pop(name, None)
+        else:
+            failures[name] = failures.get(name, 0) + 1
+            first_failure.setdefault(name, now)
+        unhealthy = not status.reachable or (status.role is Role.STANDBY and not status.streaming)
+        if unhealthy:
+            down_since.setdefault(name, now)
+        else:
+            down_since.pop(name, None)
+    return Memory(failures, down_since, first_failure)
+
+
+# ---- detection -----------------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    HEALTHY = "healthy"
+    SUSPECT = "suspect"            # failing, not yet confirmed
+    ALIVE_ELSEWHERE = "alive"      # we cannot reach it, but standbys still stream from it
+    UNCONFIRMED = "unconfirmed"    # no standby reachable to confirm: maybe we are the ones cut off
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: Verdict
+    reason: str
+
+
+def assess_primary(snapshot: ClusterSnapshot, policy: Policy, primary: str, failures: int) -> Assessment:
+    status = snapshot.members.get(primary)
+    if status is not None and status.reachable:
+        if status.role is Role.PRIMARY:
+            return Assessment(Verdict.HEALTHY, f"{primary} answers as primary")
+        return Assessment(Verdict.SUSPECT, f"{primary} answers but is in recovery, not primary")
+    if failures < policy.failure_threshold:
+        return Assessment(Verdict.SUSPECT, f"{primary} unreachable ({failures}/{policy.failure_threshold} probes)")
+    standbys = [s for n, s in snapshot.members.items() if n != primary and s.reachable and s.role is Role.STANDBY]
+    if not standbys:
+        return Assessment(Verdict.UNCONFIRMED,
+                          f"{primary} unreachable but no standby is reachable to confirm; not failing over")
+    upstream = policy.members[primary].endpoint
+    streaming = sorted(s.name for s in standbys if s.streaming and s.upstream == upstream)
+    if streaming:
+        return Assessment(Verdict.ALIVE_ELSEWHERE,
+                          f"{primary} unreachable from the controller but {', '.join(streaming)} still stream "
+                          "from it; not failing over")
+    names = ", ".join(sorted(s.name for s in standbys))
+    return Assessment(Verdict.FAILED,
+                      f"{primary} unreachable for {failures} probes and no standby streams from it ({names})")
+
+
+# ---- candidate choice ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    wal_lsn: int
+    proven: bool           # enough quorum members seen to know it holds every acknowledged commit
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+def _eligible(status: MemberStatus, policy: Policy, exclude: str, allow_async: bool) -> bool:
+    member = policy.members.get(status.name)
+    return (
+        member is not None
+        and status.name != exclude
+        and status.reachable
+        and status.role is Role.STANDBY
+        and status.wal_lsn is not None
+        and not member.never_promote
+        and (member.synchronous or allow_async)
+    )
+
+
+def choose_candidate(
+    snapshot: ClusterSnapshot,
+    policy: Policy,
+    old_primary: str,
+    *,
+    target: str | None = None,
+    allow_async: bool = False,
+) -> Candidate | Refusal:
+    """The best member to promote, or why there is none.
+
+    Among eligible members: the most advanced received WAL wins, then the old primary's
+    region, then the higher priority, then the name (so the choice is deterministic).
+    """
+    statuses = list(snapshot.members.values())
+    eligible = [s for s in statuses if _eligible(s, policy, old_primary, allow_async)]
+    if target is not None:
+        if target not in policy.members:
+            return Refusal(f"{target!r} is not a member of {policy.cluster}")
+        eligible = [s for s in eligible if s.name == target]
+        if not eligible:
+            why = "it is asynchronous (pass --accept-data-loss)" if not policy.members[target].synchronous \
+                and not allow_async else "it is unreachable, not a standby, or never_promote"
+            return Refusal(f"cannot promote {target}: {why}")
+    if not eligible:
+        return Refusal(f"no reachable synchronous standby of {policy.cluster} can be promoted")
+    old_region = policy.members[old_primary].region if old_primary in policy.members else ""
+
+    def rank(status: MemberStatus) -> tuple[int, int, int, int, str]:
+        member = policy.members[status.name]
+        return (
+            int(member.synchronous),
+            status.wal_lsn or 0,
+            int(member.region == old_region),
+            member.priority,
+            "".join(chr(0x10FFFF - ord(c)) for c in status.name),  # earlier name wins ties
+        )
+
+    best = max(eligible, key=rank)
+    # With ANY q of n standby candidates, every acknowledged commit is on at least q of them;
+    # seeing n - q + 1 of them guarantees one holds everything, so the most advanced does.
+    sync_standbys = [m for m in policy.members.values() if m.synchronous and m.name != old_primary]
+    seen = [s for s in statuses if s.name != old_primary and policy.members.get(s.name) is not None
+            and policy.members[s.name].synchronous and s.reachable and s.role is Role.STANDBY
+            and s.wal_lsn is not None]
+    needed = len(sync_standbys) - policy.quorum + 1
+    proven = policy.quorum > 0 and len(seen) >= needed and best.wal_lsn == max(s.wal_lsn or 0 for s in seen)
+    if target is not None and (best.wal_lsn or 0) < max((s.wal_lsn or 0 for s in seen), default=0):
+        proven = False
+    reason = (f"{best.name} has the most advanced WAL ({best.wal_lsn}) of "
+              f"{', '.join(sorted(s.name for s in eligible))}"
+              + ("" if proven else f"; zero loss NOT provable: {len(seen)} of {len(sync_standbys)} quorum "
+                 f"standbys seen, {needed} needed"))
+    return Candidate(best.name, best.wal_lsn or 0, proven, reason)
+
+
+# ---- the decision --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Idle:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failover:
+    source: str
+    target: str
+    proven: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    operation: Operation
+    reason: str
+
+
+@dataclass(frozen=True)
+class FenceStray:
+    member: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Repoint:
+    members: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejoin:
+    member: str
+    reason: str
+
+
+Decision = Idle | Wait | Blocked | Failover | Resume | FenceStray | Repoint | Rejoin
+
+
+def decide(
+    snapshot: ClusterSnapshot,
+    state: ClusterState,
+    policy: Policy,
+    memory: Memory,
+    now: float,
+    *,
+    rejoining: frozenset[str] = frozenset(),
+) -> Decision:
+    """One controller cycle's decision for one cluster."""
+    if state.operation is not None and state.operation.step is not Step.DONE:
+        return Resume(state.operation, f"{state.operation.kind} {state.operation.id} stopped at "
+                                       f"{state.operation.step}; resuming")
+    primary = state.primary
+    strays = [n for n in snapshot.primaries() if n != primary]
+    if strays:
+        return FenceStray(strays[0], f"{strays[0]} accepts writes but {primary} is the primary of generation "
+                                     f"{state.generation}")
+    assessment = assess_primary(snapshot, policy, primary, memory.failures.get(primary, 0))
+    if assessment.verdict is Verdict.FAILED:
+        return _on_failure(snapshot, state, policy, now, assessment.reason)
+    if assessment.verdict is not Verdict.HEALTHY:
+        return Wait(assessment.reason)
+    return _tend_standbys(snapshot, state, policy, memory, now, rejoining)
+
+
+def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, now: float, why: str) -> Decision:
+    if state.paused:
+        return Blocked(f"{why}; automatic failover is paused (drctl resume {policy.cluster})")
+    if state.last_failover_at is not None and now - state.last_failover_at < policy.anti_flap_seconds:
+        ago = now - state.last_failover_at
+        return Blocked(f"{why}; last failover {ago:.0f}s ago, within the {policy.anti_flap_seconds:.0f}s "
+                       f"anti-flap period (force with drctl failover {policy.cluster} --to MEMBER)")
+    choice = choose_candidate(snapshot, policy, state.primary)
+    if isinstance(choice, Refusal):
+        return Blocked(f"{why}; {choice.reason}")
+    if not choice.proven and not policy.allow_unproven_failover:
+        return Blocked(f"{why}; {choice.reason}; refusing automatic failover "
+                       f"(drctl failover {policy.cluster} --to {choice.name} --accept-data-loss)")
+    return Failover(state.primary, choice.name, choice.proven, f"{why}; {choice.reason}")
+
+
+def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, memory: Memory, now: float,
+                   rejoining: frozenset[str]) -> Decision:
+    upstream = policy.members[state.primary].endpoint
+    repoint: list[str] = []
+    for name, status in sorted(snapshot.members.items()):
+        if name == state.primary or name in rejoining:
+            continue
+        since = memory.down_since.get(name)
+        stuck = since is not None and now - since >= policy.rejoin_delay_seconds
+        if not status.reachable:
+            if since is not None and stuck:
+                return Rejoin(name, f"{name} unreachable for over {policy.rejoin_delay_seconds:.1f}s; "
+                                    f"rejoining it as a standby of {state.primary}")
+            continue
+        if status.role is Role.STANDBY and status.upstream != upstream:
+            repoint.append(name)
+        elif status.role is Role.STANDBY and not status.streaming and since is not None and stuck:
+            return Rejoin(name, f"{name} has not streamed from {state.primary} for over "
+                                f"{policy.rejoin_delay_seconds:.1f}s (diverged timeline?); rewinding it")
+    if repoint:
+        return Repoint(tuple(repoint), f"{', '.join(repoint)} stream from elsewhere; pointing them at "
+                                       f"{state.primary}")
+    return Idle(f"{state.primary} is primary; standbys in order")

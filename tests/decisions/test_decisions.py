@@ -1,0 +1,198 @@
+"""Failure detection, candidate choice and the decision table: pure, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator import decisions as d
+from orchestrator.state import ClusterSnapshot, ClusterState, Health, MemberStatus, Operation, OperationKind, Role
+from orchestrator.topology import Topology
+
+PRIMARY_EP = "127.0.0.1:25409"
+
+
+@pytest.fixture
+def policy(shipped_topology: Topology) -> d.Policy:
+    return d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+
+
+def up_standby(name: str, lsn: int, *, streaming: bool = False, upstream: str | None = PRIMARY_EP) -> MemberStatus:
+    return MemberStatus(name, Health.HEALTHY, Role.STANDBY, timeline=1, wal_lsn=lsn, streaming=streaming,
+                        upstream=upstream)
+
+
+def down(name: str) -> MemberStatus:
+    return MemberStatus(name, Health.UNREACHABLE, error="connection refused")
+
+
+def snap(*members: MemberStatus) -> ClusterSnapshot:
+    return ClusterSnapshot("payments", {m.name: m for m in members}, taken_at=100.0)
+
+
+def dead_primary(**lsns: int) -> ClusterSnapshot:
+    members = [down("dc1-a")] + [up_standby(n.replace("_", "-"), lsn) for n, lsn in lsns.items()]
+    return snap(*members)
+
+
+STATE = ClusterState(cluster="payments", primary="dc1-a")
+FAILED = d.Memory(failures={"dc1-a": 2})
+
+
+# ---- the lease ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("session", "leader", "lease", "current", "expected"), [
+    pytest.param(d.SessionState.CONNECTED, True, 3, 3, True, id="connected-leader-current-epoch"),
+    pytest.param(d.SessionState.SUSPENDED, True, 3, 3, False, id="suspended-session"),
+    pytest.param(d.SessionState.LOST, True, 3, 3, False, id="lost-session"),
+    pytest.param(d.SessionState.CONNECTED, False, 3, 3, False, id="not-leader"),
+    pytest.param(d.SessionState.CONNECTED, True, 3, 4, False, id="stale-epoch"),
+    pytest.param(d.SessionState.CONNECTED, True, None, 4, False, id="no-lease"),
+])
+def test_only_a_sure_leader_acts(session: d.SessionState, leader: bool, lease: int | None, current: int | None,
+                                 expected: bool) -> None:
+    assert d.may_act(session, leader, lease, current) is expected
+
+
+# ---- detection ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("snapshot", "failures", "verdict"), [
+    pytest.param(snap(MemberStatus("dc1-a", Health.HEALTHY, Role.PRIMARY, wal_lsn=10)), 0, d.Verdict.HEALTHY,
+                 id="answers-as-primary"),
+    pytest.param(dead_primary(dc1_b=10, dc2_a=10), 1, d.Verdict.SUSPECT, id="one-failure-is-not-enough"),
+    pytest.param(snap(down("dc1-a"), up_standby("dc1-b", 10, streaming=True), up_standby("dc2-a", 10)), 5,
+                 d.Verdict.ALIVE_ELSEWHERE, id="standby-still-streams-from-it"),
+    pytest.param(snap(down("dc1-a"), down("dc1-b"), down("dc2-a"), down("dc3-a")), 5, d.Verdict.UNCONFIRMED,
+                 id="controller-cut-off-from-everyone"),
+    pytest.param(dead_primary(dc1_b=10, dc2_a=10), 2, d.Verdict.FAILED, id="confirmed-by-standbys"),
+    pytest.param(snap(down("dc1-a"), up_standby("dc1-b", 10, streaming=True, upstream="127.0.0.1:9"),
+                      up_standby("dc2-a", 10)), 2, d.Verdict.FAILED, id="streaming-from-elsewhere-confirms"),
+])
+def test_assess_primary(policy: d.Policy, snapshot: ClusterSnapshot, failures: int, verdict: d.Verdict) -> None:
+    assert d.assess_primary(snapshot, policy, "dc1-a", failures).verdict is verdict
+
+
+# ---- candidate choice ----------------------------------------------------------------------------
+
+def test_most_advanced_synchronous_standby_wins(policy: d.Policy) -> None:
+    choice = d.choose_candidate(dead_primary(dc1_b=100, dc2_a=200, dc3_a=999), policy, "dc1-a")
+    assert isinstance(choice, d.Candidate)
+    assert (choice.name, choice.proven) == ("dc2-a", True)
+
+
+def test_same_region_then_priority_break_ties(policy: d.Policy) -> None:
+    choice = d.choose_candidate(dead_primary(dc1_b=200, dc2_a=200), policy, "dc1-a")
+    assert isinstance(choice, d.Candidate) and choice.name == "dc1-b"
+
+
+def test_async_dr_member_is_never_chosen_automatically(policy: d.Policy) -> None:
+    choice = d.choose_candidate(snap(down("dc1-a"), down("dc1-b"), down("dc2-a"), up_standby("dc3-a", 500)),
+                                policy, "dc1-a")
+    assert isinstance(choice, d.Refusal)
+
+
+def test_operator_may_choose_async_only_when_accepting_loss(policy: d.Policy) -> None:
+    snapshot = dead_primary(dc1_b=100, dc3_a=50)
+    refused = d.choose_candidate(snapshot, policy, "dc1-a", target="dc3-a")
+    assert isinstance(refused, d.Refusal) and "--accept-data-loss" in refused.reason
+    forced = d.choose_candidate(snapshot, policy, "dc1-a", target="dc3-a", allow_async=True)
+    assert isinstance(forced, d.Candidate) and forced.name == "dc3-a" and not forced.proven
+
+
+def test_one_surviving_quorum_member_cannot_prove_zero_loss(policy: d.Policy) -> None:
+    choice = d.choose_candidate(snap(down("dc1-a"), down("dc1-b"), up_standby("dc2-a", 100)), policy, "dc1-a")
+    assert isinstance(choice, d.Candidate) and not choice.proven
+
+
+statuses = st.builds(
+    lambda reach, lsn, streaming: (reach, lsn, streaming),
+    st.booleans(), st.integers(0, 10_000), st.booleans(),
+)
+
+
+@given(st.fixed_dictionaries({"dc1-b": statuses, "dc2-a": statuses, "dc3-a": statuses}))
+def test_choice_is_never_behind_an_eligible_member_and_never_async(
+    shipped_topology: Topology, members: dict[str, tuple[bool, int, bool]]
+) -> None:
+    policy = d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+    snapshot = snap(down("dc1-a"), *[
+        up_standby(name, lsn, streaming=streaming) if reach else down(name)
+        for name, (reach, lsn, streaming) in members.items()
+    ])
+    choice = d.choose_candidate(snapshot, policy, "dc1-a")
+    eligible = [n for n in ("dc1-b", "dc2-a") if members[n][0]]
+    if not eligible:
+        assert isinstance(choice, d.Refusal)
+        return
+    assert isinstance(choice, d.Candidate)
+    assert choice.name != "dc3-a"
+    assert all(choice.wal_lsn >= members[n][1] for n in eligible)
+
+
+# ---- the decision table ---------------------------------------------------------------------------
+
+def test_confirmed_failure_fails_over(policy: d.Policy) -> None:
+    decision = d.decide(dead_primary(dc1_b=10, dc2_a=20), STATE, policy, FAILED, now=100.0)
+    assert isinstance(decision, d.Failover)
+    assert (decision.source, decision.target, decision.proven) == ("dc1-a", "dc2-a", True)
+
+
+def test_paused_cluster_does_not_fail_over(policy: d.Policy) -> None:
+    paused = STATE.model_copy(update={"paused": True})
+    decision = d.decide(dead_primary(dc1_b=10, dc2_a=20), paused, policy, FAILED, now=100.0)
+    assert isinstance(decision, d.Blocked) and "paused" in decision.reason
+
+
+def test_anti_flap_blocks_a_second_failover(policy: d.Policy) -> None:
+    recent = STATE.model_copy(update={"last_failover_at": 100.0 - policy.anti_flap_seconds / 2})
+    decision = d.decide(dead_primary(dc1_b=10, dc2_a=20), recent, policy, FAILED, now=100.0)
+    assert isinstance(decision, d.Blocked) and "anti-flap" in decision.reason
+    later = d.decide(dead_primary(dc1_b=10, dc2_a=20), recent, policy, FAILED,
+                     now=100.0 + policy.anti_flap_seconds)
+    assert isinstance(later, d.Failover)
+
+
+def test_unprovable_failover_waits_for_an_operator_unless_allowed(policy: d.Policy) -> None:
+    snapshot = snap(down("dc1-a"), down("dc1-b"), up_standby("dc2-a", 100))
+    strict = d.Policy(**{**policy.__dict__, "allow_unproven_failover": False})
+    blocked = d.decide(snapshot, STATE, strict, FAILED, now=100.0)
+    assert isinstance(blocked, d.Blocked) and "--accept-data-loss" in blocked.reason
+    lenient = d.Policy(**{**policy.__dict__, "allow_unproven_failover": True})
+    decision = d.decide(snapshot, STATE, lenient, FAILED, now=100.0)
+    assert isinstance(decision, d.Failover) and not decision.proven
+
+
+def test_half_done_operation_is_resumed_first(policy: d.Policy) -> None:
+    op = Operation(id="x", kind=OperationKind.FAILOVER, source="dc1-a", target="dc1-b", reason="r", started_at=1.0)
+    state = STATE.model_copy(update={"operation": op})
+    decision = d.decide(dead_primary(dc1_b=10), state, policy, FAILED, now=100.0)
+    assert isinstance(decision, d.Resume) and decision.operation.id == "x"
+
+
+def test_a_second_writable_primary_is_fenced(policy: d.Policy) -> None:
+    snapshot = snap(MemberStatus("dc1-a", Health.HEALTHY, Role.PRIMARY, wal_lsn=10),
+                    MemberStatus("dc1-b", Health.HEALTHY, Role.PRIMARY, wal_lsn=10))
+    decision = d.decide(snapshot, STATE, policy, d.Memory(), now=100.0)
+    assert isinstance(decision, d.FenceStray) and decision.member == "dc1-b"
+
+
+def test_standby_pointing_elsewhere_is_repointed_and_a_dead_one_rejoined(policy: d.Policy) -> None:
+    primary = MemberStatus("dc1-a", Health.HEALTHY, Role.PRIMARY, wal_lsn=10)
+    snapshot = snap(primary, up_standby("dc1-b", 10, streaming=True),
+                    up_standby("dc2-a", 10, upstream="127.0.0.1:1"), up_standby("dc3-a", 10, streaming=True))
+    decision = d.decide(snapshot, STATE, policy, d.Memory(), now=100.0)
+    assert isinstance(decision, d.Repoint) and decision.members == ("dc2-a",)
+    dead = snap(primary, up_standby("dc1-b", 10, streaming=True), down("dc2-a"),
+                up_standby("dc3-a", 10, streaming=True))
+    memory = d.remember(d.Memory(), dead, now=100.0)
+    assert isinstance(d.decide(dead, STATE, policy, memory, now=100.5), d.Idle)
+    later = d.decide(dead, STATE, policy, memory, now=100.0 + policy.rejoin_delay_seconds)
+    assert isinstance(later, d.Rejoin) and later.member == "dc2-a"
+
+
+def test_memory_counts_consecutive_failures_only() -> None:
+    bad, good = snap(down("dc1-a")), snap(MemberStatus("dc1-a", Health.HEALTHY, Role.PRIMARY, wal_lsn=1))
+    memory = d.remember(d.remember(d.Memory(), bad, 1.0), bad, 2.0)
+    assert memory.failures["dc1-a"] == 2 and memory.first_failure_at["dc1-a"] == 1.0
+    assert "dc1-a" not in d.remember(memory, good, 3.0).failures
