@@ -168,14 +168,14 @@ def controller_run(
 
 def _rejoiner(topo: Topology, root: Path) -> Callable[[InstanceLayout, Endpoint], None]:
     from orchestrator.lab import load_credentials
-    from orchestrator.playbooks import PlaybookRunner, rejoin_extravars
+    from orchestrator.playbooks import PlaybookRunner, member_host, rejoin_extravars
 
     runner = PlaybookRunner(topo, root / "ansible")
     creds = load_credentials(root)
 
     def rejoin(layout: InstanceLayout, upstream: Endpoint) -> None:
-        host = layout.member.host or topo.datacenter(layout.member.datacenter).hosts[0].name
-        runner.run("rejoin.yml", limit=host, extravars=rejoin_extravars(layout, upstream, creds))
+        runner.run("rejoin.yml", limit=member_host(topo, layout.member),
+                   extravars=rejoin_extravars(layout, upstream, creds))
 
     return rejoin
 

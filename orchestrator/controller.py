@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator, Lease, StateConflict
-from orchestrator.errors import DatabaseUnavailable, LostLeadership, OrchestratorError
+from orchestrator.errors import DatabaseUnavailable, LostLeadership, OrchestratorError, TemporaryError
 from orchestrator.pgserver import InstanceLayout, member_endpoint
 from orchestrator.state import (
     ClusterSnapshot,
@@ -39,6 +39,10 @@ from orchestrator.state import (
     lsn_to_int,
 )
 from orchestrator.topology import Cluster, Topology
+
+
+class NoState(TemporaryError):
+    """The cluster has no recorded state yet and the probes do not show who the primary is."""
 
 
 class EventLog:
@@ -92,6 +96,8 @@ class Controller:
         self._states: dict[str, tuple[ClusterState, int]] = {}
         self._last_reason: dict[str, str] = {}
         self._last_publish: dict[str, float] = {}
+        # Fault hook for tests and drills: probe these members at another endpoint.
+        self.probe_overrides: dict[str, pg.Endpoint] = {}
 
     # ---- process lifetime ------------------------------------------------------------------
 
@@ -144,7 +150,8 @@ class Controller:
         return {m.name: member_endpoint(self.topology, cluster, m) for m in cluster.members}
 
     def probe(self, cluster: Cluster) -> ClusterSnapshot:
-        endpoints = self.endpoints(cluster)
+        endpoints = {**self.endpoints(cluster), **{
+            name: ep for name, ep in self.probe_overrides.items() if name in {m.name for m in cluster.members}}}
         statuses = list(self._pool.map(self._prober.probe, endpoints.values()))
         return ClusterSnapshot(cluster.name, {s.name: s for s in statuses}, taken_at=self.clock())
 
@@ -154,7 +161,11 @@ class Controller:
             state, version = self.coord.read_state(cluster.name)
             if state is None:
                 primaries = snapshot.primaries()
-                primary = primaries[0] if len(primaries) == 1 else cluster.initial_primary.name
+                if len(primaries) != 1:
+                    # Never guess a primary: a wrong guess would fence the real one.
+                    raise NoState(f"{cluster.name}: no recorded state and {len(primaries)} writable members "
+                                  f"({', '.join(primaries) or 'none'}); waiting for exactly one")
+                primary = primaries[0]
                 state = ClusterState(cluster=cluster.name, primary=primary,
                                      timeline=snapshot.members[primary].timeline)
                 version = self._write(state, -1)
@@ -183,7 +194,13 @@ class Controller:
         now = self.clock()
         memory = d.remember(self._memory.get(cluster.name, d.Memory()), snapshot, now)
         self._memory[cluster.name] = memory
-        state, version = self._state(cluster, snapshot)
+        try:
+            self._state(cluster, snapshot)
+        except NoState as exc:
+            if str(exc) != self._last_reason.get(cluster.name):
+                self._last_reason[cluster.name] = str(exc)
+                self.log.emit("no-state", cluster=cluster.name, reason=str(exc))
+            return False
         self._serve_requests(cluster, snapshot)
         state, version = self._states[cluster.name]
         with self._rejoin_lock:

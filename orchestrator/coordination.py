@@ -135,6 +135,14 @@ class Coordinator:
                 continue
             return Lease(epoch, new.version)
 
+    def current_lease(self) -> Lease | None:
+        """The newest term as stored (read-only): whoever holds this version leads."""
+        try:
+            data, stat = self._client.get(f"{self.root}/epoch")
+        except NoNodeError:
+            return None
+        return Lease(int(data or b"0"), int(stat.version))
+
     def current_epoch(self) -> int:
         try:
             data, _ = self._client.get(f"{self.root}/epoch")

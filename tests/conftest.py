@@ -35,7 +35,7 @@ def make_lab_dir(prefix: str) -> Path:
 @pytest.fixture(scope="session")
 def lab(shipped_topology: Topology) -> Iterator[Lab]:
     """The shipped topology as real processes, shared by every lab test in the session."""
-    lab = Lab(with_port_base(shipped_topology, TEST_PORT_BASE), make_lab_dir("drctl-lab-"), controllers=False)
+    lab = Lab(with_port_base(shipped_topology, TEST_PORT_BASE), make_lab_dir("drctl-lab-"))
     try:
         lab.up()
         yield lab

@@ -1,0 +1,331 @@
+"""Drill reports: ``reports/<UTC timestamp>-<drill>/`` holding report.json, timeline.png, report.html.
+
+The drill runner builds a :class:`DrillReport` (the validated drill file, versions, Locust's
+stats, the :class:`~orchestrator.drills.measure.Measurement` and its
+:class:`~orchestrator.drills.measure.Verdict`) and calls :func:`write_report`;
+``drctl drill run`` prints :func:`summarize`; ``drctl drill history`` and ``drctl drill show``
+read runs back with :func:`list_reports`, :func:`find_run` and :func:`load_report`.
+Rendering only: every figure comes from :mod:`orchestrator.drills.measure`. The plot uses
+matplotlib's object API on the Agg canvas: no pyplot, no global backend state.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.drills.measure import Measurement, Milestone, Verdict
+from orchestrator.errors import InvalidInput
+from orchestrator.topology import Targets
+
+REPORT_JSON = "report.json"
+TIMELINE_PNG = "timeline.png"
+REPORT_HTML = "report.html"
+
+_FAULT_WORDS = {
+    "kill-primary": "the primary's PostgreSQL server was killed (kill -9)",
+    "datacenter-outage": "the primary's whole data centre went down",
+    "controller-leader-crash": "the leading controller was killed (kill -9)",
+    "zookeeper-server-loss": "a ZooKeeper server was killed (kill -9)",
+    "switchover": "the primary role was handed over on purpose (planned switchover)",
+}
+
+
+class DrillReport(BaseModel):
+    """Everything one drill run produced; ``report.json`` is its JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    drill: str
+    description: str
+    cluster: str
+    fault: str                      # the fault kind, e.g. "kill-primary"
+    started_at: float               # epoch seconds the load started; names the run directory
+    finished_at: float
+    targets: Targets                # the effective targets the verdict used
+    settings: dict[str, Any]        # the validated drill file: DrillSpec.model_dump(mode="json")
+    versions: dict[str, str]        # PostgreSQL, ZooKeeper, dr-orchestrator, ... as the runner found them
+    load_stats: dict[str, Any] = Field(default_factory=dict)   # Locust's own stats
+    measurement: Measurement
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One run directory; ``report`` is None and ``error`` says why when it cannot be read."""
+
+    run_id: str
+    path: Path
+    report: DrillReport | None
+    error: str | None = None
+
+
+def run_id(report: DrillReport) -> str:
+    return f"{datetime.fromtimestamp(report.started_at, UTC):%Y%m%dT%H%M%SZ}-{report.drill}"
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def write_report(report: DrillReport, reports_dir: str | Path) -> Path:
+    """Write the run directory and return it; report.json goes last, so a listed run is complete.
+
+    A second run with the same drill and second gets a ``-2`` suffix.
+    """
+    base = Path(reports_dir) / run_id(report)
+    run_dir, n = base, 1
+    while True:
+        try:
+            run_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+    png = render_timeline(report)
+    (run_dir / TIMELINE_PNG).write_bytes(png)
+    (run_dir / REPORT_HTML).write_text(render_html(report, png))
+    tmp = run_dir / (REPORT_JSON + ".tmp")
+    tmp.write_text(report.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, run_dir / REPORT_JSON)
+    return run_dir
+
+
+def render_timeline(report: DrillReport) -> bytes:
+    """The PNG: acks per 100 ms bucket and p99 latency against seconds since the fault, with marks."""
+    m = report.measurement
+    times = [p.t for p in m.series]
+    fig = Figure(figsize=(10, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.step(times, [p.acks for p in m.series], where="post", color="tab:blue", linewidth=1)
+    top.set_ylabel("acks per 100 ms")
+    top.set_title(f"{report.drill} on {report.cluster}: {'PASSED' if report.verdict.passed else 'FAILED'}")
+    # NaN breaks the line where no ack ended in the latency window, instead of bridging the outage.
+    bottom.plot(times, [math.nan if p.p99_ms is None else p.p99_ms for p in m.series], color="tab:orange", linewidth=1)
+    bottom.set_ylabel("p99 latency (ms, 1 s window)")
+    bottom.set_xlabel("seconds since the fault")
+    marks = [
+        (Milestone.FAULT, "fault", "tab:red"),
+        (Milestone.DETECTED, "detected", "tab:purple"),
+        (Milestone.PROMOTED, "promoted", "tab:green"),
+        (Milestone.FIRST_WRITE, "recovered (first write)", "black"),
+    ]
+    recovered = m.outage.window_end if m.outage.recovered_at is None else m.outage.recovered_at
+    for ax in (top, bottom):
+        ax.axvspan(0.0, recovered - m.fault_at, color="tab:red", alpha=0.08, linewidth=0)
+    for milestone, label, colour in marks:
+        at = m.phases.at(milestone)
+        if at is None:
+            continue
+        for ax in (top, bottom):
+            ax.axvline(at - m.fault_at, color=colour, linestyle="--", linewidth=1, label=label if ax is top else None)
+    if top.get_legend_handles_labels()[0]:
+        top.legend(loc="upper right", fontsize="small")
+    for ax in (top, bottom):
+        ax.set_xlim(m.window_start - m.fault_at, m.window_end - m.fault_at)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# ---- words --------------------------------------------------------------------------------
+
+
+def _secs(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
+def verdict_words(report: DrillReport) -> str:
+    """The verdict as one paragraph an auditor can read without the figures."""
+    m, t, v = report.measurement, report.targets, report.verdict
+    fault = _FAULT_WORDS.get(report.fault, f"the fault {report.fault!r} was injected")
+    if v.passed:
+        return (
+            f"PASSED. When {fault}, client writes resumed after {m.outage.rto_seconds:.2f} s "
+            f"(target {t.rto_seconds:g} s); none of the {m.loss.acked:,} acknowledged transfers was lost "
+            f"(RPO target {t.rpo_seconds:g} s); the total balance was conserved, no transfer was applied twice "
+            "and at no time did two servers accept writes."
+        )
+    failed = v.failures
+    return (
+        f"FAILED. When {fault}, {len(failed)} of {len(v.checks)} checks failed: "
+        + "; ".join(c.reason for c in failed) + "."
+    )
+
+
+def summarize(report: DrillReport) -> list[str]:
+    """Plain lines for the CLI (which adds colour): verdict, RTO, phases, RPO, invariants, budget."""
+    m, t, v = report.measurement, report.targets, report.verdict
+    out, loss, inv = m.outage, m.loss, m.invariants
+    passed = sum(1 for c in v.checks if c.passed)
+    rto = (
+        f"not recovered within {out.rto_seconds:.2f} s" if out.unrecovered else f"{out.rto_seconds:.2f} s"
+    )
+    phases = ", ".join(
+        f"{mark.milestone} +{mark.since_fault:.2f} s" for mark in m.phases.marks
+        if mark.since_fault is not None and mark.milestone is not Milestone.FAULT
+    )
+    avail = "no attempts" if m.availability.percent is None else f"{m.availability.percent:.2f}%"
+    lines = [
+        f"{report.drill} on {report.cluster}: {'PASSED' if v.passed else 'FAILED'} ({passed}/{len(v.checks)} checks)",
+        f"RTO {rto} (target {t.rto_seconds:g} s); longest gap between acknowledged writes "
+        f"{out.longest_gap_seconds:.2f} s",
+        f"phases since the fault: {phases or 'no controller events'}",
+        f"RPO {loss.lost} of {loss.acked:,} acknowledged transfers lost, spanning {loss.rpo_seconds:.2f} s "
+        f"(target {t.rpo_seconds:g} s); indeterminate {loss.indeterminate}: "
+        f"{loss.indeterminate_committed} committed, {loss.indeterminate_not_committed} not",
+        f"invariants: balance {'conserved' if inv.money_conserved else 'NOT conserved'}, "
+        f"{inv.duplicate_transfers} duplicate(s), {len(inv.writer_conflicts)} writer conflict(s)",
+        f"availability {avail} of {m.availability.attempted:,} attempts",
+        m.budget.sentence(),
+    ]
+    lines += [f"failed {c.name}: {c.reason}" for c in v.failures]
+    return lines
+
+
+# ---- HTML ---------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+th{background:#f3f3f3}.pass{color:#176b2c}.fail{color:#b00020}.verdict{font-size:1.1rem;padding:.8rem;
+border-left:.4rem solid;background:#fafafa}img{max-width:100%}pre{background:#f6f6f6;padding:.6rem;overflow:auto}
+"""
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(report: DrillReport, png: bytes) -> str:
+    """A self-contained page: the PNG is embedded, and also linked as timeline.png beside it."""
+    m, t, v = report.measurement, report.targets, report.verdict
+    e = html.escape
+    css_class = "pass" if v.passed else "fail"
+    when = datetime.fromtimestamp(report.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    checks = _table(
+        ["check", "result", "reason"],
+        [[e(c.name), f'<span class="{"pass" if c.passed else "fail"}">{"passed" if c.passed else "FAILED"}</span>',
+          e(c.reason)] for c in v.checks],
+    )
+    steps = _table(
+        ["phase", "seconds"],
+        [[e(s.label), _secs(s.seconds)] for s in m.phases.steps],
+    )
+    marks = _table(
+        ["milestone", "seconds after the fault"],
+        [[e(mk.milestone), _secs(mk.since_fault)] for mk in m.phases.marks],
+    )
+    out, loss, inv, av = m.outage, m.loss, m.invariants, m.availability
+    figures = _table(["figure", "value", "target"], [
+        ["client-observed write outage (RTO)",
+         ("not recovered: " if out.unrecovered else "") + _secs(out.rto_seconds), f"{t.rto_seconds:g} s"],
+        ["longest gap between acknowledged writes", _secs(out.longest_gap_seconds), ""],
+        ["writer before the fault / after recovery", e(f"{out.pre_fault_writer} / {out.recovered_by}"), ""],
+        ["acknowledged transfers lost (RPO)", f"{loss.lost} of {loss.acked:,}, spanning {_secs(loss.rpo_seconds)}",
+         f"{t.rpo_seconds:g} s"],
+        ["indeterminate transfers (committed / not)",
+         f"{loss.indeterminate} ({loss.indeterminate_committed} / {loss.indeterminate_not_committed})", ""],
+        ["total balance (observed / expected)", f"{inv.observed_total:,} / {inv.expected_total:,}", "equal"],
+        ["transfers applied twice", str(inv.duplicate_transfers), "0"],
+        ["times two servers accepted writes", str(len(inv.writer_conflicts)), "0"],
+        ["availability over the window",
+         "—" if av.percent is None else f"{av.percent:.2f}% of {av.attempted:,} attempts", ""],
+    ])
+    events = _table(
+        ["seconds after the fault", "event", "detail"],
+        [[f"{ev.at - m.fault_at:+.3f}", e(ev.name), e(ev.detail)] for ev in m.events],
+    ) if m.events else "<p>The controller recorded no events.</p>"
+    image = base64.b64encode(png).decode("ascii")
+    settings = json.dumps({"settings": report.settings, "versions": report.versions}, indent=2, sort_keys=True)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Drill {e(report.drill)}: {'passed' if v.passed else 'FAILED'}</title>
+<style>{_CSS}</style></head><body>
+<h1>Drill <code>{e(report.drill)}</code> on cluster <code>{e(report.cluster)}</code></h1>
+<p>Started {e(when)}; fault <code>{e(report.fault)}</code>. {e(report.description)}</p>
+<p class="verdict {css_class}">{e(verdict_words(report))}</p>
+<h2>Checks</h2>{checks}
+<h2>Figures</h2>{figures}
+<h2>Error budget</h2><p>{e(m.budget.sentence())}</p>
+<h2>Recovery phases</h2>{steps}{marks}
+<h2>Throughput and latency</h2>
+<p><a href="{TIMELINE_PNG}"><img src="data:image/png;base64,{image}"
+ alt="Acknowledged transfers per 100 ms and p99 latency over time,
+ with fault, detected, promoted and recovered marks"></a></p>
+<h2>Controller timeline</h2>{events}
+<h2>Settings and versions</h2><pre>{e(settings)}</pre>
+</body></html>
+"""
+
+
+# ---- reading back -------------------------------------------------------------------------
+
+
+def load_report(path: str | Path) -> DrillReport:
+    """Read a run directory (or its report.json).
+
+    :raises InvalidInput: missing, not JSON, or not a report of this schema.
+    """
+    path = Path(path)
+    file = path / REPORT_JSON if path.is_dir() else path
+    try:
+        return DrillReport.model_validate_json(file.read_text())
+    except OSError as exc:
+        raise InvalidInput(f"{file}: cannot read the report ({exc.strerror}); check the run id") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{file}: not a drill report ({loc}: {first['msg']}); was it written by drctl?") from None
+
+
+def list_reports(reports_dir: str | Path) -> list[ReportEntry]:
+    """Every run directory holding a report.json, newest first; unreadable ones carry their error."""
+    root = Path(reports_dir)
+    if not root.is_dir():
+        return []
+    entries = []
+    for run_dir in root.iterdir():
+        if not (run_dir / REPORT_JSON).is_file():
+            continue
+        try:
+            entries.append(ReportEntry(run_dir.name, run_dir, load_report(run_dir)))
+        except InvalidInput as exc:
+            entries.append(ReportEntry(run_dir.name, run_dir, None, str(exc)))
+    return sorted(entries, key=lambda en: (en.report.started_at if en.report else 0.0, en.run_id), reverse=True)
+
+
+def find_run(reports_dir: str | Path, run: str) -> Path:
+    """A run directory by exact id, unique prefix, drill name (its latest run) or ``latest``.
+
+    :raises InvalidInput: no run matches, or a prefix matches several.
+    """
+    entries = list_reports(reports_dir)
+    if run == "latest" and entries:
+        return entries[0].path
+    exact = [en for en in entries if en.run_id == run]
+    matches = exact or [en for en in entries if en.run_id.startswith(run)] or [
+        en for en in entries if en.report is not None and en.report.drill == run
+    ][:1]
+    if len(matches) == 1:
+        return matches[0].path
+    if not matches:
+        raise InvalidInput(f"no drill run {run!r} in {reports_dir}; list runs with 'drctl drill history'")
+    names = ", ".join(en.run_id for en in matches[:5])
+    raise InvalidInput(f"drill run {run!r} is ambiguous ({names}, ...); give more of the run id")

@@ -1,0 +1,346 @@
+"""Drill files: the model of ``drills/*.yaml`` and its checks against the topology.
+
+A drill names a cluster, a load profile, the steady state to verify before the fault, one
+fault, when to inject it and how long to observe, when to give up, how to roll back, target
+overrides and an optional cron schedule. ``drctl drill list/run``, the drill runner and the
+scheduling controller call :func:`load_drill`: a malformed file, or one naming something the
+topology lacks (a typo'd member, an unknown data centre), is rejected with one line naming
+the field path and the fix, before anything runs. Validation does no I/O but reading the file.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import DrillFileError
+from orchestrator.topology import NAME_PATTERN, Cluster, Targets, Topology
+
+_NAME_RE = re.compile(NAME_PATTERN)
+PRIMARY_DATACENTER = "primary"   # datacenter-outage: whichever data centre holds the primary
+ZOOKEEPER_LEADER = "leader"      # zookeeper-server-loss: whichever server leads the ensemble
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LoadProfile(_Model):
+    """The Locust bank-transfer workload."""
+
+    users: int = Field(10, ge=1, le=1000)
+    spawn_rate: float = Field(10.0, gt=0)        # users started per second
+    duration_s: float = Field(gt=0, le=86400)    # total load time, fault included
+    accounts: int = Field(100, ge=2)
+    user_rate: float | None = Field(None, gt=0)  # transfers per second per user; None: as fast as it can
+
+
+class SteadyState(_Model):
+    """What must hold just before the fault, or the drill does not inject it."""
+
+    all_members_streaming: bool = True
+    max_lag_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    min_acks_per_second: float = Field(1.0, ge=0)
+
+
+class FaultKind(StrEnum):
+    KILL_PRIMARY = "kill-primary"
+    DATACENTER_OUTAGE = "datacenter-outage"
+    CONTROLLER_LEADER_CRASH = "controller-leader-crash"
+    ZOOKEEPER_SERVER_LOSS = "zookeeper-server-loss"
+    SWITCHOVER = "switchover"
+
+
+class KillPrimary(_Model):
+    """``kill -9`` of the current primary's postmaster."""
+
+    kind: Literal[FaultKind.KILL_PRIMARY]
+
+
+class DatacenterOutage(_Model):
+    """Everything in one data centre at once: its database members, controller and ZooKeeper server."""
+
+    kind: Literal[FaultKind.DATACENTER_OUTAGE]
+    datacenter: str = PRIMARY_DATACENTER
+
+
+class ControllerLeaderCrash(_Model):
+    """``kill -9`` of the leading controller: another must take over, the primary must stay."""
+
+    kind: Literal[FaultKind.CONTROLLER_LEADER_CRASH]
+
+
+class ZooKeeperServerLoss(_Model):
+    """``kill -9`` of one ZooKeeper server: the ensemble's leader or the one in a data centre."""
+
+    kind: Literal[FaultKind.ZOOKEEPER_SERVER_LOSS]
+    datacenter: str = ZOOKEEPER_LEADER
+
+
+class Switchover(_Model):
+    """A planned, zero-loss handover of the primary role to member ``to``."""
+
+    kind: Literal[FaultKind.SWITCHOVER]
+    to: str
+
+
+Fault = Annotated[
+    KillPrimary | DatacenterOutage | ControllerLeaderCrash | ZooKeeperServerLoss | Switchover,
+    Field(discriminator="kind"),
+]
+
+
+class Abort(_Model):
+    """Give up (stop the load, roll back, mark the drill aborted) without recovery by ``rto_factor`` x RTO."""
+
+    rto_factor: float = Field(10.0, gt=1)
+
+
+class Rollback(_Model):
+    """After the drill, return the lab to its healthy topology."""
+
+    rejoin: bool = True            # rejoin the old primary as a standby (pg_rewind or re-clone)
+    restart_faulted: bool = True   # restart whatever the fault stopped
+
+
+class TargetOverrides(_Model):
+    """Unset fields take the cluster's targets from the topology."""
+
+    rto_seconds: float | None = Field(None, gt=0)
+    rpo_seconds: float | None = Field(None, ge=0)
+    availability_percent: float | None = Field(None, gt=0, lt=100)
+
+
+class DrillSpec(_Model):
+    name: str
+    description: str = Field(min_length=1)
+    cluster: str
+    load: LoadProfile
+    steady_state: SteadyState = SteadyState()
+    fault: Fault
+    fault_at_s: float = Field(gt=0)   # seconds into the load
+    observe_s: float = Field(gt=0)    # the observation window after the fault
+    abort: Abort = Abort()
+    rollback: Rollback = Rollback()
+    targets: TargetOverrides = TargetOverrides()
+    schedule: str | None = None       # cron, five fields, UTC; run by the leading controller
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid name: use lower-case letters, digits and '-', starting with a letter"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
+            raise ValueError(
+                f"{value!r} is not a valid cron expression: give five fields, minute hour day month weekday "
+                "(e.g. '0 3 * * 1' for Mondays at 03:00 UTC)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> DrillSpec:
+        load = self.load
+        if self.fault_at_s >= load.duration_s:
+            raise ValueError(
+                f"fault_at_s: {self.fault_at_s:g} s is beyond the load's duration_s {load.duration_s:g} s; "
+                "inject the fault while the load runs"
+            )
+        if self.fault_at_s + self.observe_s > load.duration_s:
+            raise ValueError(
+                f"observe_s: the window ends {self.fault_at_s + self.observe_s:g} s into the load but the load stops "
+                f"at {load.duration_s:g} s; raise load.duration_s or shorten observe_s"
+            )
+        if load.users / load.spawn_rate > self.fault_at_s:
+            raise ValueError(
+                f"load.spawn_rate: {load.users} users at {load.spawn_rate:g}/s are not all running by the fault at "
+                f"{self.fault_at_s:g} s; raise spawn_rate or fault_at_s"
+            )
+        return self
+
+    # ---- derived values the runner and the scheduler use --------------------------------
+
+    def effective_targets(self, cluster: Cluster) -> Targets:
+        """The cluster's targets with this drill's overrides applied."""
+        overrides = self.targets.model_dump(exclude_none=True)
+        return cluster.targets.model_copy(update=overrides)
+
+    def abort_after_s(self, targets: Targets) -> float:
+        """Seconds after the fault without recovery before the runner aborts."""
+        return self.abort.rto_factor * targets.rto_seconds
+
+    def expects_new_primary(self, primary_datacenter: str) -> bool:
+        """Whether the fault must move the primary (for :func:`~orchestrator.drills.measure.measure`)."""
+        fault = self.fault
+        if isinstance(fault, KillPrimary | Switchover):
+            return True
+        if isinstance(fault, DatacenterOutage):
+            return fault.datacenter in (PRIMARY_DATACENTER, primary_datacenter)
+        return False
+
+    def next_run(self, after: datetime) -> datetime | None:
+        """The first scheduled time strictly after ``after`` (pass an aware UTC datetime), or None."""
+        if self.schedule is None:
+            return None
+        nxt: datetime = croniter(self.schedule, after).get_next(datetime)
+        return nxt
+
+
+# ---- cross-checks against the topology ---------------------------------------------------
+
+
+def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
+    """One message per thing the drill names that the topology lacks, each with the field path and fix."""
+    clusters = [c.name for c in topo.clusters]
+    if spec.cluster not in clusters:
+        return [f"cluster: unknown cluster {spec.cluster!r}; use one of {', '.join(clusters)}"]
+    cluster = topo.cluster(spec.cluster)
+    members = [m.name for m in cluster.members]
+    dcs = [dc.name for dc in topo.datacenters]
+    fault = spec.fault
+    problems = []
+    if isinstance(fault, DatacenterOutage) and fault.datacenter not in (PRIMARY_DATACENTER, *dcs):
+        problems.append(
+            f"fault.datacenter: unknown data centre {fault.datacenter!r}; "
+            f"use one of {', '.join(dcs)} or {PRIMARY_DATACENTER!r}"
+        )
+    if isinstance(fault, ZooKeeperServerLoss):
+        zk = topo.zookeeper_datacenters
+        if fault.datacenter not in (ZOOKEEPER_LEADER, *zk):
+            problems.append(
+                f"fault.datacenter: no ZooKeeper server in {fault.datacenter!r}; "
+                f"use one of {', '.join(zk)} or {ZOOKEEPER_LEADER!r}"
+            )
+    if isinstance(fault, ControllerLeaderCrash) and len(topo.controller_datacenters) < 2:
+        problems.append(
+            "fault: controller-leader-crash needs a second controller to take over; "
+            "run controllers in at least two data centres (controller.datacenters)"
+        )
+    if isinstance(fault, Switchover):
+        if fault.to not in members:
+            problems.append(
+                f"fault.to: unknown member {fault.to!r} of cluster {cluster.name!r}; use one of {', '.join(members)}"
+            )
+        elif fault.to == cluster.initial_primary.name:
+            problems.append(f"fault.to: {fault.to!r} is already the primary; switch over to a standby")
+        elif cluster.member(fault.to).never_promote:
+            problems.append(f"fault.to: {fault.to!r} is never_promote; choose a member that may be promoted")
+    targets = spec.effective_targets(cluster)
+    if targets.rpo_seconds == 0 and cluster.replication.quorum == 0:
+        problems.append(
+            f"targets.rpo_seconds: 0 needs synchronous replication but cluster {cluster.name!r} has quorum 0; "
+            "accept a positive RPO"
+        )
+    if spec.observe_s < targets.rto_seconds:
+        problems.append(
+            f"observe_s: {spec.observe_s:g} s is shorter than the {targets.rto_seconds:g} s RTO target; "
+            "observe at least as long as the target"
+        )
+    return problems
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+_KINDS = ", ".join(k.value for k in FaultKind)
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    # A discriminated union puts the tag in the path (fault.switchover.to): drop it.
+    loc = [str(part) for part in first["loc"] if str(part) not in FaultKind._value2member_map_]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    kind = first["type"]
+    if kind == "union_tag_invalid":
+        loc.append("kind")
+        tag = (first.get("ctx") or {}).get("tag")
+        message = f"unknown fault kind {tag!r}; use one of {_KINDS}"
+    elif kind == "union_tag_not_found":
+        loc.append("kind")
+        message = f"required field is missing; add one of {_KINDS}"
+    elif kind == "extra_forbidden":
+        message = "unknown field; remove it or check its spelling"
+    elif kind == "missing":
+        message = "required field is missing; add it"
+    if not loc and re.match(r"^[a-z_.]+: ", message):
+        loc_text, message = message.split(": ", 1)   # a model validator names its own field
+        loc = [loc_text]
+    more = len(exc.errors()) - 1
+    return f"{source}: " + (f"{'.'.join(loc)}: " if loc else "") + message + (
+        f" (and {more} more error(s))" if more else ""
+    )
+
+
+def parse_drill(data: Any, topology: Topology, *, source: str = "drill") -> DrillSpec:
+    """Validate already-parsed YAML against the model and the topology.
+
+    :raises DrillFileError: one line naming the field path and the fix.
+    """
+    if not isinstance(data, dict):
+        raise DrillFileError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        spec = DrillSpec.model_validate(data)
+    except ValidationError as exc:
+        raise DrillFileError(_format_error(source, exc)) from None
+    problems = _contradictions(spec, topology)
+    if problems:
+        more = len(problems) - 1
+        raise DrillFileError(f"{source}: {problems[0]}" + (f" (and {more} more error(s))" if more else ""))
+    return spec
+
+
+def load_drill(path: str | Path, topology: Topology) -> DrillSpec:
+    """Read a drill file and check it against ``topology``; its ``name`` must match the file name.
+
+    :raises DrillFileError: unreadable, not YAML, malformed, or naming what the topology lacks.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DrillFileError(f"{path}: cannot read drill file ({exc.strerror}); check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DrillFileError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    spec = parse_drill(data, topology, source=str(path))
+    if spec.name != path.stem:
+        raise DrillFileError(
+            f"{path}: name: {spec.name!r} differs from the file name {path.name!r}; make them the same"
+        )
+    return spec
+
+
+def list_drills(directory: str | Path) -> list[Path]:
+    """The drill files in ``directory`` (``*.yaml``, ``*.yml``), sorted; none if it does not exist.
+
+    Files are not validated: load each with :func:`load_drill` so one bad file does not hide the rest.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def find_drill(directory: str | Path, name: str) -> Path:
+    """The file of drill ``name`` in ``directory``.
+
+    :raises DrillFileError: no such drill; the message lists the drills there are.
+    """
+    for path in list_drills(directory):
+        if path.stem == name:
+            return path
+    known = ", ".join(p.stem for p in list_drills(directory)) or "none"
+    raise DrillFileError(f"no drill {name!r} in {directory}; drills are: {known}")
