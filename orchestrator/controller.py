@@ -202,7 +202,7 @@ class Controller:
                 self.log.emit("no-state", cluster=cluster.name, reason=str(exc))
             return False
         self._serve_requests(cluster, snapshot)
-        state, version = self._states[cluster.name]
+        state, _ = self._states[cluster.name]
         with self._rejoin_lock:
             rejoining = frozenset(self._rejoining)
         decision = d.decide(snapshot, state, self._policies[cluster.name], memory, now, rejoining=rejoining)
@@ -222,7 +222,6 @@ class Controller:
 
     def _execute(self, cluster: Cluster, decision: d.Decision, snapshot: ClusterSnapshot, memory: d.Memory) -> None:
         if isinstance(decision, d.Failover):
-            state, _ = self._states[cluster.name]
             first = memory.first_failure_at.get(decision.source)
             op = Operation(id=uuid.uuid4().hex[:12], kind=OperationKind.FAILOVER, source=decision.source,
                            target=decision.target, reason=decision.reason, started_at=self.clock(),

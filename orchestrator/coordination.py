@@ -20,6 +20,7 @@ raises :class:`CoordinationUnavailable`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -123,10 +124,8 @@ class Coordinator:
             try:
                 data, stat = self._client.get(path)
             except NoNodeError:
-                try:
+                with contextlib.suppress(NodeExistsError):
                     self._client.create(path, b"0")
-                except NodeExistsError:
-                    pass
                 continue
             epoch = int(data or b"0") + 1
             try:
@@ -199,10 +198,8 @@ class Coordinator:
         if paused:
             self._client.ensure_path(path)
         else:
-            try:
+            with contextlib.suppress(NoNodeError):
                 self._client.delete(path)
-            except NoNodeError:
-                pass
 
     def is_paused(self, cluster: str) -> bool:
         return self._client.exists(f"{self.root}/clusters/{cluster}/paused") is not None
@@ -232,14 +229,10 @@ class Coordinator:
     def answer_request(self, cluster: str, request_id: str, result: dict[str, Any]) -> None:
         base = f"{self.root}/clusters/{cluster}"
         self._client.ensure_path(f"{base}/results")
-        try:
+        with contextlib.suppress(NodeExistsError):
             self._client.create(f"{base}/results/{request_id}", json.dumps(result).encode())
-        except NodeExistsError:
-            pass
-        try:
+        with contextlib.suppress(NoNodeError):
             self._client.delete(f"{base}/requests/{request_id}")
-        except NoNodeError:
-            pass
 
     def wait_result(self, cluster: str, request_id: str, timeout: float) -> dict[str, Any] | None:
         path = f"{self.root}/clusters/{cluster}/results/{request_id}"
@@ -270,10 +263,8 @@ class Coordinator:
             raise DrillLocked(f"another drill is running ({holder}); wait for it to finish") from None
 
     def release_drill_lock(self) -> None:
-        try:
+        with contextlib.suppress(NoNodeError):
             self._client.delete(f"{self.root}/drill-lock")
-        except NoNodeError:
-            pass
 
     def record_drill(self, run_id: str, summary: dict[str, Any]) -> None:
         path = f"{self.root}/drills/{run_id}"

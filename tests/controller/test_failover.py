@@ -209,7 +209,7 @@ def test_probe_failure_alone_does_not_fail_over(lab: Lab) -> None:
         wait_for(lambda: coord.read_state("payments")[0] is not None, 20, "the leader to record state")
         state, _ = coord.read_state("payments")
         assert state is not None and state.primary == primary
-        current, version = fork.read_state("payments")
+        _, version = fork.read_state("payments")
         fork.write_state(fork.bump_epoch(), state.model_copy(update={"operation": None}), version)
     finally:
         coord.stop()
