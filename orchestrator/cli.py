@@ -305,6 +305,87 @@ def resume(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None
     console.print(f"{cluster}: automatic failover resumed")
 
 
+drill_app = typer.Typer(no_args_is_help=True, help="Drills: inject a fault under load, measure RTO/RPO, report.")
+app.add_typer(drill_app, name="drill")
+DrillsDirOpt = Annotated[Path, typer.Option("--drills-dir", help="Directory of drill files.")]
+ReportsDirOpt = Annotated[Path, typer.Option("--reports-dir", help="Where reports are written.")]
+
+
+@drill_app.command("run")
+def drill_run(
+    name: str,
+    lab_dir: LabDirOpt = None,
+    drills_dir: DrillsDirOpt = Path("drills"),
+    reports_dir: ReportsDirOpt = Path("reports"),
+) -> None:
+    """Run drill NAME against the lab; exit 1 when a target or an invariant fails."""
+    from orchestrator.drills.report import summarize
+    from orchestrator.drills.runner import DrillRunner
+
+    root = _lab_dir(lab_dir)
+    topo = recorded_topology(root)
+    if topo is None:
+        raise InvalidInput(f"no lab at {root}; run 'drctl lab up' first or pass --lab-dir")
+    runner = DrillRunner(Lab(topo, root), drills_dir, reports_dir,
+                         progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"))
+    runner.load(name)  # a bad drill file fails here, before anything runs
+    report, path = runner.run(name)
+    for line in summarize(report):
+        console.print(line, highlight=False)
+    console.print(f"report: {path / 'report.html'}")
+    if not report.verdict.passed:
+        raise typer.Exit(1)
+
+
+@drill_app.command("list")
+def drill_list(drills_dir: DrillsDirOpt = Path("drills"), topology: TopologyOpt = None,
+               lab_dir: LabDirOpt = None) -> None:
+    """The drill files, validated against the topology."""
+    from orchestrator.drills.spec import list_drills, load_drill
+
+    topo = _topology(topology, lab_dir)
+    table = Table()
+    for column in ("drill", "fault", "schedule", "description"):
+        table.add_column(column)
+    for path in list_drills(drills_dir):
+        try:
+            spec = load_drill(path, topo)
+        except InvalidInput as exc:
+            table.add_row(path.stem, "[red]invalid[/red]", "", str(exc))
+            continue
+        table.add_row(spec.name, str(spec.fault.kind), spec.schedule or "-", spec.description[:80])
+    console.print(table)
+
+
+@drill_app.command("history")
+def drill_history(reports_dir: ReportsDirOpt = Path("reports")) -> None:
+    """Past runs, newest first, with their verdicts."""
+    from orchestrator.drills.report import list_reports
+
+    table = Table()
+    for column in ("run", "drill", "verdict", "RTO (s)", "lost"):
+        table.add_column(column)
+    for entry in list_reports(reports_dir):
+        report = entry.report
+        if report is None:
+            table.add_row(entry.run_id, "?", f"[red]unreadable: {entry.error}[/red]", "", "")
+            continue
+        table.add_row(entry.run_id, report.drill, "[green]PASS[/green]" if report.verdict.passed else "[red]FAIL[/red]",
+                      f"{report.measurement.outage.rto_seconds:.3f}", str(report.measurement.loss.lost))
+    console.print(table)
+
+
+@drill_app.command("show")
+def drill_show(run: str, reports_dir: ReportsDirOpt = Path("reports")) -> None:
+    """One run's summary (RUN: a run id, a unique prefix, a drill name or 'latest')."""
+    from orchestrator.drills.report import find_run, load_report, summarize
+
+    path = find_run(reports_dir, run)
+    for line in summarize(load_report(path)):
+        console.print(line, highlight=False)
+    console.print(f"report: {path / 'report.html'}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

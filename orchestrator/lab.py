@@ -256,6 +256,16 @@ class Lab:
 
     # ---- controllers (also used by drills) -----------------------------------------------------
 
+    def restart_services(self, timeout: float = 60.0) -> None:
+        """Restart stopped ZooKeeper servers and controllers (a drill's rollback).
+
+        PostgreSQL members are left to the controllers: a stopped old primary must come back
+        through a rewind as a standby, never be started as a second primary.
+        """
+        self._start_zookeeper(timeout)
+        if self.with_controllers:
+            self._start_controllers()
+
     def controller_pid(self, dc: str) -> int | None:
         pid = read_pid(self.controller_pidfile(dc))
         return pid if pid is not None and is_running(pid) else None

@@ -1,0 +1,113 @@
+"""Fault injection against the lab: what a drill's ``fault:`` does, by PID, never by name.
+
+Each injector returns a :class:`Injected` record (when, what, which PIDs) for the report.
+Faults hit the *current* state: "the primary" is whoever ZooKeeper records as primary
+now, "the leader" is the controller holding the election now.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from orchestrator.coordination import Coordinator
+from orchestrator.drills.spec import (
+    PRIMARY_DATACENTER,
+    ZOOKEEPER_LEADER,
+    ControllerLeaderCrash,
+    DatacenterOutage,
+    Fault,
+    KillPrimary,
+    Switchover,
+    ZooKeeperServerLoss,
+)
+from orchestrator.errors import OrchestratorError
+from orchestrator.lab import Lab
+from orchestrator.topology import Cluster
+
+
+@dataclass(frozen=True)
+class Injected:
+    at: float
+    description: str
+    pids: tuple[int, ...] = ()
+    datacenter: str | None = None
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def current_primary(coord: Coordinator, cluster: Cluster) -> str:
+    state, _ = coord.read_state(cluster.name)
+    if state is None:
+        raise OrchestratorError(f"{cluster.name}: no state in ZooKeeper; is a controller running?")
+    return state.primary
+
+
+def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Injected:
+    """Inject ``fault`` now.
+
+    :raises OrchestratorError: the target of the fault cannot be found (nothing was done).
+    """
+    if isinstance(fault, KillPrimary):
+        primary = current_primary(coord, cluster)
+        pid = lab.layout(cluster, cluster.member(primary)).postmaster_pid()
+        if pid is None:
+            raise OrchestratorError(f"primary {primary} has no running postmaster; nothing to kill")
+        at = time.time()
+        _kill([pid])
+        return Injected(at, f"kill -9 of {primary}'s postmaster (pid {pid})", (pid,), cluster.member(primary).datacenter)
+    if isinstance(fault, DatacenterOutage):
+        dc = fault.datacenter
+        if dc == PRIMARY_DATACENTER:
+            dc = cluster.member(current_primary(coord, cluster)).datacenter
+        pids = [pid for m in cluster.members if m.datacenter == dc
+                if (pid := lab.layout(cluster, m).postmaster_pid()) is not None]
+        members = [m.name for m in cluster.members if m.datacenter == dc]
+        controller = lab.controller_pid(dc)
+        zk = next((s.pid() for s in lab.zookeeper() if s.datacenter == dc), None)
+        pids += [p for p in (controller, zk) if p is not None]
+        at = time.time()
+        _kill(pids)
+        return Injected(at, f"outage of {dc}: kill -9 of {', '.join(members)}, its controller and its "
+                            f"ZooKeeper server", tuple(pids), dc)
+    if isinstance(fault, ControllerLeaderCrash):
+        leader = coord.leader_identity()
+        if leader is None:
+            raise OrchestratorError("no controller leads; nothing to crash")
+        dc = leader.split(":")[0]
+        pid = lab.controller_pid(dc)
+        if pid is None:
+            raise OrchestratorError(f"leader {leader} has no controller pid in the lab")
+        at = time.time()
+        _kill([pid])
+        return Injected(at, f"kill -9 of the leading controller {leader} (pid {pid})", (pid,), dc)
+    if isinstance(fault, ZooKeeperServerLoss):
+        servers = lab.zookeeper()
+        if fault.datacenter == ZOOKEEPER_LEADER:
+            server = next((s for s in servers if s.mode() == "leader"), None)
+        else:
+            server = next((s for s in servers if s.datacenter == fault.datacenter), None)
+        pid = server.pid() if server is not None else None
+        if server is None or pid is None:
+            raise OrchestratorError(f"no running ZooKeeper server for {fault.datacenter!r}")
+        at = time.time()
+        _kill([pid])
+        return Injected(at, f"kill -9 of ZooKeeper server {server.myid} in {server.datacenter} (pid {pid})",
+                        (pid,), server.datacenter)
+    if isinstance(fault, Switchover):
+        at = time.time()
+        request_id = coord.submit_request(cluster.name, {"kind": "switchover", "to": fault.to})
+        result = coord.wait_result(cluster.name, request_id, timeout=60)
+        if result is None or not result.get("ok"):
+            why = "no leader answered" if result is None else result.get("error")
+            raise OrchestratorError(f"switchover to {fault.to} failed: {why}")
+        return Injected(at, f"planned switchover to {fault.to} ({result.get('seconds')} s)")
+    raise OrchestratorError(f"unknown fault {fault!r}")

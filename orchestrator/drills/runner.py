@@ -1,0 +1,228 @@
+"""Running one drill end to end: steady state, load, fault, observation, rollback, report.
+
+Called by ``drctl drill run`` (and by the leading controller for scheduled drills, through
+the same command in a child process, so Locust's gevent never enters a controller). The
+drill file is validated against the topology before anything runs; the ZooKeeper drill
+lock makes a second concurrent drill fail at once with :class:`DrillLocked`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator import __version__
+from orchestrator import postgres as pg
+from orchestrator.coordination import Coordinator
+from orchestrator.drills import bank
+from orchestrator.drills.faults import Injected, inject
+from orchestrator.drills.journal import read_journal
+from orchestrator.drills.load import LoadHandle, start_load
+from orchestrator.drills.measure import TimelineEvent, ids_to_look_up, judge, measure
+from orchestrator.drills.report import DrillReport, write_report
+from orchestrator.drills.spec import DrillSpec, find_drill, load_drill
+from orchestrator.errors import LabError, OrchestratorError
+from orchestrator.lab import Lab
+from orchestrator.state import Role
+from orchestrator.topology import Cluster
+
+INITIAL_BALANCE = 1_000
+STEP_NAMES = {"intent": "detected", "fence": "fenced", "promote": "promoted", "repoint": "repointed",
+              "done": "done"}
+
+Progress = Callable[[str], None]
+
+
+class DrillRunner:
+    def __init__(self, lab: Lab, drills_dir: Path, reports_dir: Path, *, progress: Progress = lambda _: None
+                 ) -> None:
+        self.lab = lab
+        self.drills_dir = drills_dir
+        self.reports_dir = reports_dir
+        self.progress = progress
+
+    def load(self, name: str) -> DrillSpec:
+        """:raises DrillFileError: unknown drill, or a file that contradicts the topology."""
+        return load_drill(find_drill(self.drills_dir, name), self.lab.topology)
+
+    def run(self, name: str) -> tuple[DrillReport, Path]:
+        spec = self.load(name)
+        cluster = self.lab.topology.cluster(spec.cluster)
+        coord = Coordinator(self.lab.topology.zookeeper_hosts(), self.lab.topology.name,
+                            identity=f"drill:{socket.gethostname()}:{os.getpid()}")
+        coord.start(timeout=10)
+        try:
+            coord.acquire_drill_lock(f"{spec.name} pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
+            try:
+                report, path = self._run(spec, cluster, coord)
+            finally:
+                coord.release_drill_lock()
+            coord.record_drill(path.name, {"run": path.name, "drill": spec.name, "passed": report.verdict.passed,
+                                           "rto_seconds": report.measurement.outage.rto_seconds,
+                                           "lost": report.measurement.loss.lost, "path": str(path)})
+            return report, path
+        finally:
+            coord.stop()
+
+    # ---- phases --------------------------------------------------------------------------------
+
+    def _run(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator) -> tuple[DrillReport, Path]:
+        self.progress("checking steady state")
+        self._steady_state(spec, cluster, timeout=90)
+        conninfo = self.lab.app_connection_string(cluster)
+        bank.setup(conninfo, spec.load.accounts, INITIAL_BALANCE)
+        state, _ = coord.read_state(cluster.name)
+        primary_dc = cluster.member(state.primary).datacenter if state else cluster.initial_primary.datacenter
+        work = Path(tempfile.mkdtemp(prefix=f"drill-{spec.name}-"))
+        self.progress(f"starting load: {spec.load.users} users for {spec.load.duration_s:.0f}s")
+        started = time.time()
+        load = start_load(conninfo, work / "journal", spec.load.users, spec.load.spawn_rate, spec.load.duration_s,
+                          spec.load.accounts, spec.load.user_rate or 0.0, work)
+        aborted: str | None = None
+        injected: Injected | None = None
+        targets = spec.effective_targets(cluster)
+        try:
+            time.sleep(max(0.0, started + spec.fault_at_s - time.time()))
+            self.progress(f"injecting fault: {spec.fault.kind}")
+            injected = inject(self.lab, coord, cluster, spec.fault)
+            self.progress(f"{injected.description}; observing for {spec.observe_s:.0f}s")
+            aborted = self._observe(spec, cluster, coord, load, injected, state.primary if state else None,
+                                    spec.abort_after_s(targets))
+            load.wait(timeout=spec.load.duration_s + 60)
+        except OrchestratorError as exc:
+            aborted = aborted or f"drill stopped: {exc}"
+        finally:
+            if load.running:
+                load.stop()
+        self.progress("rolling back: restarting faulted services, waiting for members to rejoin")
+        rollback = self._rollback(spec, cluster)
+        finished = time.time()
+        records = read_journal(load.journal_files())
+        fault_at = injected.at if injected else started + spec.fault_at_s
+        self.progress("measuring RTO/RPO against the new primary")
+        present = bank.present_transfers(conninfo, ids_to_look_up(records))
+        measurement = measure(
+            records, fault_at=fault_at, window_end=min(fault_at + spec.observe_s, finished),
+            present_ids=present, expected_total=spec.load.accounts * INITIAL_BALANCE,
+            observed_total=bank.total_balance(conninfo), targets=targets,
+            duplicate_transfers=bank.duplicate_transfers(conninfo),
+            events=self._events(coord, cluster, fault_at), window_start=started,
+            expect_new_primary=spec.expects_new_primary(primary_dc),
+        )
+        verdict = judge(measurement, targets, aborted=aborted or rollback)
+        try:
+            stats = load.stats().__dict__
+        except LabError:
+            stats = {}
+        report = DrillReport(
+            drill=spec.name, description=spec.description, cluster=cluster.name, fault=str(spec.fault.kind),
+            started_at=started, finished_at=finished, targets=targets,
+            settings={**spec.model_dump(mode="json"), "fault_injected": injected.description if injected else None,
+                      "topology": self.lab.topology.name},
+            versions=self._versions(cluster), load_stats=stats, measurement=measurement, verdict=verdict,
+        )
+        return report, write_report(report, self.reports_dir)
+
+    def _members(self, cluster: Cluster) -> dict[str, tuple[Role, bool, str | None, int | None]]:
+        prober = pg.Prober(self.lab.credentials, timeout=1)
+        try:
+            out = {}
+            for m in cluster.members:
+                st = prober.probe(self.lab.layout(cluster, m).endpoint)
+                out[m.name] = (st.role, st.streaming, st.upstream, st.wal_lsn)
+            return out
+        finally:
+            prober.close()
+
+    def _healthy(self, cluster: Cluster, max_lag: int | None, streaming: bool) -> str | None:
+        """None when healthy, else why not."""
+        members = self._members(cluster)
+        primaries = [n for n, (role, *_rest) in members.items() if role is Role.PRIMARY]
+        if len(primaries) != 1:
+            return f"{len(primaries)} primaries"
+        primary = primaries[0]
+        endpoint = self.lab.layout(cluster, cluster.member(primary)).endpoint
+        upstream = f"{endpoint.address}:{endpoint.port}"
+        head = members[primary][3] or 0
+        for name, (role, is_streaming, up, lsn) in members.items():
+            if name == primary:
+                continue
+            if streaming and not (role is Role.STANDBY and is_streaming and up == upstream):
+                return f"{name} is not streaming from {primary}"
+            if max_lag is not None and lsn is not None and head - lsn > max_lag:
+                return f"{name} lags {head - lsn} bytes"
+        return None
+
+    def _steady_state(self, spec: DrillSpec, cluster: Cluster, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (why := self._healthy(cluster, spec.steady_state.max_lag_bytes,
+                                    spec.steady_state.all_members_streaming)) is not None:
+            if time.monotonic() > deadline:
+                raise LabError(f"steady state not reached in {timeout:.0f}s ({why}); check 'drctl lab status'")
+            time.sleep(0.2)
+
+    def _observe(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator, load: LoadHandle,
+                 injected: Injected, old_primary: str | None, abort_after: float) -> str | None:
+        """Watch until the load ends; return an abort reason if recovery takes too long."""
+        expects_move = spec.expects_new_primary(injected.datacenter or "")
+        while load.running:
+            if expects_move and time.time() - injected.at > abort_after:
+                state, _ = coord.read_state(cluster.name)
+                if state is None or state.primary == old_primary:
+                    load.stop()
+                    return f"no new primary within {abort_after:.0f}s (abort.rto_factor x RTO target)"
+            time.sleep(0.2)
+        return None
+
+    def _rollback(self, spec: DrillSpec, cluster: Cluster) -> str | None:
+        if spec.rollback.restart_faulted:
+            self.lab.restart_services()
+        if spec.rollback.rejoin:
+            try:
+                self._steady_state(spec, cluster, timeout=120)
+            except LabError as exc:
+                return f"rollback incomplete: {exc}"
+        return None
+
+    def _events(self, coord: Coordinator, cluster: Cluster, fault_at: float) -> list[TimelineEvent]:
+        state, _ = coord.read_state(cluster.name)
+        if state is None:
+            return []
+        events = []
+        for op in state.history:
+            if op.started_at < fault_at - 1:
+                continue
+            if op.first_failure_at is not None:
+                events.append(TimelineEvent(at=op.first_failure_at, name="first-failed-probe", detail=op.source))
+            for step in op.steps:
+                events.append(TimelineEvent(at=step.at, name=STEP_NAMES[step.step.value], detail=step.detail))
+        return events
+
+    def _versions(self, cluster: Cluster) -> dict[str, str]:
+        versions = {"dr-orchestrator": __version__, "python": platform.python_version()}
+        for member in cluster.members:
+            try:
+                with pg.connect(self.lab.layout(cluster, member).endpoint, self.lab.credentials) as conn:
+                    row = conn.execute("SHOW server_version").fetchone()
+                versions["postgresql"] = str(row[0]) if row else "?"
+                break
+            except OrchestratorError:
+                continue
+        zk = next((s for s in self.lab.zookeeper() if s.pid() is not None), None)
+        if zk is not None:
+            from orchestrator.ensemble import four_letter
+
+            first = four_letter(zk.address, zk.client_port, "srvr").splitlines()
+            versions["zookeeper"] = first[0].split(":", 1)[1].strip().split(",")[0] if first else "?"
+        try:
+            from importlib.metadata import version
+
+            versions["locust"] = version("locust")
+        except Exception:  # pragma: no cover - metadata missing only in broken installs
+            pass
+        return versions
