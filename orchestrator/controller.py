@@ -370,6 +370,7 @@ class Controller:
         started = time.monotonic()
         self.log.emit("rejoin-start", cluster=cluster.name, member=member, upstream=primary)
         try:
+            pg.reserve_slot(endpoints[primary], self.creds, cluster.member(member).slot_name)
             pg.checkpoint(endpoints[primary], self.creds)  # pg_rewind reads the new timeline from it
             layout = InstanceLayout(self.topology, cluster, cluster.member(member), self.root)
             assert self._rejoin_fn is not None

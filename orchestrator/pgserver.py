@@ -85,6 +85,8 @@ class InstanceLayout:
             "wal_sender_timeout": f"{pg.wal_receiver_timeout_ms}ms",
             "wal_receiver_status_interval": "1s",
             "recovery_target_timeline": "latest",
+            # A margin for members that reconnect without a reserved slot (tiny lab segments).
+            "wal_keep_size": "128MB",
             "shared_buffers": pg.shared_buffers,
             "max_connections": "200",
             "password_encryption": "scram-sha-256",

@@ -269,6 +269,25 @@ def ensure_slots(endpoint: Endpoint, creds: Credentials, slots: Iterable[str]) -
     return created
 
 
+def reserve_slot(endpoint: Endpoint, creds: Credentials, slot: str) -> None:
+    """Make ``slot`` hold WAL from now on (recreate it reserved if it holds none).
+
+    Called on the primary before a member is rewound or cloned, so the WAL it will ask
+    for after starting is still there however busy the primary is meanwhile.
+    """
+    try:
+        with connect(endpoint, creds, timeout=2.0) as conn:
+            row = conn.execute("SELECT restart_lsn IS NOT NULL, active FROM pg_replication_slots "
+                               "WHERE slot_name = %s", (slot,)).fetchone()
+            if row is not None and (row[0] or row[1]):
+                return
+            if row is not None:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: reserving slot {slot} failed ({_first_line(exc)})") from exc
+
+
 def fence(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str, mode: str = "immediate") -> bool:
     """Stop a reachable (old) primary so it can acknowledge no more writes.
 

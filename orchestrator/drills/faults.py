@@ -7,6 +7,7 @@ now, "the leader" is the controller holding the election now.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -38,10 +39,8 @@ class Injected:
 
 def _kill(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def current_primary(coord: Coordinator, cluster: Cluster) -> str:
@@ -63,7 +62,8 @@ def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Inje
             raise OrchestratorError(f"primary {primary} has no running postmaster; nothing to kill")
         at = time.time()
         _kill([pid])
-        return Injected(at, f"kill -9 of {primary}'s postmaster (pid {pid})", (pid,), cluster.member(primary).datacenter)
+        dc = cluster.member(primary).datacenter
+        return Injected(at, f"kill -9 of {primary}'s postmaster (pid {pid})", (pid,), dc)
     if isinstance(fault, DatacenterOutage):
         dc = fault.datacenter
         if dc == PRIMARY_DATACENTER:

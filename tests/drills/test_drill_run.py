@@ -1,0 +1,60 @@
+"""Drills end to end on the real lab: under Locust load, with RPO 0 and conserved money."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.coordination import Coordinator
+from orchestrator.drills.runner import DrillRunner
+from orchestrator.errors import DrillFileError, DrillLocked
+from orchestrator.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("drill", ["primary-crash", "planned-switchover"])
+def test_drill_passes_with_zero_loss(lab: Lab, tmp_path: Path, drill: str) -> None:
+    runner = DrillRunner(lab, REPO / "drills", tmp_path)
+    report, path = runner.run(drill)
+    m = report.measurement
+    assert m.loss.lost == 0, m.loss
+    assert m.invariants.expected_total == m.invariants.observed_total
+    assert m.invariants.duplicate_transfers == 0
+    assert not m.invariants.writer_conflicts
+    assert not m.outage.unrecovered
+    assert report.verdict.passed, report.verdict.failures
+    assert (path / "report.json").is_file() and (path / "report.html").is_file()
+    assert (path / "timeline.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_drill_naming_a_missing_node_is_rejected_before_anything_runs(lab: Lab, tmp_path: Path) -> None:
+    drills = tmp_path / "drills"
+    drills.mkdir()
+    data = yaml.safe_load((REPO / "drills" / "planned-switchover.yaml").read_text())
+    data["name"] = "typo"
+    data["fault"]["to"] = "dc2-aa"
+    (drills / "typo.yaml").write_text(yaml.safe_dump(data))
+    reports = tmp_path / "reports"
+    with pytest.raises(DrillFileError, match=r"fault\.to: unknown member 'dc2-aa'"):
+        DrillRunner(lab, drills, reports).run("typo")
+    assert not reports.exists()
+
+
+def test_a_second_concurrent_drill_is_refused(lab: Lab, tmp_path: Path) -> None:
+    holder = Coordinator(lab.topology.zookeeper_hosts(), lab.topology.name, identity="other-drill")
+    holder.start()
+    try:
+        holder.acquire_drill_lock("primary-crash started by another operator")
+        with pytest.raises(DrillLocked, match="another drill is running"):
+            DrillRunner(lab, REPO / "drills", tmp_path / "reports").run("primary-crash")
+    finally:
+        holder.release_drill_lock()
+        holder.stop()
+    assert not (tmp_path / "reports").exists()
+    shutil.rmtree(tmp_path, ignore_errors=True)
