@@ -160,7 +160,9 @@ def controller_run(
     topo = _topology(None, lab_dir)
     if dc not in topo.controller_datacenters:
         raise InvalidInput(f"--dc: no controller runs in {dc!r}; use one of {', '.join(topo.controller_datacenters)}")
-    controller = Controller(topo, dc, root, load_credentials(root), rejoin=_rejoiner(topo, root))
+    drills = Path(__file__).resolve().parent.parent / "drills"
+    controller = Controller(topo, dc, root, load_credentials(root), rejoin=_rejoiner(topo, root),
+                            drills_dir=drills if drills.is_dir() else None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controller.stop_event.set())
     controller.run()

@@ -26,8 +26,11 @@ from typing import Any, TextIO
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator, Lease, StateConflict
+from orchestrator.drills.spec import list_drills, load_drill
 from orchestrator.errors import DatabaseUnavailable, LostLeadership, OrchestratorError, TemporaryError
 from orchestrator.pgserver import InstanceLayout, member_endpoint
+from orchestrator.processes import spawn
+from orchestrator.schedule import due_drills
 from orchestrator.state import (
     ClusterSnapshot,
     ClusterState,
@@ -71,6 +74,7 @@ class Controller:
         log: EventLog | None = None,
         clock: Callable[[], float] = time.time,
         rejoin: Callable[[InstanceLayout, pg.Endpoint], None] | None = None,
+        drills_dir: Path | None = None,
     ) -> None:
         self.topology = topology
         self.datacenter = datacenter
@@ -83,6 +87,9 @@ class Controller:
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
         self._rejoin_fn = rejoin
+        self.drills_dir = drills_dir
+        self._leading_since = 0.0
+        self._schedule_checked = 0.0
         self._lease: Lease | None = None
         self._leading = False
         self._rejoining: set[str] = set()
@@ -124,6 +131,7 @@ class Controller:
         self._leading = True
         self._memory.clear()
         self._states.clear()
+        self._leading_since = self.clock()
         self.log.emit("elected", epoch=self._lease.epoch)
         try:
             while not self.stop_event.is_set():
@@ -137,6 +145,8 @@ class Controller:
                 urgent = False
                 for cluster in self.topology.clusters:
                     urgent |= self._cycle(cluster)
+                if not urgent:
+                    self._run_scheduled_drills()
                 pause = self._interval / 4 if urgent else self._interval
                 self.stop_event.wait(max(0.0, pause - (time.monotonic() - started)))
         except LostLeadership as exc:
@@ -384,6 +394,32 @@ class Controller:
         finally:
             with self._rejoin_lock:
                 self._rejoining.discard(member)
+
+    # ---- scheduled drills ----------------------------------------------------------------------
+
+    def _run_scheduled_drills(self) -> None:
+        """Start due drills as ``drctl drill run`` children (Locust's gevent stays out of here)."""
+        now = self.clock()
+        if self.drills_dir is None or now - self._schedule_checked < 5.0:
+            return
+        self._schedule_checked = now
+        schedules = {}
+        for path in list_drills(self.drills_dir):
+            try:
+                spec = load_drill(path, self.topology)
+            except OrchestratorError:
+                continue  # drctl drill list shows why
+            if spec.schedule:
+                schedules[spec.name] = spec.schedule
+        if not schedules:
+            return
+        for name in due_drills(schedules, self.coord.schedule_last_runs(), now, self._leading_since):
+            self.coord.set_schedule_last_run(name, now)  # first: a crash must not repeat the run
+            reports = self.drills_dir.parent / "reports"
+            pid = spawn([sys.executable, "-m", "orchestrator.cli", "drill", "run", name, "--lab-dir", str(self.root),
+                         "--drills-dir", str(self.drills_dir), "--reports-dir", str(reports)],
+                        log=self.root / "controller" / f"drill-{name}.log", cwd=self.drills_dir.parent)
+            self.log.emit("scheduled-drill", drill=name, pid=pid)
 
     # ---- operator requests and status --------------------------------------------------------
 

@@ -266,6 +266,23 @@ class Coordinator:
         with contextlib.suppress(NoNodeError):
             self._client.delete(f"{self.root}/drill-lock")
 
+    def schedule_last_runs(self) -> dict[str, float]:
+        """When the leader last started each scheduled drill (survives controller restarts)."""
+        base = f"{self.root}/schedule"
+        try:
+            children = self._client.get_children(base)
+        except NoNodeError:
+            return {}
+        return {str(c): float(self._client.get(f"{base}/{c}")[0]) for c in children}
+
+    def set_schedule_last_run(self, drill: str, at: float) -> None:
+        path = f"{self.root}/schedule/{drill}"
+        data = repr(at).encode()
+        try:
+            self._client.create(path, data, makepath=True)
+        except NodeExistsError:
+            self._client.set(path, data)
+
     def record_drill(self, run_id: str, summary: dict[str, Any]) -> None:
         path = f"{self.root}/drills/{run_id}"
         data = json.dumps(summary).encode()
