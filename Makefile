@@ -7,7 +7,7 @@ DRCTL := $(VENV)/bin/drctl
 APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headless python3-venv nftables iproute2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test drill lint unit lab-up lab-down bench clean
+.PHONY: setup test drill lint unit lab-up lab-down clean
 
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \

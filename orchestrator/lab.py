@@ -128,6 +128,24 @@ class Lab:
             self._up_cluster(cluster, timeout)
         if self.with_controllers:
             self._start_controllers()
+            self._wait_controllers(timeout)
+
+    def _wait_controllers(self, timeout: float) -> None:
+        """Until a leader has recorded every cluster's state: then failover is armed."""
+        from orchestrator.coordination import Coordinator
+
+        coord = Coordinator(self.topology.zookeeper_hosts(), self.topology.name, identity="lab")
+        coord.start()
+        try:
+            deadline = time.monotonic() + timeout
+            for cluster in self.topology.clusters:
+                while coord.read_state(cluster.name)[0] is None:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"{cluster.name}: no controller recorded state in {timeout}s; "
+                                       f"see {self.root}/controller/*.log")
+                    time.sleep(0.05)
+        finally:
+            coord.stop()
 
     def _prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
