@@ -390,21 +390,10 @@ def drill_show(run: str, reports_dir: ReportsDirOpt = Path("reports")) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click prints usage errors (bad flags) itself and exits 2
     except OrchestratorError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, InvalidInput) else 1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

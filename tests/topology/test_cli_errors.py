@@ -1,0 +1,34 @@
+"""Bad input at the command line: one line, the field and the fix, a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def drctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_contradictory_topology_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (Path(__file__).resolve().parents[2] / "topology" / "lab.yaml").read_text()
+    bad.write_text(text.replace("quorum: 1 ", "quorum: 5 "))
+    proc = drctl("validate", str(bad))
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "clusters.payments.replication.quorum: 5 is larger" in lines[0]
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    proc = drctl("lab", "up", "--bogus")
+    assert proc.returncode == 2
+    assert "No such option: --bogus" in proc.stderr
+
+
+def test_drill_without_a_lab_says_how_to_start_one(tmp_path: Path) -> None:
+    proc = drctl("drill", "run", "nosuch", "--lab-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "no lab at" in proc.stderr
