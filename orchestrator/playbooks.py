@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import sys
 import threading
 import time
@@ -119,7 +120,7 @@ def rejoin_extravars(layout: InstanceLayout, upstream: Endpoint, creds: Credenti
     pg = layout.topology.postgres
     rewind_source = (
         f"host={upstream.address} port={upstream.port} user={creds.superuser} dbname=postgres "
-        "connect_timeout=5 application_name=pg_rewind"
+        "connect_timeout=5 application_name=drctl-rejoin"
     )
     return {
         "member": layout.member.name,
@@ -258,8 +259,9 @@ class PlaybookRunner:
                 )
 
     def _envvars(self) -> dict[str, str]:
-        # ansible-playbook is found on PATH only (binary= breaks the event stream): put the
-        # interpreter's bin first, as it is not on PATH when run as .venv/bin/python.
+        # ansible-playbook is found on PATH only (binary= would run it in raw mode, without
+        # job events): put the interpreter's bin first, as it is not on PATH when run as
+        # .venv/bin/python (else rc 127).
         venv_bin = str(Path(sys.executable).parent)
         return {"PATH": f"{venv_bin}:{_SYSTEM_PATH}", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
 
@@ -290,7 +292,7 @@ class PlaybookRunner:
                 playbook=playbook,
                 inventory=self.inventory,
                 limit=limit,
-                cmdline=f"-e @{vars_file}",
+                cmdline=f"-e @{shlex.quote(str(vars_file))}",
                 envvars=self._envvars(),
                 quiet=True,
                 suppress_env_files=True,  # else the first run's env files are silently reused
@@ -311,8 +313,11 @@ class PlaybookRunner:
 
 def _result(playbook: str, runner: Any, duration: float) -> PlaybookResult:
     events: list[dict[str, Any]] = list(runner.events)
-    status = PlaybookStatus(runner.status)
-    rc = int(runner.rc)
+    try:
+        status = PlaybookStatus(runner.status)
+    except ValueError:  # a run that never got going ("unstarted")
+        status = PlaybookStatus.FAILED
+    rc = int(runner.rc) if runner.rc is not None else -1
     artifacts = Path(runner.config.artifact_dir)
     changed = tuple(dict.fromkeys(
         str(e["event_data"].get("task", "")) for e in events
@@ -365,7 +370,7 @@ def _cause(res: Mapping[str, Any]) -> str:
     return _tail(str(res.get("msg") or "")) or "no message"
 
 
-def _tail(text: str, limit: int = 300) -> str:
+def _tail(text: str, limit: int = 600) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return ""

@@ -33,7 +33,7 @@ from orchestrator.playbooks import (
     member_host,
     rejoin_extravars,
 )
-from orchestrator.processes import is_running
+from orchestrator.processes import is_running, port_in_use
 from orchestrator.topology import Topology, parse_topology, with_port_base
 from tests.conftest import make_lab_dir
 
@@ -164,7 +164,11 @@ def test_runs_leave_signal_handlers_alone_and_can_be_cancelled(shipped_topology:
 
 @pytest.fixture(scope="module")
 def pb_lab(shipped_topology: Topology) -> Iterator[Lab]:
-    lab = Lab(with_port_base(shipped_topology, PORT_BASE), make_lab_dir("drctl-pb-"), controllers=False)
+    topology = with_port_base(shipped_topology, PORT_BASE)
+    taken = [port for port in topology.port_plan().values() if port_in_use("127.0.0.1", port)]
+    if taken:  # fail clearly rather than through a lab half-started on someone else's ports
+        pytest.fail(f"ports {taken} are in use: is another run of tests/playbooks going on?")
+    lab = Lab(topology, make_lab_dir("drctl-pb-"), controllers=False)
     try:
         lab.up()
         yield lab
@@ -286,6 +290,21 @@ def test_rejoin_touches_nothing_when_the_upstream_is_not_a_primary(pb_lab: Lab, 
     assert pid is not None and layout.postmaster_pid() == pid
 
 
+def test_a_failed_start_reports_the_log_line_and_a_rerun_recovers(pb_lab: Lab, runner: PlaybookRunner) -> None:
+    cluster = pb_lab.topology.cluster(CLUSTER)
+    member = cluster.member("dc3-a")
+    layout = pb_lab.layout(cluster, member)
+    good = rejoin_extravars(layout, _endpoint(pb_lab, "dc1-a"), pb_lab.credentials)
+    bad = {**good, "postgresql_conf": str(good["postgresql_conf"]) + "no_such_setting = 1\n"}
+    host = member_host(pb_lab.topology, member)
+    cause = 'pg_ctl start failed: .*unrecognized configuration parameter "no_such_setting"'
+    with pytest.raises(PlaybookFailed, match=f"on dc3-host at task 'Report why the standby did not start': {cause}"):
+        runner.run("rejoin.yml", limit=host, extravars=bad)
+    assert layout.postmaster_pid() is None
+    runner.run("rejoin.yml", limit=host, extravars=good)  # re-running from the start is the recovery
+    _wait_streaming(pb_lab, "dc1-a", "dc3-a")
+
+
 def test_rejoin_falls_back_to_a_fresh_clone_when_pg_rewind_fails(pb_lab: Lab, runner: PlaybookRunner) -> None:
     cluster = pb_lab.topology.cluster(CLUSTER)
     member = cluster.member("dc3-a")
@@ -316,6 +335,7 @@ def test_rejoin_turns_the_killed_old_primary_into_a_standby_of_the_new_one(pb_la
     pg.promote(new_endpoint, creds)
     pg.checkpoint(new_endpoint, creds)  # pg_rewind reads the new timeline from the control file
     pg.ensure_slots(new_endpoint, creds, [m.slot_name for m in cluster.members if m != new])
+    pg.reserve_slot(new_endpoint, creds, old.slot_name)  # as the controller does before a rejoin
     for other in (cluster.member("dc2-a"), cluster.member("dc3-a")):
         conninfo = pg.primary_conninfo(new_endpoint, other.name, creds, str(pb_lab.layout(cluster, other).passfile))
         pg.repoint(_endpoint(pb_lab, other.name), creds, conninfo=conninfo, slot=other.slot_name)
