@@ -1,0 +1,7 @@
+"""The failover benchmark: dr-orchestrator, Patroni and pg_auto_failover side by side.
+
+Same machine, same PostgreSQL 15 binaries, same bank-transfer load, same fault (loss of the
+primary node: kill -9 of its postgres and of that node's own agent). Each system is a
+:class:`~orchestrator.bench.system.System`; :mod:`orchestrator.bench.runner` alternates
+them round by round and :mod:`orchestrator.bench.report` writes the table and the plot.
+"""
