@@ -247,6 +247,36 @@ class Controller:
             self._repoint(cluster, decision.members)
         elif isinstance(decision, d.Rejoin):
             self._start_rejoin(cluster, decision.member)
+        elif isinstance(decision, d.WidenQuorum):
+            self._widen_quorum(cluster, decision.members)
+        elif isinstance(decision, d.NarrowQuorum):
+            self._narrow_quorum(cluster)
+
+    # ---- the quorum's fallback members -------------------------------------------------------
+
+    def _widen_quorum(self, cluster: Cluster, members: tuple[str, ...]) -> None:
+        """Record the fallbacks first, then add them: a failover never misses a member that
+        may hold an acknowledged commit."""
+        state, version = self._states[cluster.name]
+        self._write(state.model_copy(update={"synchronous_extra": members}), version)
+        names = self.topology.synchronous_standby_names(cluster, members)
+        endpoint = self.endpoints(cluster)[state.primary]
+        pg.set_synchronous_names(endpoint, self.creds, names, conn=self._prober.connection(endpoint))
+        self.log.emit("quorum-widened", cluster=cluster.name, members=list(members), setting=names)
+
+    def _narrow_quorum(self, cluster: Cluster) -> None:
+        """Drop the fallbacks, and forget them only once an in-region standby holds all WAL."""
+        state, version = self._states[cluster.name]
+        endpoint = self.endpoints(cluster)[state.primary]
+        conn = self._prober.connection(endpoint)
+        lsn = pg.set_synchronous_names(endpoint, self.creds, None, conn=conn)
+        policy = self._policies[cluster.name]
+        in_region = [n for n, m in policy.members.items() if m.synchronous and n != state.primary]
+        if not pg.wait_flushed(endpoint, self.creds, in_region, lsn, timeout=3.0, conn=conn):
+            self.log.emit("quorum-narrow-pending", cluster=cluster.name, reason="in-region standbys not caught up")
+            return
+        self._write(state.model_copy(update={"synchronous_extra": ()}), version)
+        self.log.emit("quorum-narrowed", cluster=cluster.name, dropped=list(state.synchronous_extra))
 
     # ---- operations (failover, switchover) ---------------------------------------------------
 

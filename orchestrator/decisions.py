@@ -47,6 +47,7 @@ class Policy:
     anti_flap_seconds: float
     rejoin_delay_seconds: float
     allow_unproven_failover: bool
+    fallback: tuple[str, ...] = ()
 
     @classmethod
     def from_topology(cls, topology: Topology, cluster: Cluster) -> Policy:
@@ -71,7 +72,12 @@ class Policy:
             anti_flap_seconds=topology.controller.anti_flap_seconds,
             rejoin_delay_seconds=topology.controller.rejoin_delay_seconds,
             allow_unproven_failover=cluster.replication.allow_unproven_failover,
+            fallback=cluster.replication.fallback,
         )
+
+    def quorum_members(self, extra: tuple[str, ...] = ()) -> frozenset[str]:
+        """Members whose confirmation counts for commits: the policy's, plus fallbacks in use."""
+        return frozenset(n for n, m in self.members.items() if m.synchronous) | frozenset(extra)
 
 
 # ---- the lease -------------------------------------------------------------------------------
@@ -181,7 +187,8 @@ class Refusal:
     reason: str
 
 
-def _eligible(status: MemberStatus, policy: Policy, exclude: str, allow_async: bool) -> bool:
+def _eligible(status: MemberStatus, policy: Policy, exclude: str, allow_async: bool, quorum: frozenset[str]
+              ) -> bool:
     member = policy.members.get(status.name)
     return (
         member is not None
@@ -190,7 +197,7 @@ def _eligible(status: MemberStatus, policy: Policy, exclude: str, allow_async: b
         and status.role is Role.STANDBY
         and status.wal_lsn is not None
         and not member.never_promote
-        and (member.synchronous or allow_async)
+        and (status.name in quorum or allow_async)
     )
 
 
@@ -201,20 +208,24 @@ def choose_candidate(
     *,
     target: str | None = None,
     allow_async: bool = False,
+    extra_synchronous: tuple[str, ...] = (),
 ) -> Candidate | Refusal:
     """The best member to promote, or why there is none.
 
     Among eligible members: the most advanced received WAL wins, then the old primary's
     region, then the higher priority, then the name (so the choice is deterministic).
+    ``extra_synchronous``: fallback members currently in the quorum (they may hold
+    acknowledged commits, so they count like quorum candidates).
     """
+    quorum = policy.quorum_members(extra_synchronous)
     statuses = list(snapshot.members.values())
-    eligible = [s for s in statuses if _eligible(s, policy, old_primary, allow_async)]
+    eligible = [s for s in statuses if _eligible(s, policy, old_primary, allow_async, quorum)]
     if target is not None:
         if target not in policy.members:
             return Refusal(f"{target!r} is not a member of {policy.cluster}")
         eligible = [s for s in eligible if s.name == target]
         if not eligible:
-            why = "it is asynchronous (pass --accept-data-loss)" if not policy.members[target].synchronous \
+            why = "it is asynchronous (pass --accept-data-loss)" if target not in quorum \
                 and not allow_async else "it is unreachable, not a standby, or never_promote"
             return Refusal(f"cannot promote {target}: {why}")
     if not eligible:
@@ -224,7 +235,7 @@ def choose_candidate(
     def rank(status: MemberStatus) -> tuple[int, int, int, int, str]:
         member = policy.members[status.name]
         return (
-            int(member.synchronous),
+            int(status.name in quorum),
             status.wal_lsn or 0,
             int(member.region == old_region),
             member.priority,
@@ -234,10 +245,9 @@ def choose_candidate(
     best = max(eligible, key=rank)
     # With ANY q of n standby candidates, every acknowledged commit is on at least q of them;
     # seeing n - q + 1 of them guarantees one holds everything, so the most advanced does.
-    sync_standbys = [m for m in policy.members.values() if m.synchronous and m.name != old_primary]
-    seen = [s for s in statuses if s.name != old_primary and policy.members.get(s.name) is not None
-            and policy.members[s.name].synchronous and s.reachable and s.role is Role.STANDBY
-            and s.wal_lsn is not None]
+    sync_standbys = [n for n in quorum if n != old_primary]
+    seen = [s for s in statuses if s.name != old_primary and s.name in quorum
+            and s.reachable and s.role is Role.STANDBY and s.wal_lsn is not None]
     needed = len(sync_standbys) - policy.quorum + 1
     proven = policy.quorum > 0 and len(seen) >= needed and best.wal_lsn == max(s.wal_lsn or 0 for s in seen)
     if target is not None and (best.wal_lsn or 0) < max((s.wal_lsn or 0 for s in seen), default=0):
@@ -299,7 +309,23 @@ class Rejoin:
     reason: str
 
 
-Decision = Idle | Wait | Blocked | Failover | Resume | FenceStray | Repoint | Rejoin
+@dataclass(frozen=True)
+class WidenQuorum:
+    members: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class NarrowQuorum:
+    members: tuple[str, ...]
+    reason: str
+
+
+Decision = Idle | Wait | Blocked | Failover | Resume | FenceStray | Repoint | Rejoin | WidenQuorum | NarrowQuorum
+
+# How long an in-region quorum candidate must have been gone before fallbacks join the
+# quorum: re-attaching after a re-point takes tens of milliseconds and is not a shortage.
+QUORUM_SHORTAGE_SECONDS = 0.2
 
 
 def decide(
@@ -335,7 +361,7 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
         ago = now - state.last_failover_at
         return Blocked(f"{why}; last failover {ago:.0f}s ago, within the {policy.anti_flap_seconds:.0f}s "
                        f"anti-flap period (force with drctl failover {policy.cluster} --to MEMBER)")
-    choice = choose_candidate(snapshot, policy, state.primary)
+    choice = choose_candidate(snapshot, policy, state.primary, extra_synchronous=state.synchronous_extra)
     if isinstance(choice, Refusal):
         return Blocked(f"{why}; {choice.reason}")
     if not choice.proven and not policy.allow_unproven_failover:
@@ -346,6 +372,9 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
 
 def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, memory: Memory, now: float,
                    rejoining: frozenset[str]) -> Decision:
+    quorum_change = _quorum_change(snapshot, state, policy, memory, now)
+    if quorum_change is not None:
+        return quorum_change
     upstream = policy.members[state.primary].endpoint
     repoint: list[str] = []
     for name, status in sorted(snapshot.members.items()):
@@ -367,3 +396,29 @@ def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Polic
         return Repoint(tuple(repoint), f"{', '.join(repoint)} stream from elsewhere; pointing them at "
                                        f"{state.primary}")
     return Idle(f"{state.primary} is primary; standbys in order")
+
+
+def _quorum_change(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, memory: Memory, now: float
+                   ) -> WidenQuorum | NarrowQuorum | None:
+    """Add fallback members while the in-region quorum is short; drop them once it is back."""
+    fallbacks = tuple(f for f in policy.fallback if f != state.primary)
+    if policy.quorum == 0 or not fallbacks:
+        return None
+    replicas = snapshot.members[state.primary].replicas
+    candidates = [n for n, m in policy.members.items() if m.synchronous and n != state.primary]
+    attached = [n for n in candidates if n in replicas]
+    if len(attached) >= policy.quorum:
+        if state.synchronous_extra:
+            return NarrowQuorum(state.synchronous_extra,
+                                f"{', '.join(attached)} attached again; dropping fallback "
+                                f"{', '.join(state.synchronous_extra)} from the quorum")
+        return None
+    if state.synchronous_extra:
+        return None
+    missing = [n for n in candidates if n not in attached]
+    gone_since = [memory.down_since.get(n) for n in missing]
+    if any(t is None or now - t < QUORUM_SHORTAGE_SECONDS for t in gone_since):
+        return None
+    return WidenQuorum(fallbacks, f"only {len(attached)} of the {policy.quorum} in-region quorum standby(s) "
+                                  f"needed are attached ({', '.join(missing)} gone); adding fallback "
+                                  f"{', '.join(fallbacks)} so commits continue with zero loss")

@@ -269,6 +269,50 @@ def ensure_slots(endpoint: Endpoint, creds: Credentials, slots: Iterable[str]) -
     return created
 
 
+def set_synchronous_names(endpoint: Endpoint, creds: Credentials, names: str | None, *,
+                          conn: Connection | None = None) -> int:
+    """Set (or with None reset to the configured value) the primary's quorum list and reload.
+
+    Returns the primary's WAL position right after the reload: every commit after it
+    waits for the new list. :raises DatabaseUnavailable: unreachable or not a primary.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            if names is None:
+                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            else:
+                conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names)))
+            conn.execute("SELECT pg_reload_conf()")
+            # Waiting commits are released by a standby's flush report; one that already holds
+            # their WAL reports only every wal_receiver_status_interval. A tiny local commit
+            # makes it flush and report now.
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = local")
+                conn.execute("SELECT pg_current_xact_id()")
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: changing the quorum failed ({_first_line(exc)})") from exc
+    return lsn_to_int(str(row[0])) or 0 if row else 0
+
+
+def wait_flushed(endpoint: Endpoint, creds: Credentials, standbys: Iterable[str], lsn: int, *, timeout: float,
+                 conn: Connection | None = None) -> bool:
+    """True once one of ``standbys`` (application names) has flushed WAL up to ``lsn``."""
+    names = list(standbys)
+    deadline = time.monotonic() + timeout
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            while time.monotonic() < deadline:
+                rows = conn.execute("SELECT flush_lsn::text FROM pg_stat_replication "
+                                    "WHERE application_name = ANY(%s) AND flush_lsn IS NOT NULL", (names,)).fetchall()
+                if any((lsn_to_int(str(r[0])) or 0) >= lsn for r in rows):
+                    return True
+                time.sleep(0.01)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: reading replication failed ({_first_line(exc)})") from exc
+    return False
+
+
 def reserve_slot(endpoint: Endpoint, creds: Credentials, slot: str) -> None:
     """Make ``slot`` hold WAL from now on (recreate it reserved if it holds none).
 

@@ -147,6 +147,10 @@ class ClusterState(BaseModel):
     generation: int = 1
     timeline: int | None = None
     paused: bool = False
+    # Fallback members currently added to the primary's quorum (see ReplicationPolicy.fallback).
+    # Recorded BEFORE they are added and cleared only once in-region standbys hold all WAL,
+    # so candidate choice always knows every member that may hold an acknowledged commit.
+    synchronous_extra: tuple[str, ...] = ()
     last_failover_at: float | None = None
     operation: Operation | None = None
     history: tuple[Operation, ...] = Field(default=(), max_length=50)

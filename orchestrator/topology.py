@@ -161,6 +161,10 @@ class ReplicationPolicy(_Model):
     # commit (e.g. a whole data centre with the primary and one candidate is gone), promote
     # the most advanced survivor anyway (True) or wait for an operator (False, the default).
     allow_unproven_failover: bool = False
+    # Members (usually in the remote region) that join the quorum only while fewer than
+    # ``quorum`` in-region candidates are attached to the primary: commits then wait for a
+    # cross-region confirmation instead of stopping, and zero loss holds throughout.
+    fallback: tuple[str, ...] = ()
 
 
 class Targets(_Model):
@@ -254,15 +258,17 @@ class Topology(_Model):
         region = self.region_of(cluster.initial_primary.datacenter)
         return tuple(m.name for m in cluster.members if self.region_of(m.datacenter) == region)
 
-    def synchronous_standby_names(self, cluster: Cluster) -> str:
+    def synchronous_standby_names(self, cluster: Cluster, extra: tuple[str, ...] = ()) -> str:
         """PostgreSQL's quorum setting, identical on every member.
 
         A server never counts itself, so the same string stays valid after any promotion
         inside the quorum: the new primary enforces zero loss from its first commit.
+        ``extra`` adds fallback members while the in-region quorum is short.
         """
         if cluster.replication.quorum == 0:
             return ""
-        names = ", ".join(f'"{name}"' for name in self.synchronous_members(cluster))
+        members = self.synchronous_members(cluster)
+        names = ", ".join(f'"{name}"' for name in (*members, *(e for e in extra if e not in members)))
         return f"ANY {cluster.replication.quorum} ({names})"
 
     # ---- ports ---------------------------------------------------------------------------
@@ -415,6 +421,13 @@ def _cluster_contradictions(topo: Topology, cluster: Cluster, known_dcs: str) ->
         return
     for dup in _duplicates(list(sync)):
         yield f"{path}.replication.synchronous: member {dup!r} listed twice; list each once"
+    for name in cluster.replication.fallback:
+        if name not in members:
+            yield (f"{path}.replication.fallback: unknown member {name!r}; "
+                   f"use members of the cluster ({', '.join(sorted(members))})")
+        elif name in sync:
+            yield (f"{path}.replication.fallback: {name!r} is already a quorum candidate; "
+                   "list only members outside replication.synchronous")
     primary_region = topo.region_of(primary.datacenter)
     for name in sync:
         member = cluster.member(name)

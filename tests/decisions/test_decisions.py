@@ -196,3 +196,46 @@ def test_memory_counts_consecutive_failures_only() -> None:
     memory = d.remember(d.remember(d.Memory(), bad, 1.0), bad, 2.0)
     assert memory.failures["dc1-a"] == 2 and memory.first_failure_at["dc1-a"] == 1.0
     assert "dc1-a" not in d.remember(memory, good, 3.0).failures
+
+
+# ---- the quorum's fallback members ---------------------------------------------------------------
+
+DC2_EP = "127.0.0.1:25411"
+
+
+def dr_standby() -> MemberStatus:
+    return up_standby("dc3-a", 10, streaming=True, upstream=DC2_EP)
+
+
+def _primary_with(*attached: str) -> MemberStatus:
+    return MemberStatus("dc2-a", Health.HEALTHY, Role.PRIMARY, wal_lsn=10, replicas={n: "quorum" for n in attached})
+
+
+def test_fallback_joins_the_quorum_only_after_the_in_region_candidates_are_gone_a_while(policy: d.Policy) -> None:
+    state = STATE.model_copy(update={"primary": "dc2-a"})
+    snapshot = snap(_primary_with(), down("dc1-a"), down("dc1-b"), dr_standby())
+    memory = d.remember(d.Memory(), snapshot, now=100.0)
+    assert isinstance(d.decide(snapshot, state, policy, memory, now=100.05), d.Idle)
+    decision = d.decide(snapshot, state, policy, memory, now=100.0 + d.QUORUM_SHORTAGE_SECONDS)
+    assert isinstance(decision, d.WidenQuorum) and decision.members == ("dc3-a",)
+
+
+def test_fallback_leaves_the_quorum_once_an_in_region_standby_is_back(policy: d.Policy) -> None:
+    widened = STATE.model_copy(update={"primary": "dc2-a", "synchronous_extra": ("dc3-a",)})
+    back = snap(_primary_with("dc1-b", "dc3-a"), down("dc1-a"),
+                up_standby("dc1-b", 10, streaming=True, upstream=DC2_EP), dr_standby())
+    decision = d.decide(back, widened, policy, d.remember(d.Memory(), back, 1.0), now=1.0)
+    assert isinstance(decision, d.NarrowQuorum)
+    still_short = snap(_primary_with("dc3-a"), down("dc1-a"), down("dc1-b"), dr_standby())
+    assert not isinstance(d.decide(still_short, widened, policy, d.Memory(), now=1.0), d.WidenQuorum | d.NarrowQuorum)
+
+
+def test_a_fallback_in_the_quorum_counts_as_a_candidate_that_may_hold_commits(policy: d.Policy) -> None:
+    """With dc3-a in the quorum, only it may hold the last commits: it must be chosen, proven."""
+    widened = STATE.model_copy(update={"primary": "dc2-a", "synchronous_extra": ("dc3-a",)})
+    snapshot = snap(down("dc2-a"), down("dc1-a"), down("dc1-b"), up_standby("dc3-a", 50))
+    failed = d.Memory(failures={"dc2-a": 2})
+    decision = d.decide(snapshot, widened, policy, failed, now=100.0)
+    assert isinstance(decision, d.Failover) and decision.target == "dc3-a"
+    plain = d.decide(snapshot, STATE.model_copy(update={"primary": "dc2-a"}), policy, failed, now=100.0)
+    assert isinstance(plain, d.Blocked)
