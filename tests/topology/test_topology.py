@@ -71,6 +71,15 @@ def _two_primaries(d: dict[str, Any]) -> None:
 
 def _sync_cross_region(d: dict[str, Any]) -> None:
     d["clusters"][0]["replication"]["synchronous"] = ["dc1-a", "dc1-b", "dc3-a"]
+    d["clusters"][0]["replication"]["fallback"] = []
+
+
+def _fallback_in_quorum(d: dict[str, Any]) -> None:
+    d["clusters"][0]["replication"]["fallback"] = ["dc2-a"]
+
+
+def _unknown_fallback(d: dict[str, Any]) -> None:
+    d["clusters"][0]["replication"]["fallback"] = ["dc4-a"]
 
 
 def _unknown_field(d: dict[str, Any]) -> None:
@@ -115,6 +124,9 @@ def _short_session(d: dict[str, Any]) -> None:
         pytest.param(_two_primaries, r"2 members have role primary \(dc1-a, dc1-b\)", id="two-primaries"),
         pytest.param(_sync_cross_region, r"'dc3-a' is in region 'west', not the primary's region 'east'",
                      id="sync-cross-region"),
+        pytest.param(_fallback_in_quorum, r"replication\.fallback: 'dc2-a' is already a quorum candidate",
+                     id="fallback-in-quorum"),
+        pytest.param(_unknown_fallback, r"replication\.fallback: unknown member 'dc4-a'", id="unknown-fallback"),
         pytest.param(_unknown_field, r"clusters\.0\.replica: unknown field", id="unknown-field"),
         pytest.param(_even_zookeeper, r"zookeeper\.datacenters: 2 servers cannot form a majority", id="even-zk"),
         pytest.param(_bad_name, r"is not a valid name", id="bad-name"),
