@@ -27,7 +27,13 @@ from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator, Lease, StateConflict
 from orchestrator.drills.spec import list_drills, load_drill
-from orchestrator.errors import DatabaseUnavailable, LostLeadership, OrchestratorError, TemporaryError
+from orchestrator.errors import (
+    CoordinationUnavailable,
+    DatabaseUnavailable,
+    LostLeadership,
+    OrchestratorError,
+    TemporaryError,
+)
 from orchestrator.pgserver import InstanceLayout, member_endpoint
 from orchestrator.processes import spawn
 from orchestrator.schedule import due_drills
@@ -90,6 +96,9 @@ class Controller:
         self.drills_dir = drills_dir
         self._leading_since = 0.0
         self._schedule_checked = 0.0
+        self._yield_checked = 0.0
+        self._elected_at = 0.0
+        self._last_kind: dict[str, str] = {}
         self._lease: Lease | None = None
         self._leading = False
         self._rejoining: set[str] = set()
@@ -132,6 +141,7 @@ class Controller:
         self._memory.clear()
         self._states.clear()
         self._leading_since = self.clock()
+        self._elected_at = time.monotonic()
         self.log.emit("elected", epoch=self._lease.epoch)
         try:
             while not self.stop_event.is_set():
@@ -147,10 +157,15 @@ class Controller:
                     urgent |= self._cycle(cluster)
                 if not urgent:
                     self._run_scheduled_drills()
+                    if self._yield_leadership():
+                        return
                 pause = self._interval / 4 if urgent else self._interval
                 self.stop_event.wait(max(0.0, pause - (time.monotonic() - started)))
         except LostLeadership as exc:
             self.log.emit("deposed", epoch=self._lease.epoch, reason=str(exc))
+        except CoordinationUnavailable as exc:
+            # The lease is in doubt: stop acting, re-campaign; a half-done operation is in ZooKeeper.
+            self.log.emit("lease-in-doubt", epoch=self._lease.epoch, reason=str(exc))
         finally:
             self._leading = False
 
@@ -216,6 +231,7 @@ class Controller:
         with self._rejoin_lock:
             rejoining = frozenset(self._rejoining)
         decision = d.decide(snapshot, state, self._policies[cluster.name], memory, now, rejoining=rejoining)
+        self._last_kind[cluster.name] = type(decision).__name__.lower()
         if decision.reason != self._last_reason.get(cluster.name):
             self._last_reason[cluster.name] = decision.reason
             self.log.emit("decision", cluster=cluster.name, kind=type(decision).__name__.lower(),
@@ -424,6 +440,27 @@ class Controller:
         finally:
             with self._rejoin_lock:
                 self._rejoining.discard(member)
+
+    def _yield_leadership(self) -> bool:
+        """Hand leadership to a controller outside the primaries' data centres, when calm."""
+        now = time.monotonic()
+        if now - self._yield_checked < 2.0:
+            return False
+        self._yield_checked = now
+        if now - self._elected_at < 5.0:
+            return False  # let a new leader settle before it considers handing over
+        primaries = frozenset(
+            cluster.member(state.primary).datacenter
+            for cluster in self.topology.clusters
+            if (entry := self._states.get(cluster.name)) is not None and (state := entry[0]) is not None
+        )
+        all_idle = all(self._last_kind.get(c.name) == "idle" for c in self.topology.clusters)
+        others = [c.split(":")[0] for c in self.coord.contenders() if c != self.identity]
+        if d.should_yield(self.datacenter, primaries, others, all_idle):
+            self.log.emit("yield", reason=f"{self.datacenter} hosts the primary; handing leadership to a "
+                                          "controller in another data centre")
+            return True
+        return False
 
     # ---- scheduled drills ----------------------------------------------------------------------
 

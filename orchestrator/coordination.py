@@ -21,12 +21,13 @@ raises :class:`CoordinationUnavailable`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -44,6 +45,23 @@ from orchestrator.state import ClusterState
 
 class StateConflict(PermanentError):
     """The state changed since it was read (another writer won the race)."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(method: Callable[P, R]) -> Callable[P, R]:
+    """Raise :class:`CoordinationUnavailable` for any kazoo failure (lost connection, ...)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except KazooException as exc:
+            raise CoordinationUnavailable(f"ZooKeeper: {method.__name__} failed ({type(exc).__name__})") from exc
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -109,14 +127,21 @@ class Coordinator:
         watcher.start()
         try:
             election.run(lead)
-        except KazooException:
+        except KazooException as exc:
             if not stop.is_set():
-                raise
+                raise CoordinationUnavailable(f"ZooKeeper: election failed ({type(exc).__name__})") from exc
 
+    @_translated
+    def contenders(self) -> list[str]:
+        """Controller identities in election order: the leader first."""
+        return [str(c) for c in self._client.Election(f"{self.root}/election").contenders()]
+
+    @_translated
     def leader_identity(self) -> str | None:
-        contenders = self._client.Election(f"{self.root}/election").contenders()
-        return str(contenders[0]) if contenders else None
+        contenders = self.contenders()
+        return contenders[0] if contenders else None
 
+    @_translated
     def bump_epoch(self) -> Lease:
         """Start a new leadership term: CAS-increment the epoch; retry if another leader raced."""
         path = f"{self.root}/epoch"
@@ -134,6 +159,7 @@ class Coordinator:
                 continue
             return Lease(epoch, new.version)
 
+    @_translated
     def current_lease(self) -> Lease | None:
         """The newest term as stored (read-only): whoever holds this version leads."""
         try:
@@ -142,6 +168,7 @@ class Coordinator:
             return None
         return Lease(int(data or b"0"), int(stat.version))
 
+    @_translated
     def current_epoch(self) -> int:
         try:
             data, _ = self._client.get(f"{self.root}/epoch")
@@ -154,6 +181,7 @@ class Coordinator:
     def _state_path(self, cluster: str) -> str:
         return f"{self.root}/clusters/{cluster}/state"
 
+    @_translated
     def read_state(self, cluster: str) -> tuple[ClusterState | None, int]:
         """The state and its znode version (-1 when none was written yet)."""
         try:
@@ -164,6 +192,7 @@ class Coordinator:
             raise CoordinationUnavailable(f"reading {cluster} state failed: {exc!r}") from exc
         return ClusterState.model_validate_json(data), int(stat.version)
 
+    @_translated
     def write_state(self, lease: Lease, state: ClusterState, version: int) -> int:
         """Write ``state`` iff the epoch is still ours and the state is still at ``version``.
 
@@ -193,6 +222,7 @@ class Coordinator:
 
     # ---- operator controls -----------------------------------------------------------------
 
+    @_translated
     def set_paused(self, cluster: str, paused: bool) -> None:
         path = f"{self.root}/clusters/{cluster}/paused"
         if paused:
@@ -201,9 +231,11 @@ class Coordinator:
             with contextlib.suppress(NoNodeError):
                 self._client.delete(path)
 
+    @_translated
     def is_paused(self, cluster: str) -> bool:
         return self._client.exists(f"{self.root}/clusters/{cluster}/paused") is not None
 
+    @_translated
     def submit_request(self, cluster: str, request: dict[str, Any]) -> str:
         """Queue an operator request for the leader; returns its id."""
         base = f"{self.root}/clusters/{cluster}/requests"
@@ -211,6 +243,7 @@ class Coordinator:
         path = self._client.create(f"{base}/req-", json.dumps(request).encode(), sequence=True)
         return str(path).rsplit("/", 1)[1]
 
+    @_translated
     def pending_requests(self, cluster: str) -> list[tuple[str, dict[str, Any]]]:
         base = f"{self.root}/clusters/{cluster}/requests"
         try:
@@ -226,6 +259,7 @@ class Coordinator:
             found.append((str(child), json.loads(data)))
         return found
 
+    @_translated
     def answer_request(self, cluster: str, request_id: str, result: dict[str, Any]) -> None:
         base = f"{self.root}/clusters/{cluster}"
         self._client.ensure_path(f"{base}/results")
@@ -234,6 +268,7 @@ class Coordinator:
         with contextlib.suppress(NoNodeError):
             self._client.delete(f"{base}/requests/{request_id}")
 
+    @_translated
     def wait_result(self, cluster: str, request_id: str, timeout: float) -> dict[str, Any] | None:
         path = f"{self.root}/clusters/{cluster}/results/{request_id}"
         deadline = time.monotonic() + timeout
@@ -247,6 +282,7 @@ class Coordinator:
 
     # ---- drills ----------------------------------------------------------------------------
 
+    @_translated
     def acquire_drill_lock(self, owner: str) -> None:
         """Take the one-drill-at-a-time lock (ephemeral: released if the holder dies).
 
@@ -262,10 +298,12 @@ class Coordinator:
                 holder = "unknown"
             raise DrillLocked(f"another drill is running ({holder}); wait for it to finish") from None
 
+    @_translated
     def release_drill_lock(self) -> None:
         with contextlib.suppress(NoNodeError):
             self._client.delete(f"{self.root}/drill-lock")
 
+    @_translated
     def schedule_last_runs(self) -> dict[str, float]:
         """When the leader last started each scheduled drill (survives controller restarts)."""
         base = f"{self.root}/schedule"
@@ -275,6 +313,7 @@ class Coordinator:
             return {}
         return {str(c): float(self._client.get(f"{base}/{c}")[0]) for c in children}
 
+    @_translated
     def set_schedule_last_run(self, drill: str, at: float) -> None:
         path = f"{self.root}/schedule/{drill}"
         data = repr(at).encode()
@@ -283,6 +322,7 @@ class Coordinator:
         except NodeExistsError:
             self._client.set(path, data)
 
+    @_translated
     def record_drill(self, run_id: str, summary: dict[str, Any]) -> None:
         path = f"{self.root}/drills/{run_id}"
         data = json.dumps(summary).encode()
@@ -291,6 +331,7 @@ class Coordinator:
         except NodeExistsError:
             self._client.set(path, data)
 
+    @_translated
     def drill_history(self) -> list[dict[str, Any]]:
         base = f"{self.root}/drills"
         try:

@@ -99,6 +99,20 @@ def may_act(session: SessionState, is_leader: bool, lease_epoch: int | None, cur
     )
 
 
+def should_yield(my_datacenter: str, primary_datacenters: frozenset[str], contender_datacenters: list[str],
+                 all_idle: bool) -> bool:
+    """Should a calm leader hand over to a controller outside the primaries' data centres?
+
+    A disaster that takes the primary's data centre must not take the decider with it:
+    the survivors would first wait for the dead leader's ZooKeeper session to expire.
+    """
+    return (
+        all_idle
+        and my_datacenter in primary_datacenters
+        and any(dc not in primary_datacenters for dc in contender_datacenters)
+    )
+
+
 # ---- memory between cycles -----------------------------------------------------------------
 
 

@@ -55,6 +55,18 @@ def test_only_a_sure_leader_acts(session: d.SessionState, leader: bool, lease: i
     assert d.may_act(session, leader, lease, current) is expected
 
 
+@pytest.mark.parametrize(("mine", "primaries", "others", "idle", "expected"), [
+    pytest.param("dc1", {"dc1"}, ["dc2", "dc3"], True, True, id="colocated-with-primary-hands-over"),
+    pytest.param("dc2", {"dc1"}, ["dc1", "dc3"], True, False, id="already-elsewhere"),
+    pytest.param("dc1", {"dc1"}, ["dc2"], False, False, id="busy-keeps-leading"),
+    pytest.param("dc1", {"dc1"}, [], True, False, id="no-one-to-hand-to"),
+    pytest.param("dc1", {"dc1", "dc2"}, ["dc2"], True, False, id="others-also-host-a-primary"),
+])
+def test_leader_hands_over_only_when_calm_and_someone_outside_the_primary_dc_waits(
+        mine: str, primaries: set[str], others: list[str], idle: bool, expected: bool) -> None:
+    assert d.should_yield(mine, frozenset(primaries), others, idle) is expected
+
+
 # ---- detection ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("snapshot", "failures", "verdict"), [
