@@ -37,7 +37,6 @@ from orchestrator.processes import is_running, port_in_use
 from orchestrator.topology import Topology, parse_topology, with_port_base
 from tests.conftest import make_lab_dir
 
-pytestmark = pytest.mark.lab
 
 PORT_BASE = 28000
 CLUSTER = "payments"
@@ -241,6 +240,7 @@ def _wait_caught_up(lab: Lab, primary: str, standbys: int, timeout: float = 15) 
             time.sleep(0.05)
 
 
+@pytest.mark.lab
 def test_fence_stops_a_member_by_its_postmaster_pid_and_is_idempotent(pb_lab: Lab, runner: PlaybookRunner) -> None:
     cluster = pb_lab.topology.cluster(CLUSTER)
     member = cluster.member("dc3-a")
@@ -259,6 +259,7 @@ def test_fence_stops_a_member_by_its_postmaster_pid_and_is_idempotent(pb_lab: La
     _wait_streaming(pb_lab, "dc1-a", "dc3-a")
 
 
+@pytest.mark.lab
 def test_provision_replica_clones_a_lost_standby(pb_lab: Lab, runner: PlaybookRunner) -> None:
     cluster = pb_lab.topology.cluster(CLUSTER)
     member = cluster.member("dc3-a")
@@ -278,6 +279,7 @@ def test_provision_replica_clones_a_lost_standby(pb_lab: Lab, runner: PlaybookRu
     assert again.changed_tasks == ()  # a running standby is left alone
 
 
+@pytest.mark.lab
 def test_rejoin_touches_nothing_when_the_upstream_is_not_a_primary(pb_lab: Lab, runner: PlaybookRunner) -> None:
     cluster = pb_lab.topology.cluster(CLUSTER)
     member = cluster.member("dc3-a")
@@ -290,6 +292,7 @@ def test_rejoin_touches_nothing_when_the_upstream_is_not_a_primary(pb_lab: Lab, 
     assert pid is not None and layout.postmaster_pid() == pid
 
 
+@pytest.mark.lab
 def test_a_failed_start_reports_the_log_line_and_a_rerun_recovers(pb_lab: Lab, runner: PlaybookRunner) -> None:
     cluster = pb_lab.topology.cluster(CLUSTER)
     member = cluster.member("dc3-a")
@@ -305,6 +308,7 @@ def test_a_failed_start_reports_the_log_line_and_a_rerun_recovers(pb_lab: Lab, r
     _wait_streaming(pb_lab, "dc1-a", "dc3-a")
 
 
+@pytest.mark.lab
 def test_rejoin_falls_back_to_a_fresh_clone_when_pg_rewind_fails(pb_lab: Lab, runner: PlaybookRunner) -> None:
     cluster = pb_lab.topology.cluster(CLUSTER)
     member = cluster.member("dc3-a")
@@ -320,6 +324,7 @@ def test_rejoin_falls_back_to_a_fresh_clone_when_pg_rewind_fails(pb_lab: Lab, ru
     _wait_rows(pb_lab, "dc3-a", _rows_on(pb_lab, "dc1-a"))
 
 
+@pytest.mark.lab
 def test_rejoin_turns_the_killed_old_primary_into_a_standby_of_the_new_one(pb_lab: Lab, runner: PlaybookRunner) -> None:
     topo, creds = pb_lab.topology, pb_lab.credentials
     cluster = topo.cluster(CLUSTER)
