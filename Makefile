@@ -8,7 +8,7 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headles
 	postgresql-15-auto-failover pg-auto-failover-cli
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test drill lint unit lab-up lab-down clean
+.PHONY: setup test drill bench lint unit lab-up lab-down clean
 
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -40,6 +40,9 @@ drill: setup
 	$(DRCTL) lab up
 	$(DRCTL) drill run primary-crash
 
+bench: setup
+	$(DRCTL) bench failover
+
 lab-up: setup
 	$(DRCTL) lab up
 
@@ -48,4 +51,4 @@ lab-down: setup
 
 clean:
 	-$(DRCTL) lab down
-	rm -rf reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf reports .bench .pytest_cache .mypy_cache .ruff_cache

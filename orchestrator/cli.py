@@ -388,6 +388,32 @@ def drill_show(run: str, reports_dir: ReportsDirOpt = Path("reports")) -> None:
     console.print(f"report: {path / 'report.html'}")
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against peers on this machine.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("failover")
+def bench_failover(
+    quick: Annotated[bool, typer.Option(help="2 rounds per system instead of 10.")] = False,
+    rounds: Annotated[int | None, typer.Option(help="Rounds per system (overrides --quick).")] = None,
+    system: Annotated[list[str] | None, typer.Option("--system", help="Only these systems (repeatable).")] = None,
+    reports_dir: ReportsDirOpt = Path("reports"),
+    workdir: Annotated[Path, typer.Option(help="Where the systems' data live during the run.")] = Path(".bench"),
+) -> None:
+    """kill -9 of the primary node under the same load: dr-orchestrator vs Patroni vs pg_auto_failover."""
+    from orchestrator.bench import suite
+    from orchestrator.bench.report import summary_lines
+
+    run = suite.run(reports_dir, workdir.resolve(), rounds=rounds, quick=quick, only=tuple(system or ()),
+                    progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"))
+    for line in summary_lines(run.result):
+        console.print(line, highlight=False)
+    console.print(f"report: {run.path / 'bench.md'}")
+    failed = [r for r in run.result.rounds if not r.ok or r.lost]
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()  # standalone: click prints usage errors (bad flags) itself and exits 2

@@ -37,7 +37,6 @@ from orchestrator.processes import is_running, port_in_use
 from orchestrator.topology import Topology, parse_topology, with_port_base
 from tests.conftest import make_lab_dir
 
-
 PORT_BASE = 28000
 CLUSTER = "payments"
 REWIND_TASK = "Rewind the data directory from the upstream (pg_rewind)"

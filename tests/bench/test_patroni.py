@@ -1,0 +1,135 @@
+"""Patroni's bench launcher against real Patroni daemons and a real ZooKeeper ensemble.
+
+Start-up and teardown only (no failover round: that takes a ZooKeeper session or more).
+Ports 30000-30025 (the range 30000-30099 is this launcher's): the ensemble on 30000-30008,
+Patroni's PostgreSQL on 30020-30022 and REST APIs on 30023-30025. Skipped when Patroni is
+not installed in the venv (``pip install 'patroni[zookeeper]'``).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from orchestrator import ensemble
+from orchestrator.bench.patroni import TIMINGS, PatroniSystem, dcs_topology
+from orchestrator.processes import is_running
+from tests.conftest import make_lab_dir
+
+# Patroni comes with the dev extra (`make setup`).
+pytestmark = pytest.mark.lab
+
+PORT_BASE = 30000
+ZK_HOSTS = "127.0.0.1:30000,127.0.0.1:30003,127.0.0.1:30006"
+
+
+@pytest.fixture
+def zookeeper() -> Iterator[str]:
+    """A 3-server ensemble, tickTime 500 ms and maxSessionTimeout 10 s, as the bench's."""
+    topology = dcs_topology(PORT_BASE)
+    root = make_lab_dir("bench-patroni-zk-")
+    servers = ensemble.servers(topology, root)
+    try:
+        for server in servers:
+            server.start()
+        deadline = time.monotonic() + 30
+        while not ensemble.ensemble_ready(servers):
+            assert time.monotonic() < deadline, f"ZooKeeper not ready; see {root}/zk/*/zk.log"
+            time.sleep(0.1)
+        yield topology.zookeeper_hosts()
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = make_lab_dir("bench-patroni-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+def test_start_write_stop(zookeeper: str, workdir: Path) -> None:
+    system = PatroniSystem("aggressive", PORT_BASE + 20, zookeeper_hosts=zookeeper)
+    try:
+        system.start(workdir)
+
+        view = system.cluster_view()
+        assert view is not None
+        members = view["members"]
+        assert sorted(m["role"] for m in members if m["role"] == "leader") == ["leader"]
+        assert sorted(m["state"] for m in members if m["role"] != "leader") == ["streaming", "streaming"]
+        # Patroni asks for a ttl-long session; the ensemble grants at most 20 ticks.
+        zk = system.settings()["zookeeper"]
+        assert zk["requested_session_ms"] == 20000
+        assert zk["granted_session_ms"] == {"pg1": 10000, "pg2": 10000, "pg3": 10000}
+
+        marker = str(uuid.uuid4())
+        with psycopg.connect(system.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE smoke (marker text PRIMARY KEY)")
+            conn.execute("INSERT INTO smoke VALUES (%s)", (marker,))
+            row = conn.execute("SELECT current_setting('synchronous_standby_names'), current_user, "
+                               "inet_server_port()").fetchone()
+        assert row is not None
+        assert row[0].startswith("ANY 1 (")
+        assert row[1] == "app"
+        leader = next(m for m in members if m["role"] == "leader")
+        assert row[2] == leader["port"]
+
+        daemons = system.pids()
+        system.start(workdir)  # idempotent: already healthy, nothing restarted
+        assert set(daemons) <= set(system.pids())
+        pids = system.pids()
+    finally:
+        system.stop()
+
+    assert [pid for pid in pids if is_running(pid)] == []
+    assert system.pids() == []
+    assert system.ports_free()
+
+
+def _validation_errors(config: dict[str, object], tmp_path: Path) -> list[str]:
+    path = tmp_path / "patroni.yml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([PatroniSystem("default", 0, zookeeper_hosts=ZK_HOSTS).patroni_bin,
+                           "--validate-config", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    # The lab's loopback addresses and a stopped ensemble are reported too: keep the DCS timings.
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("bootstrap.dcs.")]
+
+
+@pytest.mark.timeout(120)
+def test_aggressive_timings_are_the_validators_minimum(tmp_path: Path) -> None:
+    system = PatroniSystem("aggressive", PORT_BASE + 20, zookeeper_hosts=ZK_HOSTS)
+    config = system.member_config("pg1")
+
+    assert _validation_errors(config, tmp_path) == []
+    for key in TIMINGS["aggressive"]:
+        lower = copy.deepcopy(config)
+        lower["bootstrap"]["dcs"][key] -= 1
+        assert [e.split()[0] for e in _validation_errors(lower, tmp_path)] == [f"bootstrap.dcs.{key}"]
+
+
+def test_settings_before_start_show_the_whole_config() -> None:
+    settings = PatroniSystem("default", PORT_BASE + 20, zookeeper_hosts=ZK_HOSTS).settings()
+
+    assert settings["variant"] == "default"
+    dcs = settings["members"]["pg1"]["bootstrap"]["dcs"]
+    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (30, 10, 10)
+    assert (dcs["synchronous_mode"], dcs["synchronous_node_count"]) == ("quorum", 1)
+    assert dcs["postgresql"]["use_pg_rewind"] is True
+    assert dcs["postgresql"]["parameters"]["wal_log_hints"] == "on"
+    assert settings["members"]["pg1"]["postgresql"]["authentication"]["superuser"]["password"] == "***"
+    assert settings["members"]["pg3"]["postgresql"]["listen"] == "127.0.0.1:30022"
