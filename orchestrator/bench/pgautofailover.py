@@ -224,7 +224,7 @@ class PgAutoFailoverSystem:
             f"prepend to {first}/pg_hba.conf: host all {APP_USER} {ADDRESS}/32 scram-sha-256",
             shlex.join(self._run_argv(first, root)) + " &",
             f"CREATE ROLE {APP_USER} LOGIN PASSWORD '<generated>'; ALTER DATABASE {APP_DATABASE} OWNER TO {APP_USER}",
-            *(shlex.join(self._create_node_argv(n, root)) + "  # the standbys in parallel" for n in NODES[1:]),
+            *(shlex.join(self._create_node_argv(n, root)) + "  # then its keeper" for n in NODES[1:]),
             *(shlex.join(self._run_argv(n, root)) + " &" for n in NODES[1:]),
             shlex.join(self._formation_argv()),
         ]
@@ -383,10 +383,10 @@ class PgAutoFailoverSystem:
         self._spawn_keeper(first)
         self._wait(lambda: self._single(first), f"{first} not a running 'single'", self.start_timeout)
         self._create_app_role(first)
-        # Both standbys clone at once: the monitor lets every waiting standby catch up together.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda node: self._run(self._create_node_argv(node, self.root)), NODES[1:]))
+        # One standby at a time: creating both at once failed now and then under load
+        # ("Failed to get Postgres pid" while the other clone held the primary busy).
         for node in NODES[1:]:
+            self._run(self._create_node_argv(node, self.root))
             self._spawn_keeper(node)
         self._wait_healthy(self.start_timeout)
         self._run(self._formation_argv())
