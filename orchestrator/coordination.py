@@ -123,13 +123,23 @@ class Coordinator:
     def campaign(self, lead: Callable[[], None], stop: threading.Event) -> None:
         """Block until elected, run ``lead`` while leader, release; return when ``stop`` is set."""
         election = self._client.Election(f"{self.root}/election", self.identity)
-        watcher = threading.Thread(target=lambda: (stop.wait(), election.cancel()), daemon=True)
+        done = threading.Event()
+
+        def cancel_on_stop() -> None:
+            while not done.is_set():
+                if stop.wait(0.2):
+                    election.cancel()
+                    return
+
+        watcher = threading.Thread(target=cancel_on_stop, name="election-watcher", daemon=True)
         watcher.start()
         try:
             election.run(lead)
         except KazooException as exc:
             if not stop.is_set():
                 raise CoordinationUnavailable(f"ZooKeeper: election failed ({type(exc).__name__})") from exc
+        finally:
+            done.set()
 
     @_translated
     def contenders(self) -> list[str]:
