@@ -315,6 +315,7 @@ class Controller:
                 op = op.advanced(Step.FENCE, self.clock(), detail)
                 self.log.emit("fenced", cluster=cluster.name, operation=op.id, member=op.source, detail=detail)
             elif step is Step.PROMOTE:
+                self._catch_up(cluster, op, endpoints)
                 # Re-point the other standbys while the candidate promotes: with the same quorum
                 # list everywhere, its first commit waits for one of them to attach.
                 others = tuple(n for n in endpoints if n not in (op.target, op.source))
@@ -343,6 +344,27 @@ class Controller:
                 self.log.emit("done", cluster=cluster.name, operation=op.id, kind=op.kind.value,
                               steps={s.step.value: s.at for s in op.steps})
         return op
+
+    def _catch_up(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint]) -> None:
+        """Let the target first take any WAL a more advanced survivor holds (old primary is gone)."""
+        fresh = self.probe(cluster)
+        source = d.catch_up_source(fresh, op.target, op.source)
+        if source is None:
+            return
+        want = fresh.members[source].wal_lsn or 0
+        passfile = str(InstanceLayout(self.topology, cluster, cluster.member(source), self.root).passfile)
+        conninfo = pg.primary_conninfo(endpoints[source], op.target, self.creds, passfile)
+        target = endpoints[op.target]
+        pg.repoint(target, self.creds, conninfo=conninfo, slot=cluster.member(op.target).slot_name,
+                   conn=self._prober.connection(target))
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            status = self._prober.probe(target)
+            if (status.wal_lsn or 0) >= want:
+                self.log.emit("caught-up", cluster=cluster.name, member=op.target, source=source, lsn=want)
+                return
+            time.sleep(0.005)
+        self.log.emit("catch-up-timeout", cluster=cluster.name, member=op.target, source=source, lsn=want)
 
     def _fence_source(self, op: Operation, endpoints: dict[str, pg.Endpoint], snapshot: ClusterSnapshot) -> str:
         pg_ctl = f"{self.topology.postgres.bin_dir}/pg_ctl"

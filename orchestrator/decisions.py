@@ -273,6 +273,19 @@ def choose_candidate(
     return Candidate(best.name, best.wal_lsn or 0, proven, reason)
 
 
+def catch_up_source(snapshot: ClusterSnapshot, target: str, exclude: str) -> str | None:
+    """A reachable standby holding more WAL than ``target`` (the most advanced), or None.
+
+    The target streams from it before promotion, so nothing any survivor received is lost
+    and no survivor is left on a diverged timeline (MHA's "catch up from the latest slave").
+    """
+    mine = snapshot.members[target].wal_lsn or 0 if target in snapshot.members else 0
+    ahead = [s for s in snapshot.members.values()
+             if s.name not in (target, exclude) and s.reachable and s.role is Role.STANDBY
+             and (s.wal_lsn or 0) > mine]
+    return max(ahead, key=lambda s: (s.wal_lsn or 0, s.name)).name if ahead else None
+
+
 # ---- the decision --------------------------------------------------------------------------
 
 

@@ -251,3 +251,10 @@ def test_a_fallback_in_the_quorum_counts_as_a_candidate_that_may_hold_commits(po
     assert isinstance(decision, d.Failover) and decision.target == "dc3-a"
     plain = d.decide(snapshot, STATE.model_copy(update={"primary": "dc2-a"}), policy, failed, now=100.0)
     assert isinstance(plain, d.Blocked)
+
+
+def test_the_candidate_first_catches_up_from_a_survivor_that_received_more() -> None:
+    snapshot = snap(down("dc1-a"), up_standby("dc2-a", 100), up_standby("dc3-a", 180), up_standby("dc1-b", 150))
+    assert d.catch_up_source(snapshot, "dc2-a", "dc1-a") == "dc3-a"
+    assert d.catch_up_source(snapshot, "dc3-a", "dc1-a") is None
+    assert d.catch_up_source(snap(down("dc1-a"), up_standby("dc2-a", 100), down("dc3-a")), "dc2-a", "dc1-a") is None
