@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -161,25 +160,33 @@ def controller_run(
     if dc not in topo.controller_datacenters:
         raise InvalidInput(f"--dc: no controller runs in {dc!r}; use one of {', '.join(topo.controller_datacenters)}")
     drills = Path(__file__).resolve().parent.parent / "drills"
-    controller = Controller(topo, dc, root, load_credentials(root), rejoin=_rejoiner(topo, root),
+    rejoiner = _Rejoiner(topo, root)
+    controller = Controller(topo, dc, root, load_credentials(root), rejoin=rejoiner, cancel_rejoin=rejoiner.cancel,
                             drills_dir=drills if drills.is_dir() else None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controller.stop_event.set())
     controller.run()
 
 
-def _rejoiner(topo: Topology, root: Path) -> Callable[[InstanceLayout, Endpoint], None]:
-    from orchestrator.lab import load_credentials
-    from orchestrator.playbooks import PlaybookRunner, member_host, rejoin_extravars
+class _Rejoiner:
+    """Rejoin through the Ansible playbook; :meth:`cancel` stops runs in flight at shutdown."""
 
-    runner = PlaybookRunner(topo, root / "ansible")
-    creds = load_credentials(root)
+    def __init__(self, topo: Topology, root: Path) -> None:
+        from orchestrator.lab import load_credentials
+        from orchestrator.playbooks import PlaybookRunner
 
-    def rejoin(layout: InstanceLayout, upstream: Endpoint) -> None:
-        runner.run("rejoin.yml", limit=member_host(topo, layout.member),
-                   extravars=rejoin_extravars(layout, upstream, creds))
+        self._topo = topo
+        self._runner = PlaybookRunner(topo, root / "ansible")
+        self._creds = load_credentials(root)
 
-    return rejoin
+    def __call__(self, layout: InstanceLayout, upstream: Endpoint) -> None:
+        from orchestrator.playbooks import member_host, rejoin_extravars
+
+        self._runner.run("rejoin.yml", limit=member_host(self._topo, layout.member),
+                         extravars=rejoin_extravars(layout, upstream, self._creds))
+
+    def cancel(self) -> None:
+        self._runner.cancel()
 
 
 def _coordinator(topo: Topology) -> Coordinator:

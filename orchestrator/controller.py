@@ -81,6 +81,7 @@ class Controller:
         clock: Callable[[], float] = time.time,
         rejoin: Callable[[InstanceLayout, pg.Endpoint], None] | None = None,
         drills_dir: Path | None = None,
+        cancel_rejoin: Callable[[], None] | None = None,
     ) -> None:
         self.topology = topology
         self.datacenter = datacenter
@@ -93,6 +94,8 @@ class Controller:
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
         self._rejoin_fn = rejoin
+        self._cancel_rejoin = cancel_rejoin
+        self._rejoin_threads: list[threading.Thread] = []
         self.drills_dir = drills_dir
         self._leading_since = 0.0
         self._schedule_checked = 0.0
@@ -130,6 +133,11 @@ class Controller:
                     self.log.emit("campaign-error", error=str(exc))
                     self.stop_event.wait(0.5)
         finally:
+            # A rejoin must not start a server after the lab stopped it: cancel and wait.
+            if self._cancel_rejoin is not None:
+                self._cancel_rejoin()
+            for thread in self._rejoin_threads:
+                thread.join(timeout=10)
             self._prober.close()
             self._pool.shutdown(wait=False)
             self.coord.stop()
@@ -441,6 +449,7 @@ class Controller:
         state, _ = self._states[cluster.name]
         thread = threading.Thread(target=self._rejoin, args=(cluster, member, state.primary),
                                   name=f"rejoin-{member}", daemon=True)
+        self._rejoin_threads = [t for t in self._rejoin_threads if t.is_alive()] + [thread]
         thread.start()
 
     def _rejoin(self, cluster: Cluster, member: str, primary: str) -> None:

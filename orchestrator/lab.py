@@ -304,6 +304,9 @@ class Lab:
         self.stop_controllers()
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(self._stop_member, self.layouts()))
+            # A server a cancelled rejoin was starting may have come up meanwhile: once more.
+            time.sleep(0.5)
+            list(pool.map(self._stop_member, self.layouts()))
             list(pool.map(lambda server: server.stop(), self.zookeeper()))
         if not keep_data:
             shutil.rmtree(self.root)
