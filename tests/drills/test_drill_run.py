@@ -18,7 +18,7 @@ pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("drill", ["primary-crash", "planned-switchover"])
+@pytest.mark.parametrize("drill", ["primary-crash", "planned-switchover", "datacenter-outage"])
 def test_drill_passes_with_zero_loss(lab: Lab, tmp_path: Path, drill: str) -> None:
     runner = DrillRunner(lab, REPO / "drills", tmp_path)
     report, path = runner.run(drill)
