@@ -534,6 +534,10 @@ class PatroniSystem:
 
     # ---- stop --------------------------------------------------------------------------------
 
+    def daemon_pids(self) -> list[int]:
+        """The long-lived processes: each member's Patroni daemon and postmaster."""
+        return self._running_pids()
+
     def _running_pids(self) -> list[int]:
         pids: list[int] = []
         if self._root is None:
