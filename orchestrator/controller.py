@@ -316,14 +316,13 @@ class Controller:
         steps = [Step.FENCE, Step.PROMOTE, Step.REPOINT, Step.DONE]
         for step in steps[steps.index(op.step) + 1 if op.step in steps else 0:]:
             state, version = self._states[cluster.name]
-            if op.step is Step.REPOINT and step is Step.REPOINT:
-                continue
             if step is Step.FENCE:
                 detail = self._fence_source(op, endpoints, snapshot)
                 op = op.advanced(Step.FENCE, self.clock(), detail)
                 self.log.emit("fenced", cluster=cluster.name, operation=op.id, member=op.source, detail=detail)
             elif step is Step.PROMOTE:
-                self._catch_up(cluster, op, endpoints)
+                if op.kind is OperationKind.FAILOVER:  # a switchover's FENCE already waited for the WAL
+                    self._catch_up(cluster, op, endpoints, snapshot)
                 # Re-point the other standbys while the candidate promotes: with the same quorum
                 # list everywhere, its first commit waits for one of them to attach.
                 others = tuple(n for n in endpoints if n not in (op.target, op.source))
@@ -353,13 +352,17 @@ class Controller:
                               steps={s.step.value: s.at for s in op.steps})
         return op
 
-    def _catch_up(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint]) -> None:
-        """Let the target first take any WAL a more advanced survivor holds (old primary is gone)."""
-        fresh = self.probe(cluster)
-        source = d.catch_up_source(fresh, op.target, op.source)
+    def _catch_up(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint],
+                  snapshot: ClusterSnapshot) -> None:
+        """Let the target first take any WAL a more advanced survivor holds.
+
+        The snapshot that confirmed the failure is recent enough: with the primary gone, the
+        survivors' received WAL no longer moves, so no second probe round on the fast path.
+        """
+        source = d.catch_up_source(snapshot, op.target, op.source)
         if source is None:
             return
-        want = fresh.members[source].wal_lsn or 0
+        want = snapshot.members[source].wal_lsn or 0
         passfile = str(InstanceLayout(self.topology, cluster, cluster.member(source), self.root).passfile)
         conninfo = pg.primary_conninfo(endpoints[source], op.target, self.creds, passfile)
         target = endpoints[op.target]

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.errors import TopologyError
+from orchestrator.errors import InvalidInput, TopologyError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -504,15 +504,19 @@ def load_topology(path: str | Path) -> Topology:
     :raises TopologyError: the file is missing, not YAML, or contradicts itself.
     """
     path = Path(path)
+    return parse_topology(read_yaml(path, "topology", TopologyError), source=str(path))
+
+
+def read_yaml(path: Path, what: str, error: type[InvalidInput]) -> Any:
+    """Parsed YAML of ``path``; a missing file or bad syntax raises ``error`` in one line."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise TopologyError(f"{path}: cannot read topology file ({exc.strerror}); check the path") from None
+        raise error(f"{path}: cannot read {what} file ({exc.strerror}); check the path") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TopologyError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-    return parse_topology(data, source=str(path))
+        raise error(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
 
 
 def with_port_base(topo: Topology, base: int) -> Topology:

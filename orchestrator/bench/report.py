@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator.bench.runner import BenchResult, RoundResult
+from orchestrator.drills.report import new_run_dir
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -227,15 +228,7 @@ def render_boxplot(result: BenchResult) -> bytes:
 
 def write_bench(result: BenchResult, reports_dir: str | Path) -> Path:
     """Write ``bench-<UTC start time>/`` (``-2``, ``-3``... on a clash) and return it; bench.json goes last."""
-    base = Path(reports_dir) / f"bench-{datetime.fromtimestamp(result.started_at, UTC):%Y%m%dT%H%M%SZ}"
-    run_dir, n = base, 1
-    while True:
-        try:
-            run_dir.mkdir(parents=True)
-            break
-        except FileExistsError:
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir = new_run_dir(Path(reports_dir) / f"bench-{datetime.fromtimestamp(result.started_at, UTC):%Y%m%dT%H%M%SZ}")
     (run_dir / BOXPLOT_PNG).write_bytes(render_boxplot(result))
     (run_dir / BENCH_MD).write_text(render_markdown(result))
     tmp = run_dir / (BENCH_JSON + ".tmp")

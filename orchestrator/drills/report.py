@@ -80,20 +80,24 @@ def run_id(report: DrillReport) -> str:
 # ---- writing ------------------------------------------------------------------------------
 
 
+def new_run_dir(base: Path) -> Path:
+    """Create ``base`` (or ``base-2``, ``base-3``, ... if taken) and return it."""
+    run_dir, n = base, 1
+    while True:
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+
+
 def write_report(report: DrillReport, reports_dir: str | Path) -> Path:
     """Write the run directory and return it; report.json goes last, so a listed run is complete.
 
     A second run with the same drill and second gets a ``-2`` suffix.
     """
-    base = Path(reports_dir) / run_id(report)
-    run_dir, n = base, 1
-    while True:
-        try:
-            run_dir.mkdir(parents=True)
-            break
-        except FileExistsError:
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir = new_run_dir(Path(reports_dir) / run_id(report))
     png = render_timeline(report)
     (run_dir / TIMELINE_PNG).write_bytes(png)
     (run_dir / REPORT_HTML).write_text(render_html(report, png))

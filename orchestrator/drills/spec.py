@@ -16,12 +16,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import DrillFileError
-from orchestrator.topology import NAME_PATTERN, Cluster, Targets, Topology
+from orchestrator.topology import NAME_PATTERN, Cluster, Targets, Topology, read_yaml
 
 _NAME_RE = re.compile(NAME_PATTERN)
 PRIMARY_DATACENTER = "primary"   # datacenter-outage: whichever data centre holds the primary
@@ -307,15 +306,7 @@ def load_drill(path: str | Path, topology: Topology) -> DrillSpec:
     :raises DrillFileError: unreadable, not YAML, malformed, or naming what the topology lacks.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DrillFileError(f"{path}: cannot read drill file ({exc.strerror}); check the path") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DrillFileError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-    spec = parse_drill(data, topology, source=str(path))
+    spec = parse_drill(read_yaml(path, "drill", DrillFileError), topology, source=str(path))
     if spec.name != path.stem:
         raise DrillFileError(
             f"{path}: name: {spec.name!r} differs from the file name {path.name!r}; make them the same"
