@@ -30,7 +30,7 @@ from orchestrator import ensemble, pgserver
 from orchestrator import postgres as pg
 from orchestrator.errors import DatabaseUnavailable, LabError
 from orchestrator.pgserver import InstanceLayout
-from orchestrator.processes import is_running, read_pid, spawn, stop
+from orchestrator.processes import is_running, pids_mentioning, read_pid, spawn, stop
 from orchestrator.state import Role
 from orchestrator.topology import Cluster, Member, Topology
 
@@ -308,6 +308,10 @@ class Lab:
             time.sleep(0.5)
             list(pool.map(self._stop_member, self.layouts()))
             list(pool.map(lambda server: server.stop(), self.zookeeper()))
+        # Anything else still working in the lab (a cancelled playbook's pg_ctl or server, a
+        # drill child) goes too, each by its PID, before its directory disappears.
+        for pid in pids_mentioning(str(self.root) + "/"):
+            stop(pid, timeout=5)
         if not keep_data:
             shutil.rmtree(self.root)
 

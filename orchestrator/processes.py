@@ -113,6 +113,21 @@ def stop(pid: int, *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
     raise LabError(f"process {pid} survived SIGKILL; inspect it with ps -p {pid}")
 
 
+def pids_mentioning(text: str) -> list[int]:
+    """PIDs of running processes whose command line contains ``text`` (e.g. a lab directory)."""
+    found = []
+    needle = text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [pid for pid in found if is_running(pid)]
+
+
 def port_in_use(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
