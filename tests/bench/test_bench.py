@@ -34,6 +34,7 @@ from orchestrator.bench.runner import (
 )
 from orchestrator.bench.system import Fault, RoundFacts, SyncSample
 from orchestrator.drills.journal import JournalRecord, Outcome
+from tests.conftest import TEST_PORT_BASE
 
 OLD, NEW, OTHER = "127.0.0.1:32010", "127.0.0.1:32011", "127.0.0.1:32012"
 T0 = 1_750_000_000.0
@@ -277,7 +278,8 @@ def test_one_quick_round_of_dr_orchestrator(tmp_path: Path) -> None:
     work.chmod(0o755)  # the postgres user traverses it
     lines: list[str] = []
     try:
-        result = run_bench([DrOrchestratorSystem(port_base=32000)], 1, work, users=4, duration_s=8, fault_at_s=3,
+        system = DrOrchestratorSystem(port_base=TEST_PORT_BASE + 6000)
+        result = run_bench([system], 1, work, users=4, duration_s=8, fault_at_s=3,
                            accounts=20, user_rate=25, progress=lines.append)
         leftovers = _processes_mentioning(str(work))
         lab_left = (work / "dr-orchestrator" / "lab").exists()

@@ -1,9 +1,8 @@
 """Patroni's bench launcher against real Patroni daemons and a real ZooKeeper ensemble.
 
 Start-up and teardown only (no failover round: that takes a ZooKeeper session or more).
-Ports 30000-30025 (the range 30000-30099 is this launcher's): the ensemble on 30000-30008,
-Patroni's PostgreSQL on 30020-30022 and REST APIs on 30023-30025. Skipped when Patroni is
-not installed in the venv (``pip install 'patroni[zookeeper]'``).
+Ports DRCTL_TEST_PORT_BASE+4000 to +4025 (the launcher owns 100 from there): the ensemble on +4000 to +4008,
+Patroni's PostgreSQL on +4020 to +4022 and REST APIs on +4023 to +4025.
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ import yaml
 from orchestrator import ensemble
 from orchestrator.bench.patroni import TIMINGS, PatroniSystem, dcs_topology
 from orchestrator.processes import is_running
-from tests.conftest import make_lab_dir
+from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 # Patroni comes with the dev extra (`make setup`).
 pytestmark = pytest.mark.lab
 
-PORT_BASE = 30000
-ZK_HOSTS = "127.0.0.1:30000,127.0.0.1:30003,127.0.0.1:30006"
+PORT_BASE = TEST_PORT_BASE + 4000
+ZK_HOSTS = ",".join(f"127.0.0.1:{PORT_BASE + k}" for k in (0, 3, 6))
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """pg_auto_failover's bench launcher against the real ``pg_autoctl`` (start-up and teardown only).
 
-Ports 31000-31003 (the range 31000-31099 is this launcher's). Skipped when Debian's
-``postgresql-15-auto-failover`` is not installed.
+Ports DRCTL_TEST_PORT_BASE+5000 onwards (the launcher owns 100 from there).
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ import pytest
 
 from orchestrator.bench.pgautofailover import NODES, PgAutoFailoverSystem
 from orchestrator.processes import is_running, port_in_use
-from tests.conftest import make_lab_dir
+from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 # `make setup` installs pg_autoctl (Debian's postgresql-15-auto-failover, pg-auto-failover-cli).
 pytestmark = pytest.mark.lab
 
-PORT_BASE = 31000
+PORT_BASE = TEST_PORT_BASE + 5000
 
 
 @pytest.fixture

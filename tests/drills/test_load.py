@@ -1,6 +1,6 @@
 """The bank-transfer load against real servers: journals, Locust statistics, a failover under load.
 
-A lab of its own (ports from 27000), no controllers: the failover test kills the primary
+A lab of its own (ports from DRCTL_TEST_PORT_BASE+1000), no controllers: the failover test kills the primary
 and promotes the most advanced synchronous standby by hand (re-pointing the other one, so
 the new primary's quorum can confirm commits), and the workload must find the new primary
 through the multi-host connection string alone. Another test cuts COMMITs waiting for the
@@ -27,11 +27,11 @@ from orchestrator.errors import LabError
 from orchestrator.lab import Lab
 from orchestrator.state import MemberStatus, Role
 from orchestrator.topology import Cluster, Member, load_topology, with_port_base
-from tests.conftest import REPO, make_lab_dir
+from tests.conftest import REPO, TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
 
-PORT_BASE = 27000
+PORT_BASE = TEST_PORT_BASE + 1000
 ACCOUNTS = 20
 INITIAL_BALANCE = 1_000
 

@@ -1,6 +1,6 @@
 """Host operations as playbooks: the generated inventory, and fence / provision / rejoin on a real lab.
 
-The lab tests bring up their own lab on ports from 28000, so they can run beside the
+The lab tests bring up their own lab on ports from DRCTL_TEST_PORT_BASE+2000, so they can run beside the
 session lab. The rejoin scenario is the one the controller will drive after a failover:
 kill -9 the primary, promote a synchronous standby, re-point the others, write, then run
 ``rejoin.yml`` on the old primary and check it streams from the new one with every row.
@@ -35,9 +35,9 @@ from orchestrator.playbooks import (
 )
 from orchestrator.processes import is_running, port_in_use
 from orchestrator.topology import Topology, parse_topology, with_port_base
-from tests.conftest import make_lab_dir
+from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
-PORT_BASE = 28000
+PORT_BASE = TEST_PORT_BASE + 2000
 CLUSTER = "payments"
 REWIND_TASK = "Rewind the data directory from the upstream (pg_rewind)"
 CLONE_TASK = "Clone the upstream over the member's slot (pg_basebackup)"
