@@ -9,6 +9,7 @@ line and a non-zero exit: 2 for bad input, 1 for everything else.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -41,12 +42,17 @@ err_console = Console(stderr=True)
 TopologyOpt = Annotated[
     Path | None, typer.Option("--topology", "-t", help="Topology YAML (default: topology/lab.yaml).")
 ]
+DEFAULT_TOPOLOGY = Path("topology/lab.yaml")
 LabDirOpt = Annotated[Path | None, typer.Option("--lab-dir", help="Lab state directory (default: .lab).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout (keys: README.md).")]
 
 
 def _lab_dir(lab_dir: Path | None) -> Path:
-    return (lab_dir or Path(os.environ.get("DRCTL_LAB_DIR", ".lab"))).resolve()
+    root = (lab_dir or Path(os.environ.get("DRCTL_LAB_DIR", ".lab"))).resolve()
+    if root.exists() and not root.is_dir():
+        raise InvalidInput(f"--lab-dir: {root} is a file, not a lab directory; pass a directory (it is created "
+                           "if missing)")
+    return root
 
 
 def _recorded_topology(root: Path) -> Topology | None:
@@ -64,7 +70,10 @@ def _topology(topology: Path | None, lab_dir: Path | None = None) -> Topology:
         recorded = _recorded_topology(_lab_dir(lab_dir))
         if recorded is not None:
             return recorded
-    return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", "topology/lab.yaml")))
+    if topology is None and "DRCTL_TOPOLOGY" not in os.environ and not DEFAULT_TOPOLOGY.exists():
+        raise InvalidInput(f"--topology: no {DEFAULT_TOPOLOGY} in {Path.cwd()} and no lab recorded one; pass "
+                           "--topology FILE, set DRCTL_TOPOLOGY, or run from the repository root")
+    return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", str(DEFAULT_TOPOLOGY))))
 
 
 def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True) -> Lab:
@@ -79,11 +88,26 @@ def lab_up(
 ) -> None:
     """Bring the topology to life (idempotent)."""
     lab = _lab(topology, lab_dir, controllers=controllers)
+    if _recorded_topology(lab.root) is None:
+        _check_ports_free(lab.topology)
     started = time.monotonic()
     with console.status("bringing the lab up ..."):
         lab.up()
     console.print(f"lab up in {time.monotonic() - started:.1f}s at {lab.root}")
     _print_status(lab)
+
+
+def _check_ports_free(topo: Topology) -> None:
+    """Before a new lab is built: no other process holds one of its ports (else half a lab starts, then fails)."""
+    from orchestrator.processes import port_in_use
+
+    for key, port in topo.port_plan().items():
+        kind, owner, *rest = key.split(":")
+        address = (topo.datacenter(owner).address if kind == "zk"
+                   else topo.member_address(topo.cluster(owner).member(rest[0])))
+        if port_in_use(address, port):
+            raise InvalidInput(f"ports: {address}:{port} ({key}) is already in use by another process; stop it or "
+                               "move the lab with ports.base in the topology")
 
 
 @lab_app.command("down")
@@ -200,6 +224,9 @@ class _Rejoiner:
 def _coordinator(topo: Topology) -> Coordinator:
     from orchestrator.coordination import Coordinator
 
+    # kazoo logs every refused connection attempt; a one-shot command reports the outcome in one line.
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+
     coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity=f"drctl:{os.getpid()}")
     coord.start(timeout=5)
     return coord
@@ -269,7 +296,7 @@ def switchover(
     to: Annotated[str, typer.Option("--to", help="The standby to promote.")],
     lab_dir: LabDirOpt = None,
     topology: TopologyOpt = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the leader.")] = 60.0,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
 ) -> None:
     """Planned switchover: stop the primary cleanly, promote TO once it has every WAL record."""
     result = _request(_topology(topology, lab_dir), cluster, {"kind": "switchover", "to": to}, timeout)
@@ -283,7 +310,7 @@ def failover(
     accept_data_loss: Annotated[bool, typer.Option(help="Allow promoting an asynchronous or lagging member.")] = False,
     lab_dir: LabDirOpt = None,
     topology: TopologyOpt = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the leader.")] = 60.0,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
 ) -> None:
     """Operator failover (ignores pause and the anti-flap period); reports the WAL at risk."""
     request = {"kind": "failover", "to": to, "accept_data_loss": accept_data_loss}
@@ -295,9 +322,10 @@ def failover(
 def pause(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
     """Maintenance: no automatic failover of CLUSTER until resumed."""
     topo = _topology(topology, lab_dir)
+    name = _cluster(topo, cluster)
     coord = _coordinator(topo)
     try:
-        coord.set_paused(_cluster(topo, cluster), True)
+        coord.set_paused(name, True)
     finally:
         coord.stop()
     console.print(f"{cluster}: automatic failover paused")
@@ -307,9 +335,10 @@ def pause(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None)
 def resume(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
     """End maintenance: automatic failover of CLUSTER again."""
     topo = _topology(topology, lab_dir)
+    name = _cluster(topo, cluster)
     coord = _coordinator(topo)
     try:
-        coord.set_paused(_cluster(topo, cluster), False)
+        coord.set_paused(name, False)
     finally:
         coord.stop()
     console.print(f"{cluster}: automatic failover resumed")

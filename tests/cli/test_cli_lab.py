@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,16 @@ def test_status_of_an_unknown_cluster_is_one_line(lab: Lab) -> None:
     proc = drctl(lab, "status", "nosuch", "--json")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == ["error: cluster: no cluster 'nosuch'; clusters are payments"]
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"- kind: kill-primary\n", b""],
+                         ids=["binary", "list", "empty"])
+def test_drill_run_with_a_bad_drill_file_runs_nothing(lab: Lab, tmp_path: Path, content: bytes) -> None:
+    drills, reports = tmp_path / "drills", tmp_path / "reports"
+    drills.mkdir()
+    (drills / "bad.yaml").write_bytes(content)
+    proc = drctl(lab, "drill", "run", "bad", "--drills-dir", str(drills), "--reports-dir", str(reports))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {drills / 'bad.yaml'}: "), proc.stderr
+    assert proc.stdout == "" and not reports.exists()
