@@ -290,13 +290,14 @@ def load_report(path: str | Path) -> DrillReport:
     path = Path(path)
     file = path / REPORT_JSON if path.is_dir() else path
     try:
-        return DrillReport.model_validate_json(file.read_text())
+        return DrillReport.model_validate_json(file.read_bytes())  # bytes: binary is a ValidationError
     except OSError as exc:
         raise InvalidInput(f"{file}: cannot read the report ({exc.strerror}); check the run id") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"{file}: not a drill report ({loc}: {first['msg']}); was it written by drctl?") from None
+        where = f"{loc}: " if loc else ""
+        raise InvalidInput(f"{file}: not a drill report ({where}{first['msg']}); was it written by drctl?") from None
 
 
 def list_reports(reports_dir: str | Path) -> list[ReportEntry]:

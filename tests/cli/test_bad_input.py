@@ -95,3 +95,15 @@ def test_unknown_cluster_before_anything_is_contacted(topology_file: Path, tmp_p
 def test_timeout_below_one_second_is_a_usage_error() -> None:
     proc = drctl("switchover", "payments", "--to", "dc1-b", "--timeout", "0")
     assert proc.returncode == 2 and "--timeout" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_binary_report_is_one_line_for_show_and_a_row_for_history(tmp_path: Path) -> None:
+    run = tmp_path / "20260101T000000Z-primary-crash"
+    run.mkdir()
+    (run / "report.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xa5")
+    line = one_line(drctl("drill", "show", "latest", "--reports-dir", str(tmp_path)))
+    assert line == f"error: {run / 'report.json'}: not a drill report (Invalid JSON: expected value at line 1 " \
+                   "column 1); was it written by drctl?"
+    history = drctl("drill", "history", "--reports-dir", str(tmp_path))
+    assert history.returncode == 0 and "Traceback" not in history.stderr, history.stderr
+    assert "unreadable" in history.stdout and run.name in history.stdout
