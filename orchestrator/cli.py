@@ -90,6 +90,11 @@ def lab_up(
     lab = _lab(topology, lab_dir, controllers=controllers)
     if _recorded_topology(lab.root) is None:
         _check_ports_free(lab.topology)
+        try:
+            lab.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"--lab-dir: cannot create {lab.root} ({exc.strerror}); pass a directory you can "
+                               "write to") from None
     started = time.monotonic()
     with console.status("bringing the lab up ..."):
         lab.up()

@@ -107,3 +107,8 @@ def test_binary_report_is_one_line_for_show_and_a_row_for_history(tmp_path: Path
     history = drctl("drill", "history", "--reports-dir", str(tmp_path))
     assert history.returncode == 0 and "Traceback" not in history.stderr, history.stderr
     assert "unreadable" in history.stdout and run.name in history.stdout
+
+
+def test_lab_up_where_no_directory_can_be_made(topology_file: Path) -> None:
+    line = one_line(drctl("lab", "up", "--topology", str(topology_file), "--lab-dir", "/proc/no-lab-here"))
+    assert line.startswith("error: --lab-dir: cannot create /proc/no-lab-here (")
