@@ -65,7 +65,7 @@ def connect(endpoint: Endpoint, creds: Credentials, *, dbname: str = "postgres",
             endpoint.conninfo(creds.superuser, creds.superuser_password, dbname, timeout), autocommit=True
         )
     except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"{endpoint.name}: cannot connect ({_first_line(exc)})", delay=0.05) from exc
+        raise DatabaseUnavailable(f"{endpoint.name}: cannot connect ({_first_line(exc)})") from exc
     conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(timeout * 1000))))
     return conn
 
