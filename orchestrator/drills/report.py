@@ -2,7 +2,7 @@
 
 The drill runner builds a :class:`DrillReport` (the validated drill file, versions, Locust's
 stats, the :class:`~orchestrator.drills.measure.Measurement` and its
-:class:`~orchestrator.drills.measure.Verdict`) and calls :func:`write_report`;
+:class:`~orchestrator.drills.verdict.Verdict`) and calls :func:`write_report`;
 ``drctl drill run`` prints :func:`summarize`; ``drctl drill history`` and ``drctl drill show``
 read runs back with :func:`list_reports`, :func:`find_run` and :func:`load_report`.
 Rendering only: every figure comes from :mod:`orchestrator.drills.measure`. The plot uses
@@ -26,7 +26,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.drills.measure import Measurement, Milestone, Verdict
+from orchestrator.drills.measure import Measurement, Milestone
+from orchestrator.drills.verdict import Verdict
 from orchestrator.errors import InvalidInput
 from orchestrator.topology import Targets
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.drills.journal import JournalRecord, Outcome
-from orchestrator.drills.measure import TimelineEvent, judge, measure
+from orchestrator.drills.measure import TimelineEvent, measure
 from orchestrator.drills.report import (
     REPORT_HTML,
     REPORT_JSON,
@@ -24,6 +24,7 @@ from orchestrator.drills.report import (
     write_report,
 )
 from orchestrator.drills.spec import load_drill
+from orchestrator.drills.verdict import judge
 from orchestrator.errors import InvalidInput
 from orchestrator.topology import Topology
 
