@@ -47,15 +47,13 @@ def _reap(proc: psutil.Process) -> None:
 
 def is_running(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie (a zombie child of ours is reaped)."""
-    proc = _process(pid)
-    if proc is None:
-        return False
     try:
+        proc = psutil.Process(pid)
         if proc.status() != psutil.STATUS_ZOMBIE:
             return True
+        _reap(proc)
     except psutil.NoSuchProcess:   # ZombieProcess is one too
-        return False
-    _reap(proc)
+        pass
     return False
 
 
@@ -113,12 +111,10 @@ def _signal(pids: Iterable[int], sig: int) -> list[int]:
     """Send ``sig`` to each running PID; return those it was sent to."""
     sent = []
     for pid in pids:
-        proc = _process(pid)
-        if proc is None or not is_running(pid):
-            continue
         with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(sig)
-            sent.append(pid)
+            if is_running(pid):
+                psutil.Process(pid).send_signal(sig)
+                sent.append(pid)
     return sent
 
 
