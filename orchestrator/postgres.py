@@ -16,7 +16,7 @@ from psycopg import sql
 
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.state import Health, MemberStatus, Role, lsn_to_int
-from orchestrator.waiting import poll as poll_until
+from orchestrator.waiting import poll_tight
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def promote(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None =
         with _session(endpoint, creds, conn) as conn:
             if _in_recovery(conn):
                 conn.execute("SELECT pg_promote(wait => false)")
-            if not poll_until(lambda: not _in_recovery(conn), timeout=timeout, interval=poll):
+            if not poll_tight(lambda: not _in_recovery(conn), timeout=timeout, interval=poll):
                 raise DatabaseUnavailable(f"{endpoint.name}: still in recovery {timeout}s after promote")
             row = conn.execute(
                 "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
@@ -305,7 +305,7 @@ def wait_flushed(endpoint: Endpoint, creds: Credentials, standbys: Iterable[str]
                                        ).fetchall()
                 return any((lsn_to_int(str(r[0])) or 0) >= lsn for r in rows)
 
-            return poll_until(flushed, timeout=timeout, interval=0.01)
+            return poll_tight(flushed, timeout=timeout, interval=0.01)
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: reading replication failed ({_first_line(exc)})") from exc
 
