@@ -131,6 +131,10 @@ class DrOrchestratorSystem:
                            f"see {lab.root}/controller/*.log")
         self._wait_armed(lab, self.heal_timeout_s)
 
+    def ports(self) -> tuple[int, ...]:
+        """ZooKeeper's and PostgreSQL's ports (the controllers listen on none)."""
+        return tuple(sorted(self.topology.port_plan().values()))
+
     def conninfo(self) -> str:
         return self._require_lab().app_connection_string(self.cluster)
 
