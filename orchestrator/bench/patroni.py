@@ -480,5 +480,6 @@ class PatroniSystem:
             self._state = {}
             self._granted_ms = {}
 
-    def ports_free(self) -> bool:
-        return all(procs.bindable(self.address, port) for port in self.ports())
+    def listeners(self) -> list[procs.Holder]:
+        """Sockets still listening on this system's ports (none after :meth:`stop`)."""
+        return [h for h in procs.holders(self.ports()) if h.status == "LISTEN"]
