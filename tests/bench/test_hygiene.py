@@ -9,6 +9,7 @@ TIME_WAIT blocks a listener's bind even with SO_REUSEADDR is what made Patroni f
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -20,6 +21,7 @@ import pytest
 from orchestrator.bench import procs
 from orchestrator.bench.patroni import PatroniSystem
 from orchestrator.bench.patroni_config import none_values
+from orchestrator.bench.report import hygiene_lines
 from orchestrator.bench.runner import run_bench
 from orchestrator.bench.suite import check_port_base
 from orchestrator.bench.system import Fault, RoundFacts
@@ -128,6 +130,9 @@ def test_a_process_that_outlives_its_round_fails_the_round_and_is_killed(tmp_pat
     assert r.preflight["ports"] == [system.port] and r.preflight["waited_s"] < 1
     assert any("TEARDOWN FAILED" in line for line in lines)
     assert not (tmp_path / "work" / "leaky").exists()        # removed: the next round starts from nothing
+    hygiene = "\n".join(hygiene_lines(result))
+    assert re.search(rf"\| 1 \| leaky \| 0\.\d s \| — \| \d+\.\d s \| pid {system.child.pid} sleep: sleep 60 \|",
+                     hygiene), hygiene
 
 
 @pytest.mark.parametrize(("base", "ok"), [
