@@ -419,7 +419,9 @@ def _teardown(system: System, result: RoundResult, workdir: Path, progress: Prog
     except Exception as exc:
         report["stop_error"] = f"{type(exc).__name__}: {exc}"
         problems.append(f"stop() failed: {report['stop_error']}")
-    survivors = procs.processes_under(home) if home.exists() else []
+    # The system's processes work in its directory; the round's load generator in the round's.
+    survivors = [*(procs.processes_under(home) if home.exists() else []),
+                 *procs.processes_under(_round_dir(workdir, result.round, system))]
     if survivors:
         report["survivors"] = [str(s) for s in survivors]
         left = procs.kill([s.pid for s in survivors])
