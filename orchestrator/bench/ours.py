@@ -209,9 +209,10 @@ class DrOrchestratorSystem:
                           sync_samples=tuple(samples), notes=notes)
 
     def stop(self) -> None:
-        """Stop every lab process by PID and remove ``workdir/lab`` (which :meth:`start` made)."""
+        """Stop every lab process by PID; ``workdir/lab`` stays for its logs (the bench runner
+        keeps them and removes the directory, so the next :meth:`start` builds a new lab)."""
         if self._lab is not None:
-            self._lab.down()
+            self._lab.down(keep_data=True)
 
     # ---- helpers -----------------------------------------------------------------------------
 
