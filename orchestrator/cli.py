@@ -442,12 +442,14 @@ def bench_failover(
     system: Annotated[list[str] | None, typer.Option("--system", help="Only these systems (repeatable).")] = None,
     reports_dir: ReportsDirOpt = Path("reports"),
     workdir: Annotated[Path, typer.Option(help="Where the systems' data live during the run.")] = Path(".bench"),
+    port_base: Annotated[int, typer.Option(help="First of the 500 ports the systems listen on.")] = 24000,
 ) -> None:
     """kill -9 of the primary node under the same load: dr-orchestrator vs Patroni vs pg_auto_failover."""
     from orchestrator.bench import suite
     from orchestrator.bench.report import summary_lines
 
     run = suite.run(reports_dir, workdir.resolve(), rounds=rounds, quick=quick, only=tuple(system or ()),
+                    port_base=port_base,
                     progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"))
     for line in summary_lines(run.result):
         console.print(line, highlight=False)
