@@ -39,6 +39,8 @@ FENCE_NAMES = 'FIRST 1 ("drctl-fenced")'
 @dataclass(frozen=True)
 class FenceReport:
     sql_ok: bool
+    # Why the SQL steps failed (the signals fenced alone), empty when they worked.
+    sql_error: str
     shutdown: str
     # Seconds from the start of the fence to the end of the SQL steps (acknowledgements stopped).
     sql_s: float
@@ -53,42 +55,60 @@ class Fencer:
         self._data = data_dir
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
-    def prepare(self) -> None:
-        """Open (or re-open) the reserved connection; a failure is retried at the next call."""
+    def prepare(self) -> str:
+        """Open (or re-open) the reserved connection; return why not ('' when open). Retried at the next call."""
         if self._conn is not None and not self._conn.closed:
-            return
+            return ""
         try:
             self._conn = psycopg.connect(self._conninfo, autocommit=True)
             self._conn.execute("SET statement_timeout = 500")
-        except psycopg.Error:
+        except psycopg.Error as exc:
             self._conn = None
+            return _line(exc)
+        return ""
 
     def fence(self) -> FenceReport:
         started = time.monotonic()
-        sql_ok = self._sql_steps()
+        sql_error = self._sql_steps()
         sql_done = time.monotonic()
         pid = postmaster_pid(self._data)
         shutdown = stop_postmaster(pid) if pid is not None else "not running"
-        return FenceReport(sql_ok, shutdown, sql_done - started, time.monotonic() - started)
+        return FenceReport(not sql_error, sql_error, shutdown, sql_done - started, time.monotonic() - started)
 
-    def _sql_steps(self) -> bool:
-        self.prepare()
-        conn = self._conn
-        if conn is None:
-            return False
+    def _sql_steps(self) -> str:
+        """Steps 1 and 2; return '' or why they failed. A broken reserved connection is replaced once."""
+        error = ""
         try:
-            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{FENCE_NAMES.replace(chr(39), '')}'")
-            conn.execute("SELECT pg_reload_conf()")
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-            return True
-        except psycopg.Error:
-            return False
+            for attempt in (1, 2):
+                error = self.prepare()
+                conn = self._conn
+                if conn is None:
+                    return error
+                try:
+                    conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{FENCE_NAMES}'")
+                except psycopg.OperationalError as exc:
+                    self.close()
+                    error = _line(exc)
+                    if attempt == 2:
+                        return error
+                    continue
+                conn.execute("SELECT pg_reload_conf()")
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+                return ""
+        except psycopg.Error as exc:
+            return _line(exc)
         finally:
             self.close()
+        return error
 
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -196,8 +196,8 @@ class Agent:
             self._fenced, self._fenced_at, self._fence_reason = True, started, reason
             lease_age = time.monotonic() - self._confirmed_send
         self.log.emit("fenced", cause=cause, reason=reason, lease_age_s=round(lease_age, 3),
-                      sql_ok=report.sql_ok, sql_s=round(report.sql_s, 4), shutdown=report.shutdown,
-                      total_s=round(report.total_s, 3))
+                      sql_ok=report.sql_ok, sql_error=report.sql_error, sql_s=round(report.sql_s, 4),
+                      shutdown=report.shutdown, total_s=round(report.total_s, 3))
 
     def _answer(self, raw: bytes) -> None:
         cfg = self.config

@@ -35,6 +35,7 @@ from orchestrator.errors import LostLeadership
 from orchestrator.lab import Lab
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.processes import is_running, spawn, stop, wait_gone
+from orchestrator.state import ClusterState, Operation, OperationKind
 from orchestrator.topology import parse_topology
 from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
@@ -205,18 +206,23 @@ def test_isolated_primary_stops_acknowledging_within_its_bound(agent_lab: Lab, w
             agent.proxies.cut()
             wait_for(lambda: layout(agent_lab, "a").postmaster_pid() is None, 15, "the primary to be fenced")
             gone_at = time.monotonic()
-            time.sleep(0.2)  # let any acknowledgement still in flight arrive: it must not exist
+            # What a controller waits for: the agent's session expiring on the server.
+            wait_for(lambda: "a" not in watcher.agent_facts(CLUSTER), 15, "the agent's liveness node to expire")
+            expired_at = time.monotonic()
         finally:
             writers.stop()
             agent.proxies.heal()
         late = writers.last_ack() - cut_at
         acks_after_cut.append(late)
         stopped_after_cut.append(gone_at - cut_at)
+        wait_for(lambda a=agent: a.events("fenced"), 10, "the agent's fence report")
         fenced = agent.events("fenced")
         agent.stop()
+        print(f"\nround {round_no}: last ack +{late:.3f}s, postmaster gone +{gone_at - cut_at:.3f}s, "
+              f"liveness node gone +{expired_at - cut_at:.3f}s; agent: {fenced}")
         assert late <= bound, f"round {round_no}: a commit was acknowledged {late:.3f}s after the cut (bound {bound}s)"
+        assert writers.last_ack() < expired_at, "a commit was acknowledged after the agent's session expired"
         assert fenced and fenced[0]["cause"] in ("lease-lapsed", "session-lost"), fenced
-        # The member reported its own fence in ZooKeeper before any controller could promote.
     print(f"\nisolated primary, {ROUNDS} rounds: last acknowledgement after the cut "
           f"median {statistics.median(acks_after_cut):.3f}s max {max(acks_after_cut):.3f}s; postmaster gone "
           f"median {statistics.median(stopped_after_cut):.3f}s max {max(stopped_after_cut):.3f}s; bound {bound}s")
@@ -281,3 +287,35 @@ def test_instructions_obeyed_only_from_the_current_epoch(agent_lab: Lab, watcher
     finally:
         coord.stop()
     restore(agent_lab, "b", "a")
+
+
+def test_a_primary_the_state_does_not_name_is_fenced(agent_lab: Lab, watcher: AgentSession) -> None:
+    """A stray primary: the recorded state names b primary of a newer generation; a promotion in progress
+    toward a is not a reason to fence it."""
+    restore(agent_lab, "a", None)
+    topo = agent_lab.topology
+    coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity="test-leader")
+    coord.start()
+    agent = start_agent(agent_lab, watcher, "a")
+    try:
+        lease = coord.bump_epoch()
+        state, version = coord.read_state(CLUSTER)
+        ours = ClusterState(cluster=CLUSTER, primary="a", generation=1)
+        version = coord.write_state(lease, ours if state is None else state.model_copy(
+            update={"primary": "a", "generation": 1, "operation": None}), version)
+        promoting = Operation(id="op1", kind=OperationKind.FAILOVER, source="b", target="a", reason="test",
+                              started_at=time.time())
+        version = coord.write_state(lease, ours.model_copy(update={"primary": "b", "generation": 2,
+                                                                    "operation": promoting}), version)
+        wait_for(lambda: any(e.get("promoting") == "a" for e in agent.events("state")), 10, "the agent to see it")
+        assert layout(agent_lab, "a").postmaster_pid() is not None, "fenced the target of a promotion"
+        coord.write_state(lease, ours.model_copy(update={"primary": "b", "generation": 3}), version)
+        wait_for(lambda: agent.events("fenced"), 15, "the stray primary to be fenced")
+        assert layout(agent_lab, "a").postmaster_pid() is None
+        fenced = agent.events("fenced")
+        assert fenced and fenced[0]["cause"] == "stray-primary", fenced
+        assert "generation 3" in str(fenced[0]["reason"])
+    finally:
+        agent.stop()
+        coord.stop()
+    restore(agent_lab, "a", None)
