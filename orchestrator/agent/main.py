@@ -83,6 +83,8 @@ def agent_config(lab_root: Path, member: str, *, cluster: str | None = None, zk_
         local_conninfo=socket_conninfo(layout.socket_dir, layout.endpoint.port, creds.superuser,
                                        creds.superuser_password, application_name=f"drctl-agent-{member}"),
         watchdog_log=root / "agent" / f"{found.name}-{member}.watchdog.log",
+        fence_record=root / "agent" / f"{found.name}-{member}.fenced.json",
+        lock_file=root / "agent" / f"{found.name}-{member}.lock",
     )
 
 
@@ -107,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     except OrchestratorError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2 if isinstance(exc, InvalidInput) else 1
-    run_agent(config, sys.stdout)
+    try:
+        run_agent(config, sys.stdout)
+    except OrchestratorError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
     return 0
 
 

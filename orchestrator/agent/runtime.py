@@ -19,6 +19,7 @@ closed session removes the liveness node that controllers read as "fenced".
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -35,8 +36,12 @@ from orchestrator.agent.fencing import Fencer
 from orchestrator.agent.watchdog import Watchdog
 from orchestrator.coordination import AgentSession
 from orchestrator.decisions import SessionState
-from orchestrator.errors import CoordinationUnavailable
+from orchestrator.errors import CoordinationUnavailable, PermanentError
 from orchestrator.state import ClusterState, Role
+
+
+class AgentAlreadyRunning(PermanentError):
+    """Another agent runs beside this member: two would fight over one liveness node."""
 
 
 class EventLog:
@@ -85,6 +90,10 @@ class AgentConfig:
     data_dir: Path
     local_conninfo: str
     watchdog_log: Path
+    # Where the fenced flag survives an agent restart (only an unfence instruction clears it).
+    fence_record: Path
+    # Held (flock) for the agent's life: one agent per member on this host.
+    lock_file: Path
     loop_s: float = 0.05
 
 
@@ -109,15 +118,27 @@ class Agent:
         self._epoch_seen: int | None = None
         self._instruction: bytes | None = None
         self._last_answered: str | None = None
-        self._fenced = False
-        self._fenced_at: float | None = None
-        self._fence_reason = ""
+        self._fenced, self._fenced_at, self._fence_reason = self._load_fence_record()
         self._watchdog: Watchdog | None = None
 
     # ---- process lifetime ---------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until :attr:`stop_event` is set; fence an unfenced primary on the way out."""
+        """Run until :attr:`stop_event` is set; fence an unfenced primary on the way out.
+
+        :raises AgentAlreadyRunning: another agent holds this member's lock.
+        """
+        cfg = self.config
+        cfg.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(cfg.lock_file, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AgentAlreadyRunning(f"{cfg.cluster}/{cfg.member}: another agent runs beside this member "
+                                          f"(it holds {cfg.lock_file}); stop it first") from None
+            self._run()
+
+    def _run(self) -> None:
         cfg = self.config
         self.log.emit("started", budget=cfg.budget.__dict__)
         self.session.on_session_change(self._on_session)
@@ -126,13 +147,16 @@ class Agent:
         heartbeat.start()
         try:
             while not self.stop_event.is_set():
-                self._loop_once()
+                try:
+                    self._loop_once()
+                except Exception as exc:  # a bug must not leave a primary unguarded: log, go on
+                    self.log.emit("loop-error", error=repr(exc))
                 self.stop_event.wait(max(0.0, cfg.loop_s - (time.monotonic() - self._loop_at)))
-            obs = self._probe.observe()
-            if obs.postmaster_alive and obs.role is not Role.STANDBY and not self._fenced:
-                self._fence("agent stopped while its member is primary")
         finally:
             self.stop_event.set()
+            obs = self._probe.observe()
+            if obs.postmaster_alive and obs.role is not Role.STANDBY:
+                self._fence("agent stopped while its member is primary", cause="agent-stopped")
             heartbeat.join(timeout=cfg.budget.session_timeout_s + 1)
             if self._watchdog is not None:
                 self._watchdog.stop()
@@ -195,6 +219,7 @@ class Agent:
         with self._lock:
             self._fenced, self._fenced_at, self._fence_reason = True, started, reason
             lease_age = time.monotonic() - self._confirmed_send
+        self._save_fence_record()
         self.log.emit("fenced", cause=cause, reason=reason, lease_age_s=round(lease_age, 3),
                       sql_ok=report.sql_ok, sql_error=report.sql_error, sql_s=round(report.sql_s, 4),
                       shutdown=report.shutdown, total_s=round(report.total_s, 3))
@@ -216,6 +241,7 @@ class Agent:
             elif verdict.accept:
                 with self._lock:
                     self._fenced, self._fenced_at, self._fence_reason = False, None, ""
+                self._save_fence_record()
             if instruction.id == self._last_answered:
                 return  # a re-delivery of what we already answered: the answer stands
             result = {"id": instruction.id, "epoch": instruction.epoch, "action": instruction.action,
@@ -227,6 +253,26 @@ class Agent:
             self.session.answer(cfg.cluster, cfg.member, result)
         except CoordinationUnavailable as exc:
             self.log.emit("answer-failed", error=str(exc))
+
+    def _load_fence_record(self) -> tuple[bool, float | None, str]:
+        try:
+            record = json.loads(self.config.fence_record.read_text())
+            return True, float(record["at"]), str(record["reason"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False, None, ""
+
+    def _save_fence_record(self) -> None:
+        path = self.config.fence_record
+        with self._lock:
+            fenced, at, reason = self._fenced, self._fenced_at, self._fence_reason
+        try:
+            if fenced:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"at": at, "reason": reason}))
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.log.emit("fence-record-failed", path=str(path), error=str(exc))
 
     # ---- watches (kazoo threads: store only) -------------------------------------------------------
 

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import threading
 import time
 import uuid
@@ -108,7 +109,7 @@ class AgentProcess:
         self.proxies.close()
 
 
-def start_agent(lab: Lab, watcher: AgentSession, member: str) -> AgentProcess:
+def start_agent(lab: Lab, watcher: AgentSession, member: str, *, member_running: bool = True) -> AgentProcess:
     proxies = CutProxies(lab.topology.zookeeper_hosts())
     log = lab.root / "agent" / f"{member}-{uuid.uuid4().hex[:6]}.log"
     pid = spawn(agent_command(lab.root, member, zk_hosts=proxies.hosts), log=log, cwd=lab.root)
@@ -119,7 +120,7 @@ def start_agent(lab: Lab, watcher: AgentSession, member: str) -> AgentProcess:
         if raw is None:
             return False
         facts = AgentFacts.model_validate_json(raw)
-        return facts.agent_pid == pid and facts.session == "connected" and facts.postmaster_alive
+        return facts.agent_pid == pid and facts.session == "connected" and facts.postmaster_alive is member_running
     try:
         wait_for(ready, 30, f"the agent of {member} to publish its facts")
     except AssertionError:
@@ -193,39 +194,51 @@ class Writers:
             thread.join(10)
 
 
-def test_isolated_primary_stops_acknowledging_within_its_bound(agent_lab: Lab, watcher: AgentSession) -> None:
-    bound = budget(agent_lab)
-    acks_after_cut: list[float] = []
-    stopped_after_cut: list[float] = []
-    for round_no in range(ROUNDS):
-        restore(agent_lab, "a", None)
-        agent = start_agent(agent_lab, watcher, "a")
-        writers = Writers(agent_lab)
+@dataclass(frozen=True)
+class IsolationRound:
+    last_ack_s: float  # the last acknowledged commit, after the cut
+    postmaster_gone_s: float
+    node_expired_s: float  # the agent's liveness node gone: what a controller may act on
+    fenced: list[dict[str, object]]
+
+
+def isolate_once(lab: Lab, watcher: AgentSession) -> IsolationRound:
+    restore(lab, "a", None)
+    agent = start_agent(lab, watcher, "a")
+    try:
+        writers = Writers(lab)
         try:
             cut_at = time.monotonic()
             agent.proxies.cut()
-            wait_for(lambda: layout(agent_lab, "a").postmaster_pid() is None, 15, "the primary to be fenced")
+            wait_for(lambda: layout(lab, "a").postmaster_pid() is None, 15, "the primary to be fenced")
             gone_at = time.monotonic()
-            # What a controller waits for: the agent's session expiring on the server.
             wait_for(lambda: "a" not in watcher.agent_facts(CLUSTER), 15, "the agent's liveness node to expire")
             expired_at = time.monotonic()
         finally:
             writers.stop()
             agent.proxies.heal()
-        late = writers.last_ack() - cut_at
-        acks_after_cut.append(late)
-        stopped_after_cut.append(gone_at - cut_at)
-        wait_for(lambda a=agent: a.events("fenced"), 10, "the agent's fence report")
-        fenced = agent.events("fenced")
+        wait_for(lambda: agent.events("fenced"), 10, "the agent's fence report")
+        return IsolationRound(writers.last_ack() - cut_at, gone_at - cut_at, expired_at - cut_at,
+                              agent.events("fenced"))
+    finally:
         agent.stop()
-        print(f"\nround {round_no}: last ack +{late:.3f}s, postmaster gone +{gone_at - cut_at:.3f}s, "
-              f"liveness node gone +{expired_at - cut_at:.3f}s; agent: {fenced}")
-        assert late <= bound, f"round {round_no}: a commit was acknowledged {late:.3f}s after the cut (bound {bound}s)"
-        assert writers.last_ack() < expired_at, "a commit was acknowledged after the agent's session expired"
-        assert fenced and fenced[0]["cause"] in ("lease-lapsed", "session-lost"), fenced
-    print(f"\nisolated primary, {ROUNDS} rounds: last acknowledgement after the cut "
-          f"median {statistics.median(acks_after_cut):.3f}s max {max(acks_after_cut):.3f}s; postmaster gone "
-          f"median {statistics.median(stopped_after_cut):.3f}s max {max(stopped_after_cut):.3f}s; bound {bound}s")
+
+
+def test_isolated_primary_stops_acknowledging_within_its_bound(agent_lab: Lab, watcher: AgentSession) -> None:
+    bound = budget(agent_lab)
+    rounds: list[IsolationRound] = []
+    for round_no in range(ROUNDS):
+        r = isolate_once(agent_lab, watcher)
+        rounds.append(r)
+        print(f"\nround {round_no}: last ack +{r.last_ack_s:.3f}s, postmaster gone +{r.postmaster_gone_s:.3f}s, "
+              f"liveness node gone +{r.node_expired_s:.3f}s; agent: {r.fenced}")
+        assert r.last_ack_s <= bound, f"round {round_no}: a commit acknowledged {r.last_ack_s:.3f}s after the cut"
+        assert r.last_ack_s < r.node_expired_s, "a commit was acknowledged after the agent's session expired"
+        assert r.fenced[0]["cause"] in ("lease-lapsed", "session-lost"), r.fenced
+    acks, gone = [r.last_ack_s for r in rounds], [r.postmaster_gone_s for r in rounds]
+    print(f"\nisolated primary, {ROUNDS} rounds: last acknowledgement after the cut median "
+          f"{statistics.median(acks):.3f}s max {max(acks):.3f}s; postmaster gone median {statistics.median(gone):.3f}s "
+          f"max {max(gone):.3f}s; liveness node gone min {min(r.node_expired_s for r in rounds):.3f}s; bound {bound}s")
     restore(agent_lab, "a", None)
 
 
@@ -282,6 +295,18 @@ def test_instructions_obeyed_only_from_the_current_epoch(agent_lab: Lab, watcher
                      "the agent to publish fenced=true")
             facts = AgentFacts.model_validate_json(watcher.agent_facts(CLUSTER)["b"])
             assert facts.epoch_seen == new.epoch
+            # Never unfenced automatically: a restarted agent still says fenced, and does not re-run
+            # the instruction it already answered; only an unfence of the current epoch clears it.
+            agent.stop()
+            agent = start_agent(agent_lab, watcher, "b", member_running=False)
+            assert AgentFacts.model_validate_json(watcher.agent_facts(CLUSTER)["b"]).fenced
+            assert (watcher.instruction_result(CLUSTER, "b") or {}).get("id") == "from-new"
+            watcher.instruct(new, CLUSTER, "b", {"epoch": new.epoch, "action": "unfence", "id": "unfence-1"})
+            wait_for(lambda: (watcher.instruction_result(CLUSTER, "b") or {}).get("id") == "unfence-1", 10,
+                     "the unfence answer")
+            assert (watcher.instruction_result(CLUSTER, "b") or {})["accepted"] is True
+            wait_for(lambda: not AgentFacts.model_validate_json(watcher.agent_facts(CLUSTER)["b"]).fenced, 5,
+                     "the agent to publish fenced=false")
         finally:
             agent.stop()
     finally:
@@ -319,3 +344,16 @@ def test_a_primary_the_state_does_not_name_is_fenced(agent_lab: Lab, watcher: Ag
         agent.stop()
         coord.stop()
     restore(agent_lab, "a", None)
+
+
+def test_a_second_agent_for_the_same_member_refuses_to_run(agent_lab: Lab, watcher: AgentSession) -> None:
+    agent = start_agent(agent_lab, watcher, "b")
+    try:
+        proc = subprocess.run(agent_command(agent_lab.root, "b"), capture_output=True, text=True, timeout=60,
+                              cwd=agent_lab.root)
+        assert proc.returncode == 1
+        assert "agents/b: another agent runs beside this member" in proc.stderr
+        facts = AgentFacts.model_validate_json(watcher.agent_facts(CLUSTER)["b"])
+        assert facts.agent_pid == agent.pid  # the first one's liveness node was left alone
+    finally:
+        agent.stop()
