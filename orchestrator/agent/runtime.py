@@ -151,7 +151,9 @@ class Agent:
                     self._loop_once()
                 except Exception as exc:  # a bug must not leave a primary unguarded: log, go on
                     self.log.emit("loop-error", error=repr(exc))
-                self.stop_event.wait(max(0.0, cfg.loop_s - (time.monotonic() - self._loop_at)))
+                with self._lock:  # wake when the lease lapses, not up to a loop later
+                    wake = min(self._loop_at + cfg.loop_s, self._confirmed_send + cfg.budget.detect_s + 0.001)
+                self.stop_event.wait(max(0.0, wake - time.monotonic()))
         finally:
             self.stop_event.set()
             obs = self._probe.observe()

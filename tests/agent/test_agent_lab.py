@@ -1,10 +1,10 @@
 """Node agents on real servers: an isolated primary fences itself, the watchdog covers a frozen agent,
 instructions are obeyed only from the current epoch.
 
-A lab of its own (ports DRCTL_TEST_PORT_BASE+7000..+7019): one ZooKeeper server, primary ``a`` and
-synchronous standby ``b``, no controllers. Each agent reaches ZooKeeper through
-:class:`~orchestrator.agent.faults.CutProxies`, which the test cuts silently while writers keep
-committing straight to PostgreSQL over TCP. Rounds of the isolation test: ``DRCTL_FENCE_ROUNDS``
+A lab of its own (20 ports, the first free window of DRCTL_TEST_PORT_BASE+7000..+7099): one ZooKeeper
+server, primary ``a`` and synchronous standby ``b``, no controllers. Each agent reaches ZooKeeper
+through :class:`~orchestrator.agent.faults.CutProxies`, which the test cuts silently while writers
+keep committing straight to PostgreSQL over TCP. Rounds of the isolation test: ``DRCTL_FENCE_ROUNDS``
 (default 3); the fence times are printed (``-s``) with their median and max.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import threading
@@ -32,7 +33,7 @@ from orchestrator.agent.faults import CutProxies
 from orchestrator.agent.main import agent_command
 from orchestrator.agent.rules import fencing_budget
 from orchestrator.coordination import AgentSession, Coordinator
-from orchestrator.errors import LostLeadership
+from orchestrator.errors import LabError, LostLeadership
 from orchestrator.lab import Lab
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.processes import is_running, spawn, stop, wait_gone
@@ -42,7 +43,26 @@ from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
 
-PORT_BASE = TEST_PORT_BASE + 7000
+SPAN = 20
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:  # no SO_REUSEADDR: a port in TIME-WAIT is refused too (Java's bind is)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_base() -> int:
+    """The first window of +7000..+7099 whose ports are free now: on a shared host any port of the
+    ephemeral range (32768-60999 here) may be some client's for a while."""
+    for offset in range(7000, 7100, SPAN):
+        base = TEST_PORT_BASE + offset
+        if all(_bindable(p) for p in range(base, base + SPAN)):
+            return base
+    return TEST_PORT_BASE + 7000
 CLUSTER = "agents"
 ROUNDS = int(os.environ.get("DRCTL_FENCE_ROUNDS", "3"))
 
@@ -59,13 +79,22 @@ def agent_lab() -> Iterator[Lab]:
     topo = parse_topology({
         "name": "agentlab",
         "regions": [{"name": "r", "datacenters": [{"name": "dc1"}]}],
-        "ports": {"base": PORT_BASE, "span": 20},
+        "ports": {"base": free_port_base(), "span": SPAN},
         "clusters": [{"name": CLUSTER, "members": [
             {"name": "a", "datacenter": "dc1", "role": "primary"}, {"name": "b", "datacenter": "dc1"}]}],
     })
     lab = Lab(topo, make_lab_dir("drctl-agent-"), controllers=False)
     try:
-        lab.up()
+        for attempt in range(3):
+            try:
+                lab.up()
+                break
+            except LabError:
+                # On a shared host a lab port may be taken for a moment as some client's ephemeral
+                # port (32768-60999 here); up is idempotent: what failed to bind is started again.
+                if attempt == 2:
+                    raise
+                time.sleep(5)
         with pg.connect(layout(lab, "a").endpoint, lab.credentials) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS agent_writes (id text PRIMARY KEY)")
         yield lab
@@ -242,29 +271,38 @@ def test_isolated_primary_stops_acknowledging_within_its_bound(agent_lab: Lab, w
     restore(agent_lab, "a", None)
 
 
-def test_watchdog_fences_the_primary_of_a_frozen_agent(agent_lab: Lab, watcher: AgentSession) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["agent frozen", "agent killed"])
+def test_watchdog_fences_the_primary_of_a_frozen_or_dead_agent(agent_lab: Lab, watcher: AgentSession,
+                                                                sig: signal.Signals) -> None:
     bound = budget(agent_lab)
     restore(agent_lab, "a", None)
     agent = start_agent(agent_lab, watcher, "a")
     raw = watcher.agent_facts(CLUSTER)["a"]
     watchdog_pid = AgentFacts.model_validate_json(raw).watchdog_pid
     assert watchdog_pid is not None and is_running(watchdog_pid)
+    dog_log = agent_lab.root / "agent" / f"{CLUSTER}-a.watchdog.log"
+    fenced_before = dog_log.read_text().count('"event": "fenced"')
     writers = Writers(agent_lab)
     try:
         frozen_at = time.monotonic()
-        os.kill(agent.pid, signal.SIGSTOP)
+        os.kill(agent.pid, sig)
         wait_for(lambda: layout(agent_lab, "a").postmaster_pid() is None, 15, "the watchdog to fence the primary")
-        time.sleep(0.2)
+        if sig is signal.SIGKILL:  # the session expires: a controller may now promote
+            wait_for(lambda: "a" not in watcher.agent_facts(CLUSTER), 15, "the dead agent's node to expire")
+            expired_at = time.monotonic()
+            assert writers.last_ack() < expired_at
+        else:
+            time.sleep(0.2)  # any acknowledgement still in flight must not exist
     finally:
         writers.stop()
-        os.kill(agent.pid, signal.SIGCONT)
+        if sig is signal.SIGSTOP:
+            os.kill(agent.pid, signal.SIGCONT)
     late = writers.last_ack() - frozen_at
-    log = (agent_lab.root / "agent" / f"{CLUSTER}-a.watchdog.log").read_text()
     agent.stop()
-    assert wait_gone(watchdog_pid, timeout=10), "the agent's stop must stop its watchdog"
-    print(f"\nfrozen agent: last acknowledgement {late:.3f}s after SIGSTOP (bound {bound}s)")
-    assert late <= bound, f"a commit was acknowledged {late:.3f}s after the agent froze (bound {bound}s)"
-    assert '"event": "fenced"' in log
+    assert wait_gone(watchdog_pid, timeout=10), "the watchdog must end with its agent"
+    print(f"\n{sig.name} of the agent: last acknowledgement {late:.3f}s after it (bound {bound}s)")
+    assert late <= bound, f"a commit was acknowledged {late:.3f}s after the agent's {sig.name} (bound {bound}s)"
+    assert dog_log.read_text().count('"event": "fenced"') == fenced_before + 1
     restore(agent_lab, "a", None)
 
 
