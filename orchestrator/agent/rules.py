@@ -70,8 +70,9 @@ def fencing_budget(session_timeout_s: float, tick_s: float, *, act_s: float = DE
             f"(tick {tick_s * 1000:.0f} ms, fence {act_s * 1000:.0f} ms); raise it to at least "
             f"{(tick_s + act_s + 0.1) * 1000:.0f} ms or lower tick_time_ms"
         )
+    bound = min(detect + act_s, lease)  # equal at most; min() keeps float rounding from crossing it
     return FencingBudget(session_timeout_s=session_timeout_s, lease_s=lease, detect_s=detect, act_s=act_s,
-                         watchdog_s=detect + act_s / 2, bound_s=detect + act_s, heartbeat_s=heartbeat)
+                         watchdog_s=min(detect + act_s / 2, bound), bound_s=bound, heartbeat_s=heartbeat)
 
 
 # ---- the fence decision ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,12 @@ from orchestrator.agent.runtime import parse_instruction
 @pytest.fixture
 def echo() -> Iterator[tuple[str, int]]:
     server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def handle(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := conn.recv(4096):
+                conn.sendall(data)
 
     def serve() -> None:
         while True:
@@ -22,12 +29,16 @@ def echo() -> Iterator[tuple[str, int]]:
                 conn, _ = server.accept()
             except OSError:
                 return
-            threading.Thread(target=lambda c=conn: [c.sendall(d) for d in iter(lambda: c.recv(4096), b"")],
-                             daemon=True).start()
+            accepted.append(conn)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     yield server.getsockname()[:2]
     server.close()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
 
 
 def test_cut_is_silent_and_heal_delivers_what_was_held(echo: tuple[str, int]) -> None:
