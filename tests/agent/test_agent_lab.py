@@ -1,7 +1,7 @@
 """Node agents on real servers: an isolated primary fences itself, the watchdog covers a frozen agent,
 instructions are obeyed only from the current epoch.
 
-A lab of its own (20 ports, the first free window of DRCTL_TEST_PORT_BASE+7000..+7099): one ZooKeeper
+A lab of its own (20 ports, the first free window of DRCTL_TEST_PORT_BASE+3000..+3099): one ZooKeeper
 server, primary ``a`` and synchronous standby ``b``, no controllers. Each agent reaches ZooKeeper
 through :class:`~orchestrator.agent.faults.CutProxies`, which the test cuts silently while writers
 keep committing straight to PostgreSQL over TCP. Rounds of the isolation test: ``DRCTL_FENCE_ROUNDS``
@@ -56,13 +56,13 @@ def _bindable(port: int) -> bool:
 
 
 def free_port_base() -> int:
-    """The first window of +7000..+7099 whose ports are free now: on a shared host any port of the
+    """The first window of +3000..+3099 whose ports are free now: on a shared host any port of the
     ephemeral range (32768-60999 here) may be some client's for a while."""
-    for offset in range(7000, 7100, SPAN):
+    for offset in range(3000, 3100, SPAN):
         base = TEST_PORT_BASE + offset
         if all(_bindable(p) for p in range(base, base + SPAN)):
             return base
-    return TEST_PORT_BASE + 7000
+    return TEST_PORT_BASE + 3000
 CLUSTER = "agents"
 ROUNDS = int(os.environ.get("DRCTL_FENCE_ROUNDS", "3"))
 
