@@ -43,9 +43,7 @@ from orchestrator.state import (
     MemberRecord,
     Operation,
     OperationKind,
-    Role,
     Step,
-    lsn_to_int,
 )
 from orchestrator.topology import Cluster, Topology
 
@@ -234,7 +232,8 @@ class Controller:
                 self._last_reason[cluster.name] = str(exc)
                 self.log.emit("no-state", cluster=cluster.name, reason=str(exc))
             return False
-        self._serve_requests(cluster, snapshot)
+        if self._serve_requests(cluster, snapshot):
+            return True  # an operation moved the primary: decide on a fresh probe, not this snapshot
         state, _ = self._states[cluster.name]
         with self._rejoin_lock:
             rejoining = frozenset(self._rejoining)
@@ -283,7 +282,7 @@ class Controller:
         may hold an acknowledged commit."""
         state, version = self._states[cluster.name]
         self._write(state.model_copy(update={"synchronous_extra": members}), version)
-        names = self.topology.synchronous_standby_names(cluster, members)
+        names = self._policies[cluster.name].standby_names(state.primary, members)
         endpoint = self.endpoints(cluster)[state.primary]
         pg.set_synchronous_names(endpoint, self.creds, names, conn=self._prober.connection(endpoint))
         self.log.emit("quorum-widened", cluster=cluster.name, members=list(members), setting=names)
@@ -293,9 +292,9 @@ class Controller:
         state, version = self._states[cluster.name]
         endpoint = self.endpoints(cluster)[state.primary]
         conn = self._prober.connection(endpoint)
-        lsn = pg.set_synchronous_names(endpoint, self.creds, None, conn=conn)
         policy = self._policies[cluster.name]
-        in_region = [n for n, m in policy.members.items() if m.synchronous and n != state.primary]
+        lsn = pg.set_synchronous_names(endpoint, self.creds, policy.standby_names(state.primary), conn=conn)
+        in_region = [n for n in policy.quorum_for(state.primary)[0] if n != state.primary]
         if not pg.wait_flushed(endpoint, self.creds, in_region, lsn, timeout=3.0, conn=conn):
             self.log.emit("quorum-narrow-pending", cluster=cluster.name, reason="in-region standbys not caught up")
             return
@@ -328,6 +327,9 @@ class Controller:
                 others = tuple(n for n in endpoints if n not in (op.target, op.source))
                 repointing = self._pool.submit(self._repoint, cluster, others, op.target)
                 conn = self._prober.connection(endpoints[op.target])
+                names = self._policies[cluster.name].standby_names(op.target)
+                if pg.prepare_synchronous_names(endpoints[op.target], self.creds, names, conn=conn):
+                    self.log.emit("quorum-prepared", cluster=cluster.name, member=op.target, setting=names)
                 timeline = pg.promote(endpoints[op.target], self.creds, conn=conn)
                 if op.accept_data_loss and not self._policies[cluster.name].members[op.target].synchronous:
                     self._drop_sync_names(endpoints[op.target])
@@ -338,16 +340,13 @@ class Controller:
                 state = state.model_copy(update={"primary": op.target, "generation": state.generation + 1,
                                                  "timeline": timeline, "operation": op})
                 version = self._write(state, version)
-            elif step is Step.REPOINT:  # only when resuming an operation persisted right after promotion
+            elif step is Step.REPOINT and op.step is Step.PROMOTE:  # resuming one persisted right after promotion
                 others = tuple(n for n in endpoints if n not in (op.target, op.source))
                 done = self._repoint(cluster, others, upstream=op.target)
                 op = op.advanced(Step.REPOINT, self.clock(), ", ".join(done))
             elif step is Step.DONE:
                 op = op.advanced(Step.DONE, self.clock())
-                history = (*state.history, op)[-20:]
-                state = state.model_copy(update={"operation": None, "history": history,
-                                                 "last_failover_at": self.clock()})
-                self._write(state, version)
+                self._write(d.finished(state, op, self.clock()), version)
                 self.log.emit("done", cluster=cluster.name, operation=op.id, kind=op.kind.value,
                               steps={s.step.value: s.at for s in op.steps})
         return op
@@ -389,28 +388,20 @@ class Controller:
         return "stopped" if pg.fence(endpoints[op.source], self.creds, pg_ctl=pg_ctl) else "unreachable"
 
     def _stop_for_switchover(self, op: Operation, endpoints: dict[str, pg.Endpoint], pg_ctl: str) -> str:
+        """Stop the old primary's writes and wait until the target holds all of its WAL.
+
+        The old primary's fast shutdown (and its checkpoint) runs meanwhile, off this path:
+        once its clients are gone, every acknowledged commit lies below the flush position
+        it returns, and the target is promoted as soon as it has received that far.
+        """
         source, target = endpoints[op.source], endpoints[op.target]
-        with pg.connect(source, self.creds, timeout=2) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        last = (lsn_to_int(str(row[0])) or 0) if row else 0
-        # A clean (fast) shutdown sends every WAL record, the shutdown checkpoint included,
-        # to connected standbys before the server exits.
-        pg.fence(source, self.creds, pg_ctl=pg_ctl, mode="fast")
+        last = pg.stop_writes_for_switchover(source, self.creds, pg_ctl=pg_ctl,
+                                             conn=self._prober.connection(source))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status = self._prober.probe(source)
-            if not status.reachable:
-                break
-            time.sleep(0.01)
-        caught_up = False
-        while time.monotonic() < deadline:
-            status = self._prober.probe(target)
-            if status.reachable and (status.wal_lsn or 0) >= (last or 0):
-                caught_up = True
-                break
-            time.sleep(0.005)
-        if not caught_up:
-            raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
+        while (self._prober.probe(target).wal_lsn or 0) < last:
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
+            time.sleep(0.002)
         return f"stopped cleanly; {op.target} received WAL up to {last}"
 
     def _drop_sync_names(self, endpoint: pg.Endpoint) -> None:
@@ -488,7 +479,11 @@ class Controller:
             for cluster in self.topology.clusters
             if (entry := self._states.get(cluster.name)) is not None and (state := entry[0]) is not None
         )
-        all_idle = all(self._last_kind.get(c.name) == "idle" for c in self.topology.clusters)
+        with self._rejoin_lock:
+            rejoining = bool(self._rejoining)
+        # A rejoin in flight is not calm: the next leader would see the member down and start
+        # a second rejoin of it, each stopping the server the other started.
+        all_idle = not rejoining and all(self._last_kind.get(c.name) == "idle" for c in self.topology.clusters)
         others = [c.split(":")[0] for c in self.coord.contenders() if c != self.identity]
         if d.should_yield(self.datacenter, primaries, others, all_idle):
             self.log.emit("yield", reason=f"{self.datacenter} hosts the primary; handing leadership to a "
@@ -524,14 +519,20 @@ class Controller:
 
     # ---- operator requests and status --------------------------------------------------------
 
-    def _serve_requests(self, cluster: Cluster, snapshot: ClusterSnapshot) -> None:
+    def _serve_requests(self, cluster: Cluster, snapshot: ClusterSnapshot) -> bool:
+        """Answer pending operator requests; True when one ran an operation."""
+        ran = False
         for request_id, request in self.coord.pending_requests(cluster.name):
             try:
                 result = self._serve(cluster, request, snapshot)
             except OrchestratorError as exc:
                 result = {"ok": False, "error": str(exc)}
+            ran |= "operation" in result
             self.coord.answer_request(cluster.name, request_id, result)
             self.log.emit("request", cluster=cluster.name, id=request_id, request=request, result=result)
+            if ran:
+                break  # the snapshot is stale now; later requests wait for the next cycle
+        return ran
 
     def _serve(self, cluster: Cluster, request: dict[str, Any], snapshot: ClusterSnapshot) -> dict[str, Any]:
         state, _ = self._states[cluster.name]
@@ -542,21 +543,20 @@ class Controller:
         if target == state.primary:
             return {"ok": False, "error": f"{target} is already the primary"}
         accept = bool(request.get("accept_data_loss"))
-        choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept)
+        if kind == "switchover":
+            choice = d.plan_switchover(snapshot, policy, state.primary, str(target))
+            op_kind = OperationKind.SWITCHOVER
+        else:
+            choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept)
+            op_kind = OperationKind.FAILOVER
         if isinstance(choice, d.Refusal):
             return {"ok": False, "error": choice.reason}
-        if kind == "switchover":
-            primary = snapshot.members[state.primary]
-            if not (primary.reachable and primary.role is Role.PRIMARY):
-                return {"ok": False, "error": f"{state.primary} is not a healthy primary; use failover"}
-            op_kind = OperationKind.SWITCHOVER
-        elif kind == "failover":
-            op_kind = OperationKind.FAILOVER
+        if kind == "failover":
             at_risk = max((s.wal_lsn or 0) for s in snapshot.members.values()) - choice.wal_lsn
             if at_risk > 0 and not accept:
                 return {"ok": False, "error": f"{target} is {at_risk} bytes of WAL behind; "
                                               "pass --accept-data-loss to promote it anyway"}
-        else:
+        elif kind != "switchover":
             return {"ok": False, "error": f"unknown request kind {kind!r}"}
         op = Operation(id=uuid.uuid4().hex[:12], kind=op_kind, source=state.primary, target=choice.name,
                        reason=f"operator {kind} to {choice.name}", started_at=self.clock(),

@@ -367,3 +367,65 @@ def checkpoint(endpoint: Endpoint, creds: Credentials) -> None:
             conn.execute("CHECKPOINT")
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: checkpoint failed ({_first_line(exc)})") from exc
+
+
+def stop_writes_for_switchover(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str,
+                               conn: Connection | None = None, wait_ms: int = 500) -> int:
+    """A planned switchover's old primary: stop acknowledging writes, start a clean stop.
+
+    Read-only by default from now on (libpq ``read-write`` clients move on at once), every
+    client backend terminated and waited for, so no commit can be acknowledged past the
+    returned WAL flush position; then a fast shutdown starts without being waited for (its
+    checkpoint stays off the switchover's path). The caller promotes the target once it
+    has received WAL up to the returned position.
+
+    :raises DatabaseUnavailable: unreachable, or a client backend did not exit.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            conn.execute("SELECT pg_reload_conf()")
+            (pids,) = conn.execute(  # type: ignore[misc]
+                "WITH c AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) "
+                "SELECT coalesce(array_agg(pid), '{}') FROM c WHERE pg_terminate_backend(pid)").fetchone()
+            # Gone from pg_stat_activity = exiting: it can send its client nothing more.
+            deadline = time.monotonic() + wait_ms / 1000
+            while pids:
+                (left,) = conn.execute(  # type: ignore[misc]
+                    "SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity WHERE pid = ANY(%s)",
+                    (pids,)).fetchone()
+                pids = list(left)  # type: ignore[arg-type]
+                if pids and time.monotonic() > deadline:
+                    raise DatabaseUnavailable(f"{endpoint.name}: {len(pids)} client backend(s) did not exit "
+                                              f"in {wait_ms} ms")
+                if pids:
+                    time.sleep(0.001)
+            lsn, datadir = conn.execute(  # type: ignore[misc]
+                "SELECT pg_current_wal_flush_lsn()::text, current_setting('data_directory')").fetchone()
+            command = f"{pg_ctl} stop -D {datadir} -m fast --no-wait"
+            conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: stopping writes failed ({_first_line(exc)})") from exc
+    return lsn_to_int(str(lsn)) or 0
+
+
+def prepare_synchronous_names(endpoint: Endpoint, creds: Credentials, names: str, *,
+                              conn: Connection | None = None) -> bool:
+    """Give a standby about to be promoted its own quorum list (``ALTER SYSTEM`` + reload).
+
+    Works in recovery, so the promoted member enforces the list from its first commit.
+    Nothing is changed when it already has ``names``; returns whether it changed.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            row = conn.execute("SHOW synchronous_standby_names").fetchone()
+            if row is not None and str(row[0]) == names:
+                return False
+            conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names)))
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: setting the quorum list failed ({_first_line(exc)})") from exc
+    return True
