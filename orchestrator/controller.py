@@ -91,6 +91,7 @@ class Controller:
         self.coord = Coordinator(topology.zookeeper_hosts(), topology.name, identity=self.identity,
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
+        self._wake = threading.Event()  # an operator request arrived: cycle now
         self._rejoin_fn = rejoin
         self._cancel_rejoin = cancel_rejoin
         self._rejoin_threads: list[threading.Thread] = []
@@ -122,6 +123,8 @@ class Controller:
         """Connect, campaign, lead while elected; return when :attr:`stop_event` is set."""
         self.coord.on_session_change(lambda s: self.log.emit("session", state=s.value))
         self.coord.start()
+        for cluster in self.topology.clusters:
+            self.coord.watch_requests(cluster.name, self._wake.set)
         self.log.emit("started", datacenter=self.datacenter)
         try:
             while not self.stop_event.is_set():
@@ -152,6 +155,7 @@ class Controller:
         try:
             while not self.stop_event.is_set():
                 started = time.monotonic()
+                self._wake.clear()
                 if not d.may_act(self.coord.session, self._leading, self._lease.epoch, self._lease.epoch):
                     if self.coord.session is d.SessionState.LOST:
                         self.log.emit("lease-lost", epoch=self._lease.epoch)
@@ -166,7 +170,7 @@ class Controller:
                     if self._yield_leadership():
                         return
                 pause = self._interval / 4 if urgent else self._interval
-                self.stop_event.wait(max(0.0, pause - (time.monotonic() - started)))
+                self._wake.wait(max(0.0, pause - (time.monotonic() - started)))
         except LostLeadership as exc:
             self.log.emit("deposed", epoch=self._lease.epoch, reason=str(exc))
         except CoordinationUnavailable as exc:
@@ -316,7 +320,7 @@ class Controller:
         for step in steps[steps.index(op.step) + 1 if op.step in steps else 0:]:
             state, version = self._states[cluster.name]
             if step is Step.FENCE:
-                detail = self._fence_source(op, endpoints, snapshot)
+                detail = self._fence_source(cluster, op, endpoints, snapshot)
                 op = op.advanced(Step.FENCE, self.clock(), detail)
                 self.log.emit("fenced", cluster=cluster.name, operation=op.id, member=op.source, detail=detail)
             elif step is Step.PROMOTE:
@@ -325,6 +329,7 @@ class Controller:
                 # Re-point the other standbys while the candidate promotes: with the same quorum
                 # list everywhere, its first commit waits for one of them to attach.
                 others = tuple(n for n in endpoints if n not in (op.target, op.source))
+                slots = self._pool.submit(self._ensure_peer_slots, cluster, op.target)
                 repointing = self._pool.submit(self._repoint, cluster, others, op.target)
                 conn = self._prober.connection(endpoints[op.target])
                 names = self._policies[cluster.name].standby_names(op.target)
@@ -336,6 +341,7 @@ class Controller:
                 op = op.advanced(Step.PROMOTE, self.clock(), f"timeline {timeline}")
                 self.log.emit("promoted", cluster=cluster.name, operation=op.id, member=op.target, timeline=timeline)
                 done = repointing.result()
+                slots.result()
                 op = op.advanced(Step.REPOINT, self.clock(), ", ".join(done))
                 state = state.model_copy(update={"primary": op.target, "generation": state.generation + 1,
                                                  "timeline": timeline, "operation": op})
@@ -376,10 +382,11 @@ class Controller:
             time.sleep(0.005)
         self.log.emit("catch-up-timeout", cluster=cluster.name, member=op.target, source=source, lsn=want)
 
-    def _fence_source(self, op: Operation, endpoints: dict[str, pg.Endpoint], snapshot: ClusterSnapshot) -> str:
+    def _fence_source(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint],
+                      snapshot: ClusterSnapshot) -> str:
         pg_ctl = f"{self.topology.postgres.bin_dir}/pg_ctl"
         if op.kind is OperationKind.SWITCHOVER:
-            return self._stop_for_switchover(op, endpoints, pg_ctl)
+            return self._stop_for_switchover(cluster, op, endpoints, pg_ctl)
         status = snapshot.members.get(op.source)
         if status is not None and not status.reachable and op.first_failure_at is not None:
             # Detected as unreachable: it acknowledges nothing. If it comes back writable the
@@ -387,7 +394,8 @@ class Controller:
             return "unreachable at detection; nothing to stop"
         return "stopped" if pg.fence(endpoints[op.source], self.creds, pg_ctl=pg_ctl) else "unreachable"
 
-    def _stop_for_switchover(self, op: Operation, endpoints: dict[str, pg.Endpoint], pg_ctl: str) -> str:
+    def _stop_for_switchover(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint], pg_ctl: str
+                             ) -> str:
         """Stop the old primary's writes and wait until the target holds all of its WAL.
 
         The old primary's fast shutdown (and its checkpoint) runs meanwhile, off this path:
@@ -395,6 +403,7 @@ class Controller:
         it returns, and the target is promoted as soon as it has received that far.
         """
         source, target = endpoints[op.source], endpoints[op.target]
+        self._ensure_peer_slots(cluster, op.target)  # before the pause
         last = pg.stop_writes_for_switchover(source, self.creds, pg_ctl=pg_ctl,
                                              conn=self._prober.connection(source))
         deadline = time.monotonic() + 10
@@ -403,6 +412,18 @@ class Controller:
                 raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
             time.sleep(0.002)
         return f"stopped cleanly; {op.target} received WAL up to {last}"
+
+    def _ensure_peer_slots(self, cluster: Cluster, member: str) -> None:
+        """Slots for every peer on ``member`` about to lead: a freshly re-cloned member has none,
+        and a standby re-pointed at a primary without its slot cannot attach."""
+        peers = [m.slot_name for m in cluster.members if m.name != member]
+        try:
+            created = pg.ensure_slots(self.endpoints(cluster)[member], self.creds, peers)
+        except DatabaseUnavailable as exc:
+            self.log.emit("slots-failed", cluster=cluster.name, member=member, error=str(exc))
+            return
+        if created:
+            self.log.emit("slots-created", cluster=cluster.name, member=member, slots=created)
 
     def _drop_sync_names(self, endpoint: pg.Endpoint) -> None:
         with pg.connect(endpoint, self.creds, timeout=2) as conn:

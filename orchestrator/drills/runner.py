@@ -22,7 +22,7 @@ from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
 from orchestrator.drills import bank
 from orchestrator.drills.faults import Injected, inject
-from orchestrator.drills.journal import read_journal
+from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, start_load
 from orchestrator.drills.measure import TimelineEvent, ids_to_look_up, judge, measure
 from orchestrator.drills.report import DrillReport, write_report
@@ -33,6 +33,18 @@ from orchestrator.state import ClusterSnapshot, Role
 from orchestrator.topology import Cluster
 
 INITIAL_BALANCE = 1_000
+
+
+def _read_partial(paths: list[Path]) -> list[JournalRecord]:
+    """The journal so far, while the load still writes it (a half-written last line is skipped)."""
+    records = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            try:
+                records.append(JournalRecord.model_validate_json(line))
+            except ValueError:
+                continue
+    return records
 STEP_NAMES = {"intent": "detected", "fence": "fenced", "promote": "promoted", "repoint": "repointed",
               "done": "done"}
 
@@ -89,7 +101,11 @@ class DrillRunner:
         injected: Injected | None = None
         targets = spec.effective_targets(cluster)
         try:
-            time.sleep(max(0.0, started + spec.fault_at_s - time.time()))
+            # A busy machine can start the load seconds late: a fault injected before writes flow
+            # measures the load's start-up, not the recovery. Inject fault_at_s into the load, and
+            # no sooner than a second after it steadily acknowledges writes.
+            flowing = self._wait_for_load(spec, load, deadline=started + spec.fault_at_s + 60)
+            time.sleep(max(0.0, max(started + spec.fault_at_s, flowing + 1.0) - time.time()))
             self.progress(f"injecting fault: {spec.fault.kind}")
             injected = inject(self.lab, coord, cluster, spec.fault)
             self.progress(f"{injected.description}; observing for {spec.observe_s:.0f}s")
@@ -180,6 +196,23 @@ class DrillRunner:
                     return f"no new primary within {abort_after:.0f}s (abort.rto_factor x RTO target)"
             time.sleep(0.2)
         return None
+
+    def _wait_for_load(self, spec: DrillSpec, load: LoadHandle, deadline: float) -> float:
+        """When the load first acknowledged ``steady_state.min_acks_per_second`` over a second.
+
+        :raises LabError: not by ``deadline`` (the load is not running or the primary refuses writes).
+        """
+        need = max(1, round(spec.steady_state.min_acks_per_second))
+        while True:
+            now = time.time()
+            acks = [r.end for r in _read_partial(load.journal_files()) if r.outcome is Outcome.ACK]
+            recent = [t for t in acks if t >= now - 1.0]
+            if len(recent) >= need:
+                return min(recent)
+            if now > deadline or not load.running:
+                raise LabError(f"steady state not reached: {len(recent)} transfer(s) acknowledged in the last "
+                               f"second, steady_state.min_acks_per_second is {spec.steady_state.min_acks_per_second:g}")
+            time.sleep(0.1)
 
     def _preflight(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator) -> None:
         """Refuse, before any load starts, a fault that cannot run against the cluster as it is.
