@@ -396,21 +396,39 @@ class Controller:
 
     def _stop_for_switchover(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint], pg_ctl: str
                              ) -> str:
-        """Stop the old primary's writes and wait until the target holds all of its WAL.
+        """Stop the old primary's writes; promote-ready once the target holds all of its WAL.
 
-        The old primary's fast shutdown (and its checkpoint) runs meanwhile, off this path:
-        once its clients are gone, every acknowledged commit lies below the flush position
-        it returns, and the target is promoted as soon as it has received that far.
+        The other standbys are moved to stream from the target *before* the old primary stops:
+        its shutdown checkpoint then reaches no standby but the target, so none is left ahead of
+        the new timeline (such a standby cannot attach, and the new primary's first commits
+        waited for a rewind: seconds). The old primary's fast shutdown runs off this path.
         """
         source, target = endpoints[op.source], endpoints[op.target]
         self._ensure_peer_slots(cluster, op.target)  # before the pause
-        last = pg.stop_writes_for_switchover(source, self.creds, pg_ctl=pg_ctl,
-                                             conn=self._prober.connection(source))
-        deadline = time.monotonic() + 10
-        while (self._prober.probe(target).wal_lsn or 0) < last:
-            if time.monotonic() > deadline:
-                raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
-            time.sleep(0.002)
+        others = tuple(n for n in endpoints if n not in (op.target, op.source))
+        own = None
+        conn = self._prober.connection(source)
+        if conn is None:
+            conn = own = pg.connect(source, self.creds, timeout=2)
+        try:
+            last = pg.stop_writes(source, self.creds, conn=conn)
+            repointing = self._pool.submit(self._repoint, cluster, others, op.target)
+            deadline = time.monotonic() + 10
+            while (self._prober.probe(target).wal_lsn or 0) < last:
+                if time.monotonic() > deadline:
+                    raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
+                time.sleep(0.002)
+            repointing.result()
+            detach_by = time.monotonic() + 2
+            while (still := [n for n in pg.attached_standbys(source, self.creds, conn=conn) if n in others]):
+                if time.monotonic() > detach_by:
+                    self.log.emit("switchover-detach-timeout", cluster=cluster.name, members=still)
+                    break
+                time.sleep(0.002)
+            pg.stop_server(source, self.creds, pg_ctl=pg_ctl, conn=conn)
+        finally:
+            if own is not None:
+                own.close()
         return f"stopped cleanly; {op.target} received WAL up to {last}"
 
     def _ensure_peer_slots(self, cluster: Cluster, member: str) -> None:

@@ -369,15 +369,13 @@ def checkpoint(endpoint: Endpoint, creds: Credentials) -> None:
         raise DatabaseUnavailable(f"{endpoint.name}: checkpoint failed ({_first_line(exc)})") from exc
 
 
-def stop_writes_for_switchover(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str,
-                               conn: Connection | None = None, wait_ms: int = 500) -> int:
-    """A planned switchover's old primary: stop acknowledging writes, start a clean stop.
+def stop_writes(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None,
+                wait_ms: int = 500) -> int:
+    """A planned switchover's old primary: acknowledge no more writes; the server keeps running.
 
     Read-only by default from now on (libpq ``read-write`` clients move on at once), every
     client backend terminated and waited for, so no commit can be acknowledged past the
-    returned WAL flush position; then a fast shutdown starts without being waited for (its
-    checkpoint stays off the switchover's path). The caller promotes the target once it
-    has received WAL up to the returned position.
+    returned WAL flush position.
 
     :raises DatabaseUnavailable: unreachable, or a client backend did not exit.
     """
@@ -401,13 +399,37 @@ def stop_writes_for_switchover(endpoint: Endpoint, creds: Credentials, *, pg_ctl
                                               f"in {wait_ms} ms")
                 if pids:
                     time.sleep(0.001)
-            lsn, datadir = conn.execute(  # type: ignore[misc]
-                "SELECT pg_current_wal_flush_lsn()::text, current_setting('data_directory')").fetchone()
-            command = f"{pg_ctl} stop -D {datadir} -m fast --no-wait"
-            conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
+            row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: stopping writes failed ({_first_line(exc)})") from exc
-    return lsn_to_int(str(lsn)) or 0
+    return lsn_to_int(str(row[0])) or 0 if row else 0
+
+
+def attached_standbys(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None) -> list[str]:
+    """Application names of the standbys streaming from ``endpoint`` right now.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            return sorted(str(r[0]) for r in conn.execute("SELECT application_name FROM pg_stat_replication"))
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: reading replication failed ({_first_line(exc)})") from exc
+
+
+def stop_server(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str, mode: str = "fast",
+                conn: Connection | None = None) -> None:
+    """Have the server stop itself (``pg_ctl stop --no-wait`` run by its own OS user); returns at once.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            (datadir,) = conn.execute("SHOW data_directory").fetchone()  # type: ignore[misc]
+            command = f"{pg_ctl} stop -D {datadir} -m {mode} --no-wait"
+            conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: stopping the server failed ({_first_line(exc)})") from exc
 
 
 def prepare_synchronous_names(endpoint: Endpoint, creds: Credentials, names: str, *,
