@@ -373,16 +373,24 @@ def stop_writes(endpoint: Endpoint, creds: Credentials, *, conn: Connection | No
                 wait_ms: int = 500) -> int:
     """A planned switchover's old primary: acknowledge no more writes; the server keeps running.
 
-    Read-only by default from now on (libpq ``read-write`` clients move on at once), every
-    client backend terminated and waited for, so no commit can be acknowledged past the
-    returned WAL flush position.
+    Read-only by default from now on (libpq ``read-write`` clients move on at once), the
+    reload confirmed, then every client backend terminated and waited for, so no commit can
+    be acknowledged past the returned WAL flush position.
 
-    :raises DatabaseUnavailable: unreachable, or a client backend did not exit.
+    :raises DatabaseUnavailable: unreachable, the reload not seen, or a client backend did not exit.
     """
     try:
         with _session(endpoint, creds, conn) as conn:
+            (asked,) = conn.execute("SELECT clock_timestamp()").fetchone()  # type: ignore[misc]
             conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
             conn.execute("SELECT pg_reload_conf()")
+            # Our own session re-reads the files only after the postmaster did: from then on every
+            # new session starts read-only and every older one re-reads them before its next command.
+            deadline = time.monotonic() + wait_ms / 1000
+            while not conn.execute("SELECT pg_conf_load_time() >= %s", (asked,)).fetchone()[0]:  # type: ignore[index]
+                if time.monotonic() > deadline:
+                    raise DatabaseUnavailable(f"{endpoint.name}: configuration not reloaded in {wait_ms} ms")
+                time.sleep(0.001)
             (pids,) = conn.execute(  # type: ignore[misc]
                 "WITH c AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
                 "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) "
