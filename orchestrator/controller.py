@@ -409,7 +409,13 @@ class Controller:
         own = None
         conn = self._prober.connection(source)
         if conn is None:
-            conn = own = pg.connect(source, self.creds, timeout=2)
+            try:
+                conn = own = pg.connect(source, self.creds, timeout=2)
+            except DatabaseUnavailable:
+                # Resumed after the old primary went down: it acknowledges nothing any more, so
+                # the target takes whatever a survivor received beyond its own WAL.
+                self._catch_up(cluster, op, endpoints, self.probe(cluster))
+                return "already stopped; caught up with the survivors"
         try:
             last = pg.stop_writes(source, self.creds, conn=conn)
             repointing = self._pool.submit(self._repoint, cluster, others, op.target)

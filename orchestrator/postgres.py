@@ -429,15 +429,18 @@ def stop_server(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str, mode: st
                 conn: Connection | None = None) -> None:
     """Have the server stop itself (``pg_ctl stop --no-wait`` run by its own OS user); returns at once.
 
+    The shutdown may end this very session before the command reports back: that is no error.
+
     :raises DatabaseUnavailable: unreachable.
     """
     try:
         with _session(endpoint, creds, conn) as conn:
             (datadir,) = conn.execute("SHOW data_directory").fetchone()  # type: ignore[misc]
-            command = f"{pg_ctl} stop -D {datadir} -m {mode} --no-wait"
-            conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: stopping the server failed ({_first_line(exc)})") from exc
+    command = f"{pg_ctl} stop -D {datadir} -m {mode} --no-wait"
+    with contextlib.suppress(psycopg.Error, DatabaseUnavailable), _session(endpoint, creds, conn) as conn:
+        conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
 
 
 def prepare_synchronous_names(endpoint: Endpoint, creds: Credentials, names: str, *,
