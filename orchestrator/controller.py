@@ -335,7 +335,10 @@ class Controller:
                 names = self._policies[cluster.name].standby_names(op.target)
                 if pg.prepare_synchronous_names(endpoints[op.target], self.creds, names, conn=conn):
                     self.log.emit("quorum-prepared", cluster=cluster.name, member=op.target, setting=names)
+                promoting = time.monotonic()
                 timeline = pg.promote(endpoints[op.target], self.creds, conn=conn)
+                self.log.emit("promote-timing", cluster=cluster.name, operation=op.id,
+                              ms=round((time.monotonic() - promoting) * 1000, 1))
                 if op.accept_data_loss and not self._policies[cluster.name].members[op.target].synchronous:
                     self._drop_sync_names(endpoints[op.target])
                 op = op.advanced(Step.PROMOTE, self.clock(), f"timeline {timeline}")
@@ -404,7 +407,7 @@ class Controller:
         waited for a rewind: seconds). The old primary's fast shutdown runs off this path.
         """
         source, target = endpoints[op.source], endpoints[op.target]
-        self._ensure_peer_slots(cluster, op.target)  # before the pause
+        slots = self._pool.submit(self._ensure_peer_slots, cluster, op.target)  # joined before the promotion
         others = tuple(n for n in endpoints if n not in (op.target, op.source))
         own = None
         conn = self._prober.connection(source)
@@ -415,15 +418,19 @@ class Controller:
                 # Resumed after the old primary went down: it acknowledges nothing any more, so
                 # the target takes whatever a survivor received beyond its own WAL.
                 self._catch_up(cluster, op, endpoints, self.probe(cluster))
+                slots.result()
                 return "already stopped; caught up with the survivors"
+        marks = [("start", time.monotonic())]
         try:
             last = pg.stop_writes(source, self.creds, conn=conn)
+            marks.append(("writes-stopped", time.monotonic()))
             repointing = self._pool.submit(self._repoint, cluster, others, op.target)
             deadline = time.monotonic() + 10
             while (self._prober.probe(target).wal_lsn or 0) < last:
                 if time.monotonic() > deadline:
                     raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
                 time.sleep(0.002)
+            marks.append(("target-has-wal", time.monotonic()))
             repointing.result()
             detach_by = time.monotonic() + 2
             while (still := [n for n in pg.attached_standbys(source, self.creds, conn=conn) if n in others]):
@@ -431,10 +438,15 @@ class Controller:
                     self.log.emit("switchover-detach-timeout", cluster=cluster.name, members=still)
                     break
                 time.sleep(0.002)
+            marks.append(("others-detached", time.monotonic()))
             pg.stop_server(source, self.creds, pg_ctl=pg_ctl, conn=conn)
+            slots.result()
+            marks.append(("stop-issued", time.monotonic()))
         finally:
             if own is not None:
                 own.close()
+        self.log.emit("switchover-timing", cluster=cluster.name, operation=op.id,
+                      ms={name: round((at - marks[0][1]) * 1000, 1) for name, at in marks[1:]})
         return f"stopped cleanly; {op.target} received WAL up to {last}"
 
     def _ensure_peer_slots(self, cluster: Cluster, member: str) -> None:
