@@ -426,7 +426,9 @@ class Controller:
             marks.append(("writes-stopped", time.monotonic()))
             repointing = self._pool.submit(self._repoint, cluster, others, op.target)
             deadline = time.monotonic() + 10
-            while (self._prober.probe(target).wal_lsn or 0) < last:
+            # Replayed counts too: a standby that just (re)started streaming reports as received only
+            # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
+            while max((st := self._prober.probe(target)).wal_lsn or 0, st.replay_lsn or 0) < last:
                 if time.monotonic() > deadline:
                     raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
                 time.sleep(0.002)
