@@ -422,9 +422,11 @@ class Controller:
                 return "already stopped; caught up with the survivors"
         marks = [("start", time.monotonic())]
         try:
+            # Re-pointing overlaps stopping writes: a commit meanwhile confirmed by none of the old
+            # primary's quorum only waits until its session is terminated (never acknowledged).
+            repointing = self._pool.submit(self._repoint, cluster, others, op.target)
             last = pg.stop_writes(source, self.creds, conn=conn)
             marks.append(("writes-stopped", time.monotonic()))
-            repointing = self._pool.submit(self._repoint, cluster, others, op.target)
             deadline = time.monotonic() + 10
             # Replayed counts too: a standby that just (re)started streaming reports as received only
             # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
