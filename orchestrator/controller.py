@@ -48,6 +48,10 @@ from orchestrator.state import (
 from orchestrator.topology import Cluster, Topology
 
 
+class SwitchoverAborted(DatabaseUnavailable):
+    """A switchover gave up before promoting anything; the old primary was made writable again."""
+
+
 class NoState(TemporaryError):
     """The cluster has no recorded state yet and the probes do not show who the primary is."""
 
@@ -320,7 +324,12 @@ class Controller:
         for step in steps[steps.index(op.step) + 1 if op.step in steps else 0:]:
             state, version = self._states[cluster.name]
             if step is Step.FENCE:
-                detail = self._fence_source(cluster, op, endpoints, snapshot)
+                try:
+                    detail = self._fence_source(cluster, op, endpoints, snapshot)
+                except SwitchoverAborted as exc:
+                    self._write(state.model_copy(update={"operation": None}), version)
+                    self.log.emit("switchover-aborted", cluster=cluster.name, operation=op.id, reason=str(exc))
+                    raise
                 op = op.advanced(Step.FENCE, self.clock(), detail)
                 self.log.emit("fenced", cluster=cluster.name, operation=op.id, member=op.source, detail=detail)
             elif step is Step.PROMOTE:
@@ -432,7 +441,10 @@ class Controller:
             # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
             while max((st := self._prober.probe(target)).wal_lsn or 0, st.replay_lsn or 0) < last:
                 if time.monotonic() > deadline:
-                    raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
+                    # Nothing was promoted: the old primary takes writes again and the switchover ends.
+                    pg.resume_writes(source, self.creds, conn=conn)
+                    raise SwitchoverAborted(f"switchover aborted: {op.target} did not receive the old primary's "
+                                            f"WAL up to {last}; {op.source} accepts writes again")
                 time.sleep(0.002)
             marks.append(("target-has-wal", time.monotonic()))
             repointing.result()

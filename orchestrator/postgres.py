@@ -462,3 +462,16 @@ def prepare_synchronous_names(endpoint: Endpoint, creds: Credentials, names: str
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: setting the quorum list failed ({_first_line(exc)})") from exc
     return True
+
+
+def resume_writes(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None) -> None:
+    """Undo :func:`stop_writes` (an aborted switchover): writable by default again.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: resuming writes failed ({_first_line(exc)})") from exc
