@@ -9,6 +9,7 @@ line and a non-zero exit: 2 for bad input, 1 for everything else.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -17,10 +18,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from orchestrator import statusview
 from orchestrator.errors import InvalidInput, OrchestratorError
-from orchestrator.lab import Lab, recorded_topology
+from orchestrator.lab import STATE_FILE, Lab, recorded_topology
 from orchestrator.topology import Topology, load_topology
 
 if TYPE_CHECKING:
@@ -38,20 +42,38 @@ err_console = Console(stderr=True)
 TopologyOpt = Annotated[
     Path | None, typer.Option("--topology", "-t", help="Topology YAML (default: topology/lab.yaml).")
 ]
+DEFAULT_TOPOLOGY = Path("topology/lab.yaml")
 LabDirOpt = Annotated[Path | None, typer.Option("--lab-dir", help="Lab state directory (default: .lab).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout (keys: README.md).")]
 
 
 def _lab_dir(lab_dir: Path | None) -> Path:
-    return (lab_dir or Path(os.environ.get("DRCTL_LAB_DIR", ".lab"))).resolve()
+    root = (lab_dir or Path(os.environ.get("DRCTL_LAB_DIR", ".lab"))).resolve()
+    if root.exists() and not root.is_dir():
+        raise InvalidInput(f"--lab-dir: {root} is a file, not a lab directory; pass a directory (it is created "
+                           "if missing)")
+    return root
+
+
+def _recorded_topology(root: Path) -> Topology | None:
+    """The lab's recorded topology; a damaged lab.json is one line, not a traceback."""
+    try:
+        return recorded_topology(root)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"{root / STATE_FILE}: unreadable lab state ({type(exc).__name__}); stop the lab's "
+                           "processes by hand and remove the lab directory, or pass another --lab-dir") from None
 
 
 def _topology(topology: Path | None, lab_dir: Path | None = None) -> Topology:
     """An explicit file wins; otherwise the lab's recorded topology; otherwise the default file."""
     if topology is None and "DRCTL_TOPOLOGY" not in os.environ:
-        recorded = recorded_topology(_lab_dir(lab_dir))
+        recorded = _recorded_topology(_lab_dir(lab_dir))
         if recorded is not None:
             return recorded
-    return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", "topology/lab.yaml")))
+    if topology is None and "DRCTL_TOPOLOGY" not in os.environ and not DEFAULT_TOPOLOGY.exists():
+        raise InvalidInput(f"--topology: no {DEFAULT_TOPOLOGY} in {Path.cwd()} and no lab recorded one; pass "
+                           "--topology FILE, set DRCTL_TOPOLOGY, or run from the repository root")
+    return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", str(DEFAULT_TOPOLOGY))))
 
 
 def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True) -> Lab:
@@ -66,11 +88,31 @@ def lab_up(
 ) -> None:
     """Bring the topology to life (idempotent)."""
     lab = _lab(topology, lab_dir, controllers=controllers)
+    if _recorded_topology(lab.root) is None:
+        _check_ports_free(lab.topology)
+        try:
+            lab.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"--lab-dir: cannot create {lab.root} ({exc.strerror}); pass a directory you can "
+                               "write to") from None
     started = time.monotonic()
     with console.status("bringing the lab up ..."):
         lab.up()
     console.print(f"lab up in {time.monotonic() - started:.1f}s at {lab.root}")
     _print_status(lab)
+
+
+def _check_ports_free(topo: Topology) -> None:
+    """Before a new lab is built: no other process holds one of its ports (else half a lab starts, then fails)."""
+    from orchestrator.processes import port_in_use
+
+    for key, port in topo.port_plan().items():
+        kind, owner, *rest = key.split(":")
+        address = (topo.datacenter(owner).address if kind == "zk"
+                   else topo.member_address(topo.cluster(owner).member(rest[0])))
+        if port_in_use(address, port):
+            raise InvalidInput(f"ports: {address}:{port} ({key}) is already in use by another process; stop it or "
+                               "move the lab with ports.base in the topology")
 
 
 @lab_app.command("down")
@@ -80,7 +122,7 @@ def lab_down(
 ) -> None:
     """Stop every lab process by its PID and remove the lab directory."""
     root = _lab_dir(lab_dir)
-    topo = recorded_topology(root)
+    topo = _recorded_topology(root)
     if topo is None:
         console.print(f"no lab at {root}; nothing to stop")
         return
@@ -90,36 +132,31 @@ def lab_down(
 
 
 @lab_app.command("status")
-def lab_status(lab_dir: LabDirOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Members, replication state and lag; ZooKeeper servers; controllers."""
+def lab_status(lab_dir: LabDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Members by cluster (role, replication, lag, data centre, port, pid), ZooKeeper and controllers.
+
+    Exits 1 when the lab is not healthy, with --json too.
+    """
     root = _lab_dir(lab_dir)
-    topo = recorded_topology(root)
+    topo = _recorded_topology(root)
     if topo is None:
         raise InvalidInput(f"no lab at {root}; run 'drctl lab up' first or pass --lab-dir")
-    lab = Lab(topo, root)
-    if as_json:
-        status = lab.status()
-        print(json.dumps({"members": [r.__dict__ for r in status.members],
-                          "services": [s.__dict__ for s in status.services],
-                          "healthy": status.healthy}, indent=2, default=str))
-        return
-    if not _print_status(lab):
+    if not _print_status(Lab(topo, root), as_json=as_json):
         raise typer.Exit(1)
 
 
-def _print_status(lab: Lab) -> bool:
+def _print_status(lab: Lab, *, as_json: bool = False) -> bool:
     status = lab.status()
-    table = Table(title=f"lab {lab.topology.name} ({lab.root})")
-    for column in ("data centre", "member", "role", "port", "pid", "replication", "lag (bytes)"):
-        table.add_column(column)
-    for r in status.members:
-        table.add_row(r.datacenter, f"{r.cluster}/{r.member}", r.role.value, str(r.port), str(r.pid or "-"),
-                      r.replication, "-" if r.lag_bytes is None else str(r.lag_bytes))
-    for s in status.services:
-        table.add_row(s.datacenter, s.service, "", str(s.port or "-"), str(s.pid or "-"), s.state, "")
-    console.print(table)
-    console.print("[green]healthy[/green]" if status.healthy else "[red]NOT healthy[/red]")
+    if as_json:
+        _print_json(statusview.lab_status_json(lab.topology.name, lab.root, status))
+    else:
+        console.print(statusview.lab_status_view(console, lab.topology.name, lab.root, status))
     return status.healthy
+
+
+def _print_json(document: object) -> None:
+    """The whole of stdout for --json: one JSON document, never wrapped or styled."""
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
 @app.command("connstr")
@@ -192,6 +229,9 @@ class _Rejoiner:
 def _coordinator(topo: Topology) -> Coordinator:
     from orchestrator.coordination import Coordinator
 
+    # kazoo logs every refused connection attempt; a one-shot command reports the outcome in one line.
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+
     coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity=f"drctl:{os.getpid()}")
     coord.start(timeout=5)
     return coord
@@ -206,41 +246,34 @@ def _cluster(topo: Topology, name: str) -> str:
 
 @app.command("status")
 def status(
-    cluster: Annotated[str, typer.Argument(help="Cluster name.")] = "payments",
+    cluster: Annotated[str | None, typer.Argument(help="Cluster name (default: every cluster).")] = None,
     lab_dir: LabDirOpt = None,
     topology: TopologyOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The cluster state the leader keeps in ZooKeeper: primary, epoch, members, operations."""
+    from orchestrator.state import ClusterState
+
     topo = _topology(topology, lab_dir)
-    name = _cluster(topo, cluster)
+    names = [_cluster(topo, cluster)] if cluster is not None else [c.name for c in topo.clusters]
     coord = _coordinator(topo)
     try:
-        state, _ = coord.read_state(name)
+        read = {name: coord.read_state(name)[0] for name in names}
         leader = coord.leader_identity()
     finally:
         coord.stop()
-    if state is None:
-        raise OrchestratorError(f"{name}: no state in ZooKeeper yet; is a controller running (drctl lab status)?")
+    missing = [name for name, state in read.items() if state is None]
+    if missing:
+        raise OrchestratorError(f"{', '.join(missing)}: no state in ZooKeeper yet; is a controller running "
+                                "(drctl lab status)?")
+    states = [state for state in read.values() if isinstance(state, ClusterState)]
     if as_json:
-        print(json.dumps({"leader": leader, **state.model_dump(mode="json")}, indent=2))
+        _print_json(statusview.status_json(topo.name, leader, states))
         return
-    console.print(f"cluster [bold]{name}[/bold]: primary [bold]{state.primary}[/bold], generation "
-                  f"{state.generation}, timeline {state.timeline}, leader {leader} (epoch {state.epoch})"
-                  + (" [yellow]PAUSED[/yellow]" if state.paused else ""))
-    table = Table()
-    for column in ("member", "health", "role", "timeline", "streaming", "lag (bytes)"):
-        table.add_column(column)
-    for member, rec in sorted(state.members.items()):
-        table.add_row(member, rec.health.value, rec.role.value, str(rec.timeline or "-"),
-                      "yes" if rec.streaming else "-", "-" if rec.lag_bytes is None else str(rec.lag_bytes))
-    console.print(table)
-    if state.operation is not None:
-        console.print(f"[yellow]in progress:[/yellow] {state.operation.kind} {state.operation.source} -> "
-                      f"{state.operation.target} at step {state.operation.step}")
-    for op in state.history[-3:]:
-        took = op.steps[-1].at - op.steps[0].at if op.steps else 0.0
-        console.print(f"{op.kind} {op.source} -> {op.target}: {took * 1000:.0f} ms ({op.reason})")
+    for index, state in enumerate(states):
+        if index:
+            console.print()
+        console.print(statusview.cluster_state_view(console, state, leader))
 
 
 def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: float) -> dict[str, object]:
@@ -268,7 +301,7 @@ def switchover(
     to: Annotated[str, typer.Option("--to", help="The standby to promote.")],
     lab_dir: LabDirOpt = None,
     topology: TopologyOpt = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the leader.")] = 60.0,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
 ) -> None:
     """Planned switchover: stop the primary cleanly, promote TO once it has every WAL record."""
     result = _request(_topology(topology, lab_dir), cluster, {"kind": "switchover", "to": to}, timeout)
@@ -282,7 +315,7 @@ def failover(
     accept_data_loss: Annotated[bool, typer.Option(help="Allow promoting an asynchronous or lagging member.")] = False,
     lab_dir: LabDirOpt = None,
     topology: TopologyOpt = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the leader.")] = 60.0,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
 ) -> None:
     """Operator failover (ignores pause and the anti-flap period); reports the WAL at risk."""
     request = {"kind": "failover", "to": to, "accept_data_loss": accept_data_loss}
@@ -294,9 +327,10 @@ def failover(
 def pause(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
     """Maintenance: no automatic failover of CLUSTER until resumed."""
     topo = _topology(topology, lab_dir)
+    name = _cluster(topo, cluster)
     coord = _coordinator(topo)
     try:
-        coord.set_paused(_cluster(topo, cluster), True)
+        coord.set_paused(name, True)
     finally:
         coord.stop()
     console.print(f"{cluster}: automatic failover paused")
@@ -306,9 +340,10 @@ def pause(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None)
 def resume(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
     """End maintenance: automatic failover of CLUSTER again."""
     topo = _topology(topology, lab_dir)
+    name = _cluster(topo, cluster)
     coord = _coordinator(topo)
     try:
-        coord.set_paused(_cluster(topo, cluster), False)
+        coord.set_paused(name, False)
     finally:
         coord.stop()
     console.print(f"{cluster}: automatic failover resumed")
@@ -332,7 +367,7 @@ def drill_run(
     from orchestrator.drills.runner import DrillRunner
 
     root = _lab_dir(lab_dir)
-    topo = recorded_topology(root)
+    topo = _recorded_topology(root)
     if topo is None:
         raise InvalidInput(f"no lab at {root}; run 'drctl lab up' first or pass --lab-dir")
     runner = DrillRunner(Lab(topo, root), drills_dir, reports_dir,
@@ -360,9 +395,10 @@ def drill_list(drills_dir: DrillsDirOpt = Path("drills"), topology: TopologyOpt 
         try:
             spec = load_drill(path, topo)
         except InvalidInput as exc:
-            table.add_row(path.stem, "[red]invalid[/red]", "", str(exc))
+            table.add_row(Text(path.stem), Text("invalid", style="red"), "", Text(str(exc)))
             continue
-        table.add_row(spec.name, str(spec.fault.kind), spec.schedule or "-", spec.description[:80])
+        table.add_row(Text(spec.name), Text(str(spec.fault.kind)), Text(spec.schedule or "-"),
+                      Text(spec.description[:80]))
     console.print(table)
 
 
@@ -377,7 +413,7 @@ def drill_history(reports_dir: ReportsDirOpt = Path("reports")) -> None:
     for entry in list_reports(reports_dir):
         report = entry.report
         if report is None:
-            table.add_row(entry.run_id, "?", f"[red]unreadable: {entry.error}[/red]", "", "")
+            table.add_row(Text(entry.run_id), "?", Text(f"unreadable: {entry.error}", style="red"), "", "")
             continue
         table.add_row(entry.run_id, report.drill, "[green]PASS[/green]" if report.verdict.passed else "[red]FAIL[/red]",
                       f"{report.measurement.outage.rto_seconds:.3f}", str(report.measurement.loss.lost))
@@ -425,7 +461,7 @@ def main() -> None:
     try:
         app()  # standalone: click prints usage errors (bad flags) itself and exits 2
     except OrchestratorError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, InvalidInput) else 1)
 
 

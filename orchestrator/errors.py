@@ -11,7 +11,7 @@ these classes at the boundary, so callers never catch a third-party exception::
     │   ├── NoCandidate
     │   ├── LostLeadership        a stale leader tried to write: its epoch is gone
     │   └── DrillLocked           another drill holds the drill lock
-    └── TemporaryError            retry after ``delay`` seconds
+    └── TemporaryError            worth retrying (callers choose the policy)
         ├── DatabaseUnavailable
         ├── CoordinationUnavailable
         ├── PlaybookFailed
@@ -54,11 +54,7 @@ class DrillLocked(PermanentError):
 
 
 class TemporaryError(OrchestratorError):
-    """A failure worth retrying after ``delay`` seconds."""
-
-    def __init__(self, message: str, *, delay: float = 1.0) -> None:
-        super().__init__(message)
-        self.delay = delay
+    """A failure worth retrying; how often and for how long is the caller's policy."""
 
 
 class DatabaseUnavailable(TemporaryError):

@@ -30,9 +30,10 @@ from orchestrator import ensemble, pgserver
 from orchestrator import postgres as pg
 from orchestrator.errors import DatabaseUnavailable, LabError
 from orchestrator.pgserver import InstanceLayout
-from orchestrator.processes import is_running, pids_mentioning, read_pid, spawn, stop
+from orchestrator.processes import is_running, pids_mentioning, read_pid, spawn, stop, stop_all
 from orchestrator.state import Role
 from orchestrator.topology import Cluster, Member, Topology
+from orchestrator.waiting import poll
 
 STATE_FILE = "lab.json"
 
@@ -136,14 +137,17 @@ class Lab:
 
         coord = Coordinator(self.topology.zookeeper_hosts(), self.topology.name, identity="lab")
         coord.start()
+        waiting = [c.name for c in self.topology.clusters]
+
+        def all_recorded() -> bool:
+            while waiting and coord.read_state(waiting[0])[0] is not None:
+                waiting.pop(0)
+            return not waiting
+
         try:
-            deadline = time.monotonic() + timeout
-            for cluster in self.topology.clusters:
-                while coord.read_state(cluster.name)[0] is None:
-                    if time.monotonic() > deadline:
-                        raise LabError(f"{cluster.name}: no controller recorded state in {timeout}s; "
-                                       f"see {self.root}/controller/*.log")
-                    time.sleep(0.05)
+            if not poll(all_recorded, timeout=timeout, interval=0.05):
+                raise LabError(f"{waiting[0]}: no controller recorded state in {timeout}s; "
+                               f"see {self.root}/controller/*.log")
         finally:
             coord.stop()
 
@@ -174,13 +178,15 @@ class Lab:
         servers = self.zookeeper()
         for server in servers:
             server.start()
-        deadline = time.monotonic() + timeout
-        while not ensemble.ensemble_ready(servers):
-            dead = [s.datacenter for s in servers if s.pid() is None]
-            if dead or time.monotonic() > deadline:
-                why = f"server(s) in {', '.join(dead)} exited" if dead else f"no leader after {timeout}s"
-                raise LabError(f"ZooKeeper ensemble not ready: {why}; see {self.root}/zk/*/zk.log")
-            time.sleep(0.1)
+        dead: list[str] = []
+
+        def ready_or_dead() -> bool:
+            dead[:] = [s.datacenter for s in servers if s.pid() is None]
+            return bool(dead) or ensemble.ensemble_ready(servers)
+
+        if not poll(ready_or_dead, timeout=timeout, interval=0.1) or dead:
+            why = f"server(s) in {', '.join(dead)} exited" if dead else f"no leader after {timeout}s"
+            raise LabError(f"ZooKeeper ensemble not ready: {why}; see {self.root}/zk/*/zk.log")
 
     def _current_primary(self, cluster: Cluster) -> Member | None:
         creds = self.credentials
@@ -243,18 +249,19 @@ class Lab:
 
     def _wait_streaming(self, cluster: Cluster, primary: Member, timeout: float) -> None:
         want = {m.name for m in cluster.members} - {primary.name}
-        deadline = time.monotonic() + timeout
+        endpoint = self.layout(cluster, primary).endpoint
+        missing = set(want)
         prober = pg.Prober(self.credentials, timeout=2)
+
+        def all_streaming() -> bool:
+            missing.clear()
+            missing.update(want - set(prober.probe(endpoint).replicas))
+            return not missing
+
         try:
-            while True:
-                status = prober.probe(self.layout(cluster, primary).endpoint)
-                if want <= set(status.replicas):
-                    return
-                if time.monotonic() > deadline:
-                    missing = ", ".join(sorted(want - set(status.replicas)))
-                    raise LabError(f"{cluster.name}: {missing} not streaming from {primary.name} after "
-                                   f"{timeout}s; see {self.root}/pg/{cluster.name}/*/postgres.log")
-                time.sleep(0.05)
+            if not poll(all_streaming, timeout=timeout, interval=0.05):
+                raise LabError(f"{cluster.name}: {', '.join(sorted(missing))} not streaming from {primary.name} "
+                               f"after {timeout}s; see {self.root}/pg/{cluster.name}/*/postgres.log")
         finally:
             prober.close()
 
@@ -310,8 +317,7 @@ class Lab:
             list(pool.map(lambda server: server.stop(), self.zookeeper()))
         # Anything else still working in the lab (a cancelled playbook's pg_ctl or server, a
         # drill child) goes too, each by its PID, before its directory disappears.
-        for pid in pids_mentioning(str(self.root) + "/"):
-            stop(pid, timeout=5)
+        stop_all(pids_mentioning(str(self.root) + "/"), timeout=5)
         if not keep_data:
             shutil.rmtree(self.root)
 

@@ -12,7 +12,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from orchestrator.errors import LabError
 from orchestrator.postgres import Credentials, Endpoint, primary_conninfo
 from orchestrator.processes import is_gone, is_running, read_pid, wait_gone
 from orchestrator.topology import Cluster, Member, Topology
+from orchestrator.waiting import poll
 
 
 @dataclass(frozen=True)
@@ -214,13 +214,10 @@ def start(layout: InstanceLayout, *, timeout: float = 30.0) -> int:
         layout.bin("pg_ctl"), "start", "-D", str(layout.data), "-l", str(layout.log), "-w",
         "-t", str(int(timeout)),
     ], timeout=timeout + 5)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        pid = layout.postmaster_pid()
-        if pid is not None:
-            return pid
-        time.sleep(0.02)
-    raise LabError(f"{layout.member.name}: started but wrote no postmaster.pid; see {layout.log}")
+    pid = poll(layout.postmaster_pid, timeout=5, interval=0.02)
+    if pid is None:
+        raise LabError(f"{layout.member.name}: started but wrote no postmaster.pid; see {layout.log}")
+    return pid
 
 
 def stop(layout: InstanceLayout, *, mode: str = "fast", timeout: float = 30.0) -> None:
@@ -230,11 +227,9 @@ def stop(layout: InstanceLayout, *, mode: str = "fast", timeout: float = 30.0) -
         return
     run_as(layout, [layout.bin("pg_ctl"), "stop", "-D", str(layout.data), "-m", mode, "-w",
                     "-t", str(int(timeout))], timeout=timeout + 5)
-    deadline = time.monotonic() + 10
-    while is_running(pid):  # a zombie has released its ports and files: stopped enough
-        if time.monotonic() > deadline:
-            raise LabError(f"{layout.member.name}: postmaster {pid} did not exit after pg_ctl stop")
-        time.sleep(0.02)
+    # A zombie has released its ports and files: stopped enough.
+    if not poll(lambda: not is_running(pid), timeout=10, interval=0.02):
+        raise LabError(f"{layout.member.name}: postmaster {pid} did not exit after pg_ctl stop")
 
 
 def remove(layout: InstanceLayout) -> None:

@@ -8,7 +8,6 @@ the controller (fast path), the lab (set-up) and the drills (checks).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from psycopg import sql
 
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.state import Health, MemberStatus, Role, lsn_to_int
+from orchestrator.waiting import poll_tight
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def connect(endpoint: Endpoint, creds: Credentials, *, dbname: str = "postgres",
             endpoint.conninfo(creds.superuser, creds.superuser_password, dbname, timeout), autocommit=True
         )
     except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"{endpoint.name}: cannot connect ({_first_line(exc)})", delay=0.05) from exc
+        raise DatabaseUnavailable(f"{endpoint.name}: cannot connect ({_first_line(exc)})") from exc
     conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(timeout * 1000))))
     return conn
 
@@ -195,17 +195,10 @@ def promote(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None =
     """
     try:
         with _session(endpoint, creds, conn) as conn:
-            (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
-            if in_recovery:
+            if _in_recovery(conn):
                 conn.execute("SELECT pg_promote(wait => false)")
-            deadline = time.monotonic() + timeout
-            while True:
-                (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
-                if not in_recovery:
-                    break
-                if time.monotonic() > deadline:
-                    raise DatabaseUnavailable(f"{endpoint.name}: still in recovery {timeout}s after promote")
-                time.sleep(poll)
+            if not poll_tight(lambda: not _in_recovery(conn), timeout=timeout, interval=poll):
+                raise DatabaseUnavailable(f"{endpoint.name}: still in recovery {timeout}s after promote")
             row = conn.execute(
                 "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
             ).fetchone()
@@ -213,6 +206,11 @@ def promote(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None =
             return int(str(row[0]))
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: promote failed ({_first_line(exc)})") from exc
+
+
+def _in_recovery(conn: Connection) -> bool:
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    return bool(row and row[0])
 
 
 def primary_conninfo(upstream: Endpoint, member: str, creds: Credentials, passfile: str) -> str:
@@ -299,18 +297,17 @@ def wait_flushed(endpoint: Endpoint, creds: Credentials, standbys: Iterable[str]
                  conn: Connection | None = None) -> bool:
     """True once one of ``standbys`` (application names) has flushed WAL up to ``lsn``."""
     names = list(standbys)
-    deadline = time.monotonic() + timeout
     try:
-        with _session(endpoint, creds, conn) as conn:
-            while time.monotonic() < deadline:
-                rows = conn.execute("SELECT flush_lsn::text FROM pg_stat_replication "
-                                    "WHERE application_name = ANY(%s) AND flush_lsn IS NOT NULL", (names,)).fetchall()
-                if any((lsn_to_int(str(r[0])) or 0) >= lsn for r in rows):
-                    return True
-                time.sleep(0.01)
+        with _session(endpoint, creds, conn) as session:
+            def flushed() -> bool:
+                rows = session.execute("SELECT flush_lsn::text FROM pg_stat_replication "
+                                       "WHERE application_name = ANY(%s) AND flush_lsn IS NOT NULL", (names,)
+                                       ).fetchall()
+                return any((lsn_to_int(str(r[0])) or 0) >= lsn for r in rows)
+
+            return poll_tight(flushed, timeout=timeout, interval=0.01)
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: reading replication failed ({_first_line(exc)})") from exc
-    return False
 
 
 def reserve_slot(endpoint: Endpoint, creds: Credentials, slot: str) -> None:

@@ -1,10 +1,15 @@
-"""Starting and stopping local processes by PID: the lab's, the drills', the tests'.
+"""Starting and stopping local processes by PID: the lab's, the drills', the tests', the bench's.
 
 Everything dr-orchestrator starts on this machine goes through :func:`spawn` and is stopped
-by :func:`stop` with its PID; nothing is ever killed by name. A killed process that is
-not our child lingers as a zombie until PID 1 reaps it (about 1.5 s here), so "running"
-means present in ``/proc`` and not a zombie, and :func:`wait_gone` waits for the PID to
-vanish when a restart needs the old lock files released.
+by :func:`stop` (or :func:`stop_all`) with its PID; nothing is ever killed by name. A
+killed process that is not our child lingers as a zombie until PID 1 reaps it (about
+1.5 s here), so "running" means present and not a zombie (psutil's ``status()``), and
+:func:`wait_gone` waits for the PID to vanish when a restart needs the old lock files
+released. :func:`pids_mentioning` finds what still works in a directory, by command line.
+
+Public API: :func:`spawn`, :func:`stop`, :func:`stop_all`, :func:`is_running`,
+:func:`is_gone`, :func:`wait_gone`, :func:`pids_mentioning`, :func:`port_in_use`,
+:func:`read_pid`.
 """
 
 from __future__ import annotations
@@ -14,49 +19,62 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import psutil
+
 from orchestrator.errors import LabError
+from orchestrator.waiting import poll
+
+# How often a stop checks whether its process has exited, and how long SIGKILL may take.
+_STOP_POLL_S = 0.02
+_KILL_WAIT_S = 5.0
 
 
-def _state(pid: int) -> str | None:
+def _process(pid: int) -> psutil.Process | None:
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
         return None
-    # The command name is in parentheses and may contain spaces; the state follows it.
-    return raw.rsplit(")", 1)[1].split()[0]
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(proc: psutil.Process) -> None:
+    """Collect a zombie child of ours (a no-op for anyone else's process)."""
+    with contextlib.suppress(psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
+        proc.wait(timeout=0)
 
 
 def is_running(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie (a zombie child of ours is reaped)."""
-    state = _state(pid)
-    if state == "Z":
-        _reap(pid)
-        return False
-    return state is not None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return True
+        _reap(proc)
+    except psutil.NoSuchProcess:   # ZombieProcess is one too
+        pass
+    return False
 
 
 def is_gone(pid: int) -> bool:
     """True when ``pid`` no longer exists at all (not even as a zombie)."""
-    _reap(pid)
-    return _state(pid) is None
+    proc = _process(pid)
+    if proc is not None:
+        _reap(proc)
+    return not psutil.pid_exists(pid)
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_gone(pid):
-            return True
-        time.sleep(0.02)
-    return False
+    """Wait until ``pid`` no longer exists (reaped, by us or by PID 1); False after ``timeout``."""
+    proc = _process(pid)
+    if proc is None:
+        return True
+    try:
+        proc.wait(timeout=timeout)
+    except psutil.TimeoutExpired:
+        return False
+    return True
 
 
 def spawn(
@@ -71,7 +89,7 @@ def spawn(
 
     The process is not our child (a shell starts it in the background and exits), so it
     outlives the caller and is reaped by PID 1 like a daemon. With ``user`` it runs as
-    that unprivileged user (postgres refuses root).
+    that unprivileged user (postgres refuses root), which also owns the log it creates.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     launcher = 'setsid "$@" </dev/null >>"$LAUNCH_LOG" 2>&1 & echo $!'
@@ -89,42 +107,62 @@ def spawn(
     return int(proc.stdout.strip())
 
 
+def _signal(pids: Iterable[int], sig: int) -> list[int]:
+    """Send ``sig`` to each running PID; return those it was sent to."""
+    sent = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if is_running(pid):
+                psutil.Process(pid).send_signal(sig)
+                sent.append(pid)
+    return sent
+
+
+def _wait_stopped(pids: list[int], timeout: float) -> list[int]:
+    """The PIDs still running (not even a zombie) after waiting up to ``timeout``."""
+    remaining = pids
+
+    def all_stopped() -> bool:
+        nonlocal remaining
+        remaining = [pid for pid in remaining if is_running(pid)]
+        return not remaining
+
+    poll(all_stopped, timeout=timeout, interval=_STOP_POLL_S)
+    return remaining
+
+
+def stop_all(pids: Iterable[int], *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Send ``sig`` to every PID, wait until none runs; SIGKILL the survivors after ``timeout``.
+
+    The processes stop side by side, so the wait is the slowest one's, not their sum.
+
+    :raises LabError: a process survived SIGKILL.
+    """
+    survivors = _wait_stopped(_signal(pids, sig), timeout)
+    if survivors:
+        survivors = _wait_stopped(_signal(survivors, signal.SIGKILL), _KILL_WAIT_S)
+    if survivors:
+        listed = ",".join(map(str, survivors))
+        raise LabError(f"process(es) {listed} survived SIGKILL; inspect them with ps -p {listed}")
+
+
 def stop(pid: int, *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
     """Send ``sig`` to ``pid`` and wait until it stops running; SIGKILL after ``timeout``.
 
     :raises LabError: the process survived SIGKILL.
     """
-    if not is_running(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_running(pid):
-            return
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if not is_running(pid):
-            return
-        time.sleep(0.02)
-    raise LabError(f"process {pid} survived SIGKILL; inspect it with ps -p {pid}")
+    stop_all([pid], sig=sig, timeout=timeout)
 
 
 def pids_mentioning(text: str) -> list[int]:
     """PIDs of running processes whose command line contains ``text`` (e.g. a lab directory)."""
     found = []
-    needle = text.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
+    for proc in psutil.process_iter(["cmdline"], ad_value=None):
+        cmdline: list[str] | None = proc.info["cmdline"]   # None: gone, or a zombie
+        # psutil splits a command line that was rewritten in place (a PostgreSQL backend's) on
+        # spaces; joining them back finds a path with spaces too.
+        if proc.pid != os.getpid() and cmdline and text in " ".join(cmdline):
+            found.append(proc.pid)
     return [pid for pid in found if is_running(pid)]
 
 

@@ -16,10 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.errors import InvalidInput, TopologyError
+from orchestrator.errors import TopologyError
+from orchestrator.yamlfile import read_yaml as read_yaml  # drills.spec reads its files here too
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -501,22 +501,10 @@ def parse_topology(data: Any, *, source: str = "topology") -> Topology:
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology YAML file.
 
-    :raises TopologyError: the file is missing, not YAML, or contradicts itself.
+    :raises TopologyError: the file is missing, not a regular text file, not YAML, or contradicts itself.
     """
     path = Path(path)
     return parse_topology(read_yaml(path, "topology", TopologyError), source=str(path))
-
-
-def read_yaml(path: Path, what: str, error: type[InvalidInput]) -> Any:
-    """Parsed YAML of ``path``; a missing file or bad syntax raises ``error`` in one line."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what} file ({exc.strerror}); check the path") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
 
 
 def with_port_base(topo: Topology, base: int) -> Topology:

@@ -1,8 +1,9 @@
-"""Drill measurement: RTO, RPO, invariants, availability, error budget and the verdict.
+"""Drill measurement: RTO, RPO, invariants, availability and error budget.
 
 The drill runner collects frozen inputs (the client journal of :mod:`orchestrator.drills.journal`,
 the controller's timeline, which journaled transfer ids the new primary holds, the bank's
-totals) and calls :func:`measure`, then :func:`judge` against the drill's targets. Nothing
+totals) and calls :func:`measure`, then :func:`orchestrator.drills.verdict.judge` against the
+drill's targets (re-exported here for older callers). Nothing
 here reads a file, a clock or a database: every figure is a function of the arguments, so
 the tests feed hand-made journals. All results are frozen pydantic models that round-trip
 through JSON (:mod:`orchestrator.drills.report` stores them).
@@ -18,13 +19,19 @@ from collections.abc import Collection, Iterable
 from enum import StrEnum
 from itertools import pairwise
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
 
 from orchestrator.drills.journal import JournalRecord, Outcome
+from orchestrator.drills.verdict import Check as Check
+from orchestrator.drills.verdict import CheckName as CheckName
+from orchestrator.drills.verdict import Verdict as Verdict
+from orchestrator.drills.verdict import judge as judge
 from orchestrator.topology import Targets
 
-SECONDS_PER_YEAR = 365 * 24 * 3600
+# Check, CheckName, Verdict and judge live in orchestrator.drills.verdict; the redundant
+# aliases above keep them importable from here for older callers (the drill runner).
 
+SECONDS_PER_YEAR = 365 * 24 * 3600
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -521,90 +528,3 @@ def measure(
         events=evts,
         series=ack_series(recs, fault_at=fault_at, window_start=start, window_end=window_end),
     )
-
-
-# ---- the verdict --------------------------------------------------------------------------
-
-
-class CheckName(StrEnum):
-    COMPLETED = "completed"
-    LOAD_BEFORE_FAULT = "load-before-fault"
-    RTO = "rto"
-    RPO = "rpo"
-    NO_ACKED_WRITE_LOST = "no-acknowledged-write-lost"
-    MONEY_CONSERVED = "money-conserved"
-    NO_DUPLICATE_TRANSFER = "no-duplicate-transfer"
-    SINGLE_WRITABLE_PRIMARY = "single-writable-primary"
-    FAILED_NOT_COMMITTED = "failed-transfers-not-committed"
-
-
-class Check(_Frozen):
-    name: CheckName
-    passed: bool
-    reason: str   # one line, for an auditor
-
-
-class Verdict(_Frozen):
-    passed: bool
-    checks: tuple[Check, ...]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Verdict:
-        if self.passed != all(c.passed for c in self.checks):
-            raise ValueError("passed must be true exactly when every check passed")
-        return self
-
-    @property
-    def failures(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.passed)
-
-
-def judge(measurement: Measurement, targets: Targets, *, aborted: str | None = None) -> Verdict:
-    """Judge a measurement against the drill's effective targets (topology, then overrides).
-
-    ``aborted``: the runner's one-line reason when it stopped the drill early.
-    """
-    out, loss, inv = measurement.outage, measurement.loss, measurement.invariants
-    rto, rpo = targets.rto_seconds, targets.rpo_seconds
-    recovery = (
-        f"writes did not recover within the {out.rto_seconds:.2f} s observation window" if out.unrecovered
-        else f"writes recovered {out.rto_seconds:.2f} s after the fault"
-    )
-    lost = f"{loss.lost} acknowledged transfer(s) lost, spanning {loss.rpo_seconds:.2f} s"
-    conflict = inv.writer_conflicts[0] if inv.writer_conflicts else None
-    split = "" if conflict is None else (
-        f"two writable primaries: {conflict.older} acknowledged {conflict.late_acks} transfer(s) started after "
-        f"{conflict.newer} had acknowledged its first"
-    )
-    rows: list[tuple[CheckName, bool, str, str]] = [
-        (CheckName.COMPLETED, aborted is None,
-         "the drill ran to the end of its observation window", f"the drill was aborted: {aborted}"),
-        (CheckName.LOAD_BEFORE_FAULT, out.acks_before_fault > 0,
-         f"{out.acks_before_fault} transfers were acknowledged before the fault",
-         "no transfer was acknowledged before the fault, so the drill proves nothing; check the load"),
-        (CheckName.RTO, not out.unrecovered and out.rto_seconds <= rto,
-         f"{recovery}, within the {rto:g} s RTO target", f"{recovery}, over the {rto:g} s RTO target"),
-        (CheckName.RPO, loss.rpo_seconds <= rpo,
-         f"{lost}, within the {rpo:g} s RPO target", f"{lost}, over the {rpo:g} s RPO target"),
-        (CheckName.NO_ACKED_WRITE_LOST, loss.lost == 0,
-         f"all {loss.acked} acknowledged transfers are on the new primary",
-         f"{loss.lost} of {loss.acked} acknowledged transfers are missing from the new primary "
-         f"(first {loss.lost_ids[0] if loss.lost_ids else '?'}); the RPO target is zero loss"),
-        (CheckName.MONEY_CONSERVED, inv.money_conserved, f"the total balance {inv.observed_total} is conserved",
-         f"the total balance is {inv.observed_total}, expected {inv.expected_total} "
-         f"(off by {inv.observed_total - inv.expected_total})"),
-        (CheckName.NO_DUPLICATE_TRANSFER, inv.duplicate_transfers == 0,
-         "no transfer was applied twice", f"{inv.duplicate_transfers} transfer(s) were applied twice"),
-        (CheckName.SINGLE_WRITABLE_PRIMARY, conflict is None, "at no time did two servers acknowledge writes", split),
-        (CheckName.FAILED_NOT_COMMITTED, loss.failed_but_committed == 0,
-         "no transfer reported as failed was committed",
-         f"{loss.failed_but_committed} transfer(s) reported as failed were committed; "
-         "the workload misclassifies errors"),
-    ]
-    checks = tuple(
-        Check(name=name, passed=passed, reason=ok if passed else bad)
-        for name, passed, ok, bad in rows
-        # A zero RPO target is judged by count (one lost transfer spans 0 s), a positive one by span.
-        if name is not (CheckName.RPO if rpo == 0 else CheckName.NO_ACKED_WRITE_LOST)
-    )
-    return Verdict(passed=all(c.passed for c in checks), checks=checks)

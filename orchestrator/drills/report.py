@@ -2,7 +2,7 @@
 
 The drill runner builds a :class:`DrillReport` (the validated drill file, versions, Locust's
 stats, the :class:`~orchestrator.drills.measure.Measurement` and its
-:class:`~orchestrator.drills.measure.Verdict`) and calls :func:`write_report`;
+:class:`~orchestrator.drills.verdict.Verdict`) and calls :func:`write_report`;
 ``drctl drill run`` prints :func:`summarize`; ``drctl drill history`` and ``drctl drill show``
 read runs back with :func:`list_reports`, :func:`find_run` and :func:`load_report`.
 Rendering only: every figure comes from :mod:`orchestrator.drills.measure`. The plot uses
@@ -12,7 +12,6 @@ matplotlib's object API on the Agg canvas: no pyplot, no global backend state.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -22,11 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.drills.measure import Measurement, Milestone, Verdict
+from orchestrator.drills.measure import Measurement, Milestone
+from orchestrator.drills.verdict import Verdict
 from orchestrator.errors import InvalidInput
 from orchestrator.topology import Targets
 
@@ -204,45 +205,25 @@ def summarize(report: DrillReport) -> list[str]:
 
 # ---- HTML ---------------------------------------------------------------------------------
 
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-th{background:#f3f3f3}.pass{color:#176b2c}.fail{color:#b00020}.verdict{font-size:1.1rem;padding:.8rem;
-border-left:.4rem solid;background:#fafafa}img{max-width:100%}pre{background:#f6f6f6;padding:.6rem;overflow:auto}
-"""
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+# The page's layout lives in templates/report.html.j2 (package data); this side computes the
+# rows as text. Autoescape is on for every template, whatever its file name.
+_TEMPLATES = Environment(
+    loader=PackageLoader("orchestrator.drills", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 
 def render_html(report: DrillReport, png: bytes) -> str:
     """A self-contained page: the PNG is embedded, and also linked as timeline.png beside it."""
-    m, t, v = report.measurement, report.targets, report.verdict
-    e = html.escape
-    css_class = "pass" if v.passed else "fail"
-    when = datetime.fromtimestamp(report.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    checks = _table(
-        ["check", "result", "reason"],
-        [[e(c.name), f'<span class="{"pass" if c.passed else "fail"}">{"passed" if c.passed else "FAILED"}</span>',
-          e(c.reason)] for c in v.checks],
-    )
-    steps = _table(
-        ["phase", "seconds"],
-        [[e(s.label), _secs(s.seconds)] for s in m.phases.steps],
-    )
-    marks = _table(
-        ["milestone", "seconds after the fault"],
-        [[e(mk.milestone), _secs(mk.since_fault)] for mk in m.phases.marks],
-    )
+    m, t = report.measurement, report.targets
     out, loss, inv, av = m.outage, m.loss, m.invariants, m.availability
-    figures = _table(["figure", "value", "target"], [
+    figures = [
         ["client-observed write outage (RTO)",
          ("not recovered: " if out.unrecovered else "") + _secs(out.rto_seconds), f"{t.rto_seconds:g} s"],
         ["longest gap between acknowledged writes", _secs(out.longest_gap_seconds), ""],
-        ["writer before the fault / after recovery", e(f"{out.pre_fault_writer} / {out.recovered_by}"), ""],
+        ["writer before the fault / after recovery", f"{out.pre_fault_writer} / {out.recovered_by}", ""],
         ["acknowledged transfers lost (RPO)", f"{loss.lost} of {loss.acked:,}, spanning {_secs(loss.rpo_seconds)}",
          f"{t.rpo_seconds:g} s"],
         ["indeterminate transfers (committed / not)",
@@ -252,31 +233,21 @@ def render_html(report: DrillReport, png: bytes) -> str:
         ["times two servers accepted writes", str(len(inv.writer_conflicts)), "0"],
         ["availability over the window",
          "—" if av.percent is None else f"{av.percent:.2f}% of {av.attempted:,} attempts", ""],
-    ])
-    events = _table(
-        ["seconds after the fault", "event", "detail"],
-        [[f"{ev.at - m.fault_at:+.3f}", e(ev.name), e(ev.detail)] for ev in m.events],
-    ) if m.events else "<p>The controller recorded no events.</p>"
-    image = base64.b64encode(png).decode("ascii")
-    settings = json.dumps({"settings": report.settings, "versions": report.versions}, indent=2, sort_keys=True)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Drill {e(report.drill)}: {'passed' if v.passed else 'FAILED'}</title>
-<style>{_CSS}</style></head><body>
-<h1>Drill <code>{e(report.drill)}</code> on cluster <code>{e(report.cluster)}</code></h1>
-<p>Started {e(when)}; fault <code>{e(report.fault)}</code>. {e(report.description)}</p>
-<p class="verdict {css_class}">{e(verdict_words(report))}</p>
-<h2>Checks</h2>{checks}
-<h2>Figures</h2>{figures}
-<h2>Error budget</h2><p>{e(m.budget.sentence())}</p>
-<h2>Recovery phases</h2>{steps}{marks}
-<h2>Throughput and latency</h2>
-<p><a href="{TIMELINE_PNG}"><img src="data:image/png;base64,{image}"
- alt="Acknowledged transfers per 100 ms and p99 latency over time,
- with fault, detected, promoted and recovered marks"></a></p>
-<h2>Controller timeline</h2>{events}
-<h2>Settings and versions</h2><pre>{e(settings)}</pre>
-</body></html>
-"""
+    ]
+    return _TEMPLATES.get_template("report.html.j2").render(
+        report=report,
+        verdict=report.verdict,
+        started=datetime.fromtimestamp(report.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        verdict_words=verdict_words(report),
+        figures=figures,
+        budget=m.budget.sentence(),
+        steps=[[s.label, _secs(s.seconds)] for s in m.phases.steps],
+        marks=[[mk.milestone, _secs(mk.since_fault)] for mk in m.phases.marks],
+        events=[[f"{ev.at - m.fault_at:+.3f}", ev.name, ev.detail] for ev in m.events],
+        png_name=TIMELINE_PNG,
+        png_base64=base64.b64encode(png).decode("ascii"),
+        settings=json.dumps({"settings": report.settings, "versions": report.versions}, indent=2, sort_keys=True),
+    )
 
 
 # ---- reading back -------------------------------------------------------------------------
@@ -290,13 +261,14 @@ def load_report(path: str | Path) -> DrillReport:
     path = Path(path)
     file = path / REPORT_JSON if path.is_dir() else path
     try:
-        return DrillReport.model_validate_json(file.read_text())
+        return DrillReport.model_validate_json(file.read_bytes())  # bytes: binary is a ValidationError
     except OSError as exc:
         raise InvalidInput(f"{file}: cannot read the report ({exc.strerror}); check the run id") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"{file}: not a drill report ({loc}: {first['msg']}); was it written by drctl?") from None
+        where = f"{loc}: " if loc else ""
+        raise InvalidInput(f"{file}: not a drill report ({where}{first['msg']}); was it written by drctl?") from None
 
 
 def list_reports(reports_dir: str | Path) -> list[ReportEntry]:

@@ -4,7 +4,6 @@ with fake systems, and one quick real round against dr-orchestrator (the CI smok
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from orchestrator.bench.runner import (
 )
 from orchestrator.bench.system import Fault, RoundFacts, SyncSample
 from orchestrator.drills.journal import JournalRecord, Outcome
+from orchestrator.processes import pids_mentioning
 from tests.conftest import TEST_PORT_BASE
 
 OLD, NEW, OTHER = "127.0.0.1:32010", "127.0.0.1:32011", "127.0.0.1:32012"
@@ -258,19 +258,6 @@ def test_ctrl_c_stops_every_system_and_propagates(tmp_path: Path) -> None:
 # ---- the CI smoke test: one quick real round of dr-orchestrator ----------------------------
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.lab
 @pytest.mark.timeout(150)
 def test_one_quick_round_of_dr_orchestrator(tmp_path: Path) -> None:
@@ -281,7 +268,7 @@ def test_one_quick_round_of_dr_orchestrator(tmp_path: Path) -> None:
         system = DrOrchestratorSystem(port_base=TEST_PORT_BASE + 6000)
         result = run_bench([system], 1, work, users=4, duration_s=8, fault_at_s=3,
                            accounts=20, user_rate=25, progress=lines.append)
-        leftovers = _processes_mentioning(str(work))
+        leftovers = pids_mentioning(str(work))
         lab_left = (work / "dr-orchestrator" / "lab").exists()
     finally:
         shutil.rmtree(work, ignore_errors=True)   # the journals; run_bench has stopped every process

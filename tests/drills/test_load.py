@@ -27,6 +27,7 @@ from orchestrator.errors import LabError
 from orchestrator.lab import Lab
 from orchestrator.state import MemberStatus, Role
 from orchestrator.topology import Cluster, Member, load_topology, with_port_base
+from orchestrator.waiting import poll
 from tests.conftest import REPO, TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
@@ -73,11 +74,13 @@ def _records_so_far(handle: LoadHandle) -> list[JournalRecord]:
 
 
 def _wait_until(what: str, condition: Callable[[], bool], timeout: float, handle: LoadHandle | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
+    def done() -> bool:
+        if condition():
+            return True
         assert handle is None or handle.running, f"load exited early; see {handle.log}"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.02)
+        return False
+
+    assert poll(done, timeout=timeout, interval=0.02), f"{what}: not within {timeout}s"
 
 
 def _acks(records: list[JournalRecord], server: str | None = None) -> list[JournalRecord]:

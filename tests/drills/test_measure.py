@@ -12,22 +12,20 @@ from hypothesis import strategies as st
 
 from orchestrator.drills.journal import JournalRecord, Outcome
 from orchestrator.drills.measure import (
-    CheckName,
     Measurement,
     Milestone,
     TimelineEvent,
-    Verdict,
     ack_series,
     availability,
     data_loss,
     error_budget,
     ids_to_look_up,
-    judge,
     measure,
     server_phases,
     write_outage,
     writer_conflicts,
 )
+from orchestrator.drills.verdict import CheckName, Verdict, judge
 from orchestrator.topology import Targets
 
 A, B = "127.0.0.1:25410", "127.0.0.1:25411"

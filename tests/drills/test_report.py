@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator.drills.journal import JournalRecord, Outcome
-from orchestrator.drills.measure import TimelineEvent, judge, measure
+from orchestrator.drills.measure import TimelineEvent, measure
 from orchestrator.drills.report import (
     REPORT_HTML,
     REPORT_JSON,
@@ -22,6 +24,7 @@ from orchestrator.drills.report import (
     write_report,
 )
 from orchestrator.drills.spec import load_drill
+from orchestrator.drills.verdict import judge
 from orchestrator.errors import InvalidInput
 from orchestrator.topology import Topology
 
@@ -95,7 +98,7 @@ def test_report_directory_holds_json_png_and_html(shipped_topology: Topology, tm
     assert len(png) > 10_000
 
     page = (run_dir / REPORT_HTML).read_text()
-    assert "PASSED. When the primary&#x27;s PostgreSQL server was killed (kill -9), client writes resumed" in page
+    assert "PASSED. When the primary&#39;s PostgreSQL server was killed (kill -9), client writes resumed" in page
     for phase in ("fault → detected", "detected → fenced", "fenced → promoted", "promoted → first-write"):
         assert phase in page
     assert "52.56 min" in page and "such incident(s) a year" in page
@@ -155,3 +158,14 @@ def test_load_report_errors(tmp_path: Path) -> None:
     (tmp_path / REPORT_JSON).write_text('{"drill": "x"}')
     with pytest.raises(InvalidInput, match="not a drill report"):
         load_report(tmp_path)
+
+
+def test_the_page_template_ships_with_the_package(tmp_path: Path) -> None:
+    """pyproject's package-data puts the template into a build (not only into this checkout)."""
+    subprocess.run(
+        # A fresh egg-info: a stale SOURCES.txt in the checkout would list the template anyway.
+        [sys.executable, "-c", "import setuptools; setuptools.setup()", "-q", "egg_info", "--egg-base",
+         str(tmp_path), "build_py", "--build-lib", str(tmp_path / "lib")], cwd=REPO, check=True, capture_output=True,
+    )
+    built = tmp_path / "lib" / "orchestrator" / "drills" / "templates" / "report.html.j2"
+    assert built.read_text() == (REPO / "orchestrator" / "drills" / "templates" / "report.html.j2").read_text()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from orchestrator.lab import Lab
 from orchestrator.processes import is_running, port_in_use
 from orchestrator.state import Role
 from orchestrator.topology import parse_topology
+from orchestrator.waiting import poll
 from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
@@ -32,14 +32,13 @@ def _drctl(*args: str, lab: Lab) -> str:
 def _wait_replayed(lab: Lab, member_name: str, marker: str, timeout: float = 10) -> None:
     cluster = lab.topology.cluster("payments")
     endpoint = lab.layout(cluster, cluster.member(member_name)).endpoint
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def replayed() -> bool:
         with pg.connect(endpoint, lab.credentials, dbname="payments") as conn:
             row = conn.execute("SELECT count(*) FROM lab_probe WHERE marker = %s", (marker,)).fetchone()
-        if row and row[0] == 1:
-            return
-        assert time.monotonic() < deadline, f"{member_name} never replayed {marker}"
-        time.sleep(0.05)
+        return bool(row and row[0] == 1)
+
+    assert poll(replayed, timeout=timeout, interval=0.05), f"{member_name} never replayed {marker}"
 
 
 def test_write_through_connstr_reaches_every_standby(lab: Lab) -> None:

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from orchestrator.playbooks import (
 )
 from orchestrator.processes import is_running, port_in_use
 from orchestrator.topology import Topology, parse_topology, with_port_base
+from orchestrator.waiting import poll
 from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 PORT_BASE = TEST_PORT_BASE + 2000
@@ -201,10 +201,15 @@ def _rows_on(lab: Lab, member: str) -> set[int]:
 
 def _wait_rows(lab: Lab, member: str, want: set[int], timeout: float = 15) -> None:
     """Wait until ``member`` holds exactly the rows ``want`` (no more: diverged rows must be gone)."""
-    deadline = time.monotonic() + timeout
-    while (have := _rows_on(lab, member)) != want:
-        assert time.monotonic() < deadline, f"{member} has {len(have)} rows, missing {sorted(want - have)[:10]}"
-        time.sleep(0.05)
+    have: set[int] = set()
+
+    def exactly() -> bool:
+        nonlocal have
+        have = _rows_on(lab, member)
+        return have == want
+
+    assert poll(exactly, timeout=timeout, interval=0.05), \
+        f"{member} has {len(have)} rows, missing {sorted(want - have)[:10]}"
 
 
 def _replication(lab: Lab, primary: str) -> dict[str, tuple[str, str]]:
@@ -215,28 +220,31 @@ def _replication(lab: Lab, primary: str) -> dict[str, tuple[str, str]]:
 
 
 def _wait_streaming(lab: Lab, primary: str, member: str, timeout: float = 20) -> tuple[str, str]:
-    deadline = time.monotonic() + timeout
-    while True:
+    state: tuple[str, str] | None = None
+
+    def streaming() -> bool:
+        nonlocal state
         state = _replication(lab, primary).get(member)
-        if state is not None and state[0] == "streaming":
-            return state
-        assert time.monotonic() < deadline, f"{member} not streaming from {primary} after {timeout}s: {state}"
-        time.sleep(0.05)
+        return state is not None and state[0] == "streaming"
+
+    assert poll(streaming, timeout=timeout, interval=0.05) and state is not None, \
+        f"{member} not streaming from {primary} after {timeout}s: {state}"
+    return state
 
 
 def _wait_caught_up(lab: Lab, primary: str, standbys: int, timeout: float = 15) -> None:
     """Every standby has replayed everything the primary wrote so far."""
-    deadline = time.monotonic() + timeout
     with pg.connect(_endpoint(lab, primary), lab.credentials, timeout=2) as conn:
         (lsn,) = conn.execute("SELECT pg_current_wal_lsn()").fetchone()  # type: ignore[misc]
-        while True:
+
+        def replayed() -> bool:
             row = conn.execute(
                 "SELECT count(*) FILTER (WHERE replay_lsn >= %s::pg_lsn) FROM pg_stat_replication", (str(lsn),)
             ).fetchone()
-            if row is not None and row[0] == standbys:
-                return
-            assert time.monotonic() < deadline, f"standbys of {primary} did not replay {lsn} in {timeout}s"
-            time.sleep(0.05)
+            return row is not None and row[0] == standbys
+
+        assert poll(replayed, timeout=timeout, interval=0.05), \
+            f"standbys of {primary} did not replay {lsn} in {timeout}s"
 
 
 @pytest.mark.lab
