@@ -46,6 +46,7 @@ from orchestrator.state import (
     Step,
 )
 from orchestrator.topology import Cluster, Topology
+from orchestrator.waiting import poll_tight
 
 
 class SwitchoverAborted(DatabaseUnavailable):
@@ -436,24 +437,22 @@ class Controller:
             repointing = self._pool.submit(self._repoint, cluster, others, op.target)
             last = pg.stop_writes(source, self.creds, conn=conn)
             marks.append(("writes-stopped", time.monotonic()))
-            deadline = time.monotonic() + 10
             # Replayed counts too: a standby that just (re)started streaming reports as received only
             # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
-            while max((st := self._prober.probe(target)).wal_lsn or 0, st.replay_lsn or 0) < last:
-                if time.monotonic() > deadline:
-                    # Nothing was promoted: the old primary takes writes again and the switchover ends.
-                    pg.resume_writes(source, self.creds, conn=conn)
-                    raise SwitchoverAborted(f"switchover aborted: {op.target} did not receive the old primary's "
-                                            f"WAL up to {last}; {op.source} accepts writes again")
-                time.sleep(0.002)
+            def holds_all() -> bool:
+                status = self._prober.probe(target)
+                return max(status.wal_lsn or 0, status.replay_lsn or 0) >= last
+
+            if not poll_tight(holds_all, timeout=10, interval=0.002):
+                # Nothing was promoted: the old primary takes writes again and the switchover ends.
+                pg.resume_writes(source, self.creds, conn=conn)
+                raise SwitchoverAborted(f"switchover aborted: {op.target} did not receive the old primary's "
+                                        f"WAL up to {last}; {op.source} accepts writes again")
             marks.append(("target-has-wal", time.monotonic()))
             repointing.result()
-            detach_by = time.monotonic() + 2
-            while (still := [n for n in pg.attached_standbys(source, self.creds, conn=conn) if n in others]):
-                if time.monotonic() > detach_by:
-                    self.log.emit("switchover-detach-timeout", cluster=cluster.name, members=still)
-                    break
-                time.sleep(0.002)
+            if not poll_tight(lambda: not set(pg.attached_standbys(source, self.creds, conn=conn)) & set(others),
+                              timeout=2, interval=0.002):
+                self.log.emit("switchover-detach-timeout", cluster=cluster.name, members=list(others))
             marks.append(("others-detached", time.monotonic()))
             pg.stop_server(source, self.creds, pg_ctl=pg_ctl, conn=conn)
             slots.result()

@@ -383,27 +383,26 @@ def stop_writes(endpoint: Endpoint, creds: Credentials, *, conn: Connection | No
             conn.execute("SELECT pg_reload_conf()")
             # Our own session re-reads the files only after the postmaster did: from then on every
             # new session starts read-only and every older one re-reads them before its next command.
-            deadline = time.monotonic() + wait_ms / 1000
-            while not conn.execute("SELECT pg_conf_load_time() >= %s", (asked,)).fetchone()[0]:  # type: ignore[index]
-                if time.monotonic() > deadline:
-                    raise DatabaseUnavailable(f"{endpoint.name}: configuration not reloaded in {wait_ms} ms")
-                time.sleep(0.001)
+            session = conn
+
+            def reloaded() -> bool:
+                row = session.execute("SELECT pg_conf_load_time() >= %s", (asked,)).fetchone()
+                return bool(row and row[0])
+
+            if not poll_tight(reloaded, timeout=wait_ms / 1000, interval=0.001):
+                raise DatabaseUnavailable(f"{endpoint.name}: configuration not reloaded in {wait_ms} ms")
             (pids,) = conn.execute(  # type: ignore[misc]
                 "WITH c AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
                 "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) "
                 "SELECT coalesce(array_agg(pid), '{}') FROM c WHERE pg_terminate_backend(pid)").fetchone()
             # Gone from pg_stat_activity = exiting: it can send its client nothing more.
-            deadline = time.monotonic() + wait_ms / 1000
-            while pids:
-                (left,) = conn.execute(  # type: ignore[misc]
-                    "SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity WHERE pid = ANY(%s)",
-                    (pids,)).fetchone()
-                pids = list(left)  # type: ignore[arg-type]
-                if pids and time.monotonic() > deadline:
-                    raise DatabaseUnavailable(f"{endpoint.name}: {len(pids)} client backend(s) did not exit "
-                                              f"in {wait_ms} ms")
-                if pids:
-                    time.sleep(0.001)
+            def exited() -> bool:
+                row = session.execute("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                      (pids,)).fetchone()
+                return bool(row and row[0])
+
+            if not poll_tight(exited, timeout=wait_ms / 1000, interval=0.001):
+                raise DatabaseUnavailable(f"{endpoint.name}: client backend(s) did not exit in {wait_ms} ms")
             row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: stopping writes failed ({_first_line(exc)})") from exc
