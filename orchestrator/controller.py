@@ -435,7 +435,11 @@ class Controller:
             # Re-pointing overlaps stopping writes: a commit meanwhile confirmed by none of the old
             # primary's quorum only waits until its session is terminated (never acknowledged).
             repointing = self._pool.submit(self._repoint, cluster, others, op.target)
-            last = pg.stop_writes(source, self.creds, conn=conn)
+            try:
+                last = pg.stop_writes(source, self.creds, conn=conn)
+            except DatabaseUnavailable as exc:
+                self._resume_writes(source, conn)
+                raise SwitchoverAborted(f"switchover aborted before promoting anything: {exc}") from exc
             marks.append(("writes-stopped", time.monotonic()))
             # Replayed counts too: a standby that just (re)started streaming reports as received only
             # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
@@ -445,7 +449,7 @@ class Controller:
 
             if not poll_tight(holds_all, timeout=10, interval=0.002):
                 # Nothing was promoted: the old primary takes writes again and the switchover ends.
-                pg.resume_writes(source, self.creds, conn=conn)
+                self._resume_writes(source, conn)
                 raise SwitchoverAborted(f"switchover aborted: {op.target} did not receive the old primary's "
                                         f"WAL up to {last}; {op.source} accepts writes again")
             marks.append(("target-has-wal", time.monotonic()))
@@ -463,6 +467,12 @@ class Controller:
         self.log.emit("switchover-timing", cluster=cluster.name, operation=op.id,
                       ms={name: round((at - marks[0][1]) * 1000, 1) for name, at in marks[1:]})
         return f"stopped cleanly; {op.target} received WAL up to {last}"
+
+    def _resume_writes(self, source: pg.Endpoint, conn: pg.Connection) -> None:
+        try:
+            pg.resume_writes(source, self.creds, conn=conn)
+        except DatabaseUnavailable as exc:  # it went away: the stray-primary rule or a rejoin takes it from here
+            self.log.emit("resume-writes-failed", member=source.name, error=str(exc))
 
     def _ensure_peer_slots(self, cluster: Cluster, member: str) -> None:
         """Slots for every peer on ``member`` about to lead: a freshly re-cloned member has none,
