@@ -254,6 +254,20 @@ class Coordinator:
         return str(path).rsplit("/", 1)[1]
 
     @_translated
+    def watch_requests(self, cluster: str, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` (from kazoo's thread) whenever requests come or go, for good.
+
+        The leader wakes at once for a request instead of finding it at its next probe round.
+        """
+        base = f"{self.root}/clusters/{cluster}/requests"
+        self._client.ensure_path(base)
+
+        def changed(_children: list[str]) -> None:
+            on_change()
+
+        self._client.ChildrenWatch(base, changed)
+
+    @_translated
     def pending_requests(self, cluster: str) -> list[tuple[str, dict[str, Any]]]:
         base = f"{self.root}/clusters/{cluster}/requests"
         try:
