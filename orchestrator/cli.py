@@ -76,8 +76,8 @@ def _topology(topology: Path | None, lab_dir: Path | None = None) -> Topology:
     return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", str(DEFAULT_TOPOLOGY))))
 
 
-def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True) -> Lab:
-    return Lab(_topology(topology, lab_dir), _lab_dir(lab_dir), controllers=controllers)
+def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True, agents: bool = False) -> Lab:
+    return Lab(_topology(topology, lab_dir), _lab_dir(lab_dir), controllers=controllers, agents=agents)
 
 
 @lab_app.command("up")
@@ -85,9 +85,11 @@ def lab_up(
     topology: TopologyOpt = None,
     lab_dir: LabDirOpt = None,
     controllers: Annotated[bool, typer.Option(help="Start one controller per data centre.")] = True,
+    agents: Annotated[bool, typer.Option(help="Also start one self-fencing node agent per PostgreSQL member "
+                                               "(opt-in: the controllers do not wait for agents yet).")] = False,
 ) -> None:
     """Bring the topology to life (idempotent)."""
-    lab = _lab(topology, lab_dir, controllers=controllers)
+    lab = _lab(topology, lab_dir, controllers=controllers, agents=agents)
     if _recorded_topology(lab.root) is None:
         _check_ports_free(lab.topology)
         try:
@@ -203,6 +205,24 @@ def controller_run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controller.stop_event.set())
     controller.run()
+
+
+agent_app = typer.Typer(no_args_is_help=True, help="Node agents: one beside each PostgreSQL member; self-fencing.")
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("run")
+def agent_run(
+    member: Annotated[str, typer.Option("--member", help="The PostgreSQL member this agent runs beside.")],
+    cluster: Annotated[str | None, typer.Option("--cluster", help="Its cluster (default: the one holding it).")
+                       ] = None,
+    lab_dir: LabDirOpt = None,
+    zk_hosts: Annotated[str | None, typer.Option("--zk-hosts", help="Override the ZooKeeper servers.")] = None,
+) -> None:
+    """Run one node agent until SIGTERM; logs one JSON line per event to stdout."""
+    from orchestrator.agent.main import agent_config, run_agent
+
+    run_agent(agent_config(_lab_dir(lab_dir), member, cluster=cluster, zk_hosts=zk_hosts), sys.stdout)
 
 
 class _Rejoiner:
@@ -442,12 +462,14 @@ def bench_failover(
     system: Annotated[list[str] | None, typer.Option("--system", help="Only these systems (repeatable).")] = None,
     reports_dir: ReportsDirOpt = Path("reports"),
     workdir: Annotated[Path, typer.Option(help="Where the systems' data live during the run.")] = Path(".bench"),
+    port_base: Annotated[int, typer.Option(help="First of the 500 ports the systems listen on.")] = 24000,
 ) -> None:
     """kill -9 of the primary node under the same load: dr-orchestrator vs Patroni vs pg_auto_failover."""
     from orchestrator.bench import suite
     from orchestrator.bench.report import summary_lines
 
     run = suite.run(reports_dir, workdir.resolve(), rounds=rounds, quick=quick, only=tuple(system or ()),
+                    port_base=port_base,
                     progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"))
     for line in summary_lines(run.result):
         console.print(line, highlight=False)

@@ -43,11 +43,14 @@ from orchestrator.state import (
     MemberRecord,
     Operation,
     OperationKind,
-    Role,
     Step,
-    lsn_to_int,
 )
 from orchestrator.topology import Cluster, Topology
+from orchestrator.waiting import poll_tight
+
+
+class SwitchoverAborted(DatabaseUnavailable):
+    """A switchover gave up before promoting anything; the old primary was made writable again."""
 
 
 class NoState(TemporaryError):
@@ -93,6 +96,7 @@ class Controller:
         self.coord = Coordinator(topology.zookeeper_hosts(), topology.name, identity=self.identity,
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
+        self._wake = threading.Event()  # an operator request arrived: cycle now
         self._rejoin_fn = rejoin
         self._cancel_rejoin = cancel_rejoin
         self._rejoin_threads: list[threading.Thread] = []
@@ -124,6 +128,8 @@ class Controller:
         """Connect, campaign, lead while elected; return when :attr:`stop_event` is set."""
         self.coord.on_session_change(lambda s: self.log.emit("session", state=s.value))
         self.coord.start()
+        for cluster in self.topology.clusters:
+            self.coord.watch_requests(cluster.name, self._wake.set)
         self.log.emit("started", datacenter=self.datacenter)
         try:
             while not self.stop_event.is_set():
@@ -154,6 +160,7 @@ class Controller:
         try:
             while not self.stop_event.is_set():
                 started = time.monotonic()
+                self._wake.clear()
                 if not d.may_act(self.coord.session, self._leading, self._lease.epoch, self._lease.epoch):
                     if self.coord.session is d.SessionState.LOST:
                         self.log.emit("lease-lost", epoch=self._lease.epoch)
@@ -168,7 +175,7 @@ class Controller:
                     if self._yield_leadership():
                         return
                 pause = self._interval / 4 if urgent else self._interval
-                self.stop_event.wait(max(0.0, pause - (time.monotonic() - started)))
+                self._wake.wait(max(0.0, pause - (time.monotonic() - started)))
         except LostLeadership as exc:
             self.log.emit("deposed", epoch=self._lease.epoch, reason=str(exc))
         except CoordinationUnavailable as exc:
@@ -234,7 +241,8 @@ class Controller:
                 self._last_reason[cluster.name] = str(exc)
                 self.log.emit("no-state", cluster=cluster.name, reason=str(exc))
             return False
-        self._serve_requests(cluster, snapshot)
+        if self._serve_requests(cluster, snapshot):
+            return True  # an operation moved the primary: decide on a fresh probe, not this snapshot
         state, _ = self._states[cluster.name]
         with self._rejoin_lock:
             rejoining = frozenset(self._rejoining)
@@ -283,7 +291,7 @@ class Controller:
         may hold an acknowledged commit."""
         state, version = self._states[cluster.name]
         self._write(state.model_copy(update={"synchronous_extra": members}), version)
-        names = self.topology.synchronous_standby_names(cluster, members)
+        names = self._policies[cluster.name].standby_names(state.primary, members)
         endpoint = self.endpoints(cluster)[state.primary]
         pg.set_synchronous_names(endpoint, self.creds, names, conn=self._prober.connection(endpoint))
         self.log.emit("quorum-widened", cluster=cluster.name, members=list(members), setting=names)
@@ -293,9 +301,9 @@ class Controller:
         state, version = self._states[cluster.name]
         endpoint = self.endpoints(cluster)[state.primary]
         conn = self._prober.connection(endpoint)
-        lsn = pg.set_synchronous_names(endpoint, self.creds, None, conn=conn)
         policy = self._policies[cluster.name]
-        in_region = [n for n, m in policy.members.items() if m.synchronous and n != state.primary]
+        lsn = pg.set_synchronous_names(endpoint, self.creds, policy.standby_names(state.primary), conn=conn)
+        in_region = [n for n in policy.quorum_for(state.primary)[0] if n != state.primary]
         if not pg.wait_flushed(endpoint, self.creds, in_region, lsn, timeout=3.0, conn=conn):
             self.log.emit("quorum-narrow-pending", cluster=cluster.name, reason="in-region standbys not caught up")
             return
@@ -317,7 +325,12 @@ class Controller:
         for step in steps[steps.index(op.step) + 1 if op.step in steps else 0:]:
             state, version = self._states[cluster.name]
             if step is Step.FENCE:
-                detail = self._fence_source(op, endpoints, snapshot)
+                try:
+                    detail = self._fence_source(cluster, op, endpoints, snapshot)
+                except SwitchoverAborted as exc:
+                    self._write(state.model_copy(update={"operation": None}), version)
+                    self.log.emit("switchover-aborted", cluster=cluster.name, operation=op.id, reason=str(exc))
+                    raise
                 op = op.advanced(Step.FENCE, self.clock(), detail)
                 self.log.emit("fenced", cluster=cluster.name, operation=op.id, member=op.source, detail=detail)
             elif step is Step.PROMOTE:
@@ -326,28 +339,33 @@ class Controller:
                 # Re-point the other standbys while the candidate promotes: with the same quorum
                 # list everywhere, its first commit waits for one of them to attach.
                 others = tuple(n for n in endpoints if n not in (op.target, op.source))
+                slots = self._pool.submit(self._ensure_peer_slots, cluster, op.target)
                 repointing = self._pool.submit(self._repoint, cluster, others, op.target)
                 conn = self._prober.connection(endpoints[op.target])
+                names = self._policies[cluster.name].standby_names(op.target)
+                if pg.prepare_synchronous_names(endpoints[op.target], self.creds, names, conn=conn):
+                    self.log.emit("quorum-prepared", cluster=cluster.name, member=op.target, setting=names)
+                promoting = time.monotonic()
                 timeline = pg.promote(endpoints[op.target], self.creds, conn=conn)
+                self.log.emit("promote-timing", cluster=cluster.name, operation=op.id,
+                              ms=round((time.monotonic() - promoting) * 1000, 1))
                 if op.accept_data_loss and not self._policies[cluster.name].members[op.target].synchronous:
                     self._drop_sync_names(endpoints[op.target])
                 op = op.advanced(Step.PROMOTE, self.clock(), f"timeline {timeline}")
                 self.log.emit("promoted", cluster=cluster.name, operation=op.id, member=op.target, timeline=timeline)
                 done = repointing.result()
+                slots.result()
                 op = op.advanced(Step.REPOINT, self.clock(), ", ".join(done))
                 state = state.model_copy(update={"primary": op.target, "generation": state.generation + 1,
                                                  "timeline": timeline, "operation": op})
                 version = self._write(state, version)
-            elif step is Step.REPOINT:  # only when resuming an operation persisted right after promotion
+            elif step is Step.REPOINT and op.step is Step.PROMOTE:  # resuming one persisted right after promotion
                 others = tuple(n for n in endpoints if n not in (op.target, op.source))
                 done = self._repoint(cluster, others, upstream=op.target)
                 op = op.advanced(Step.REPOINT, self.clock(), ", ".join(done))
             elif step is Step.DONE:
                 op = op.advanced(Step.DONE, self.clock())
-                history = (*state.history, op)[-20:]
-                state = state.model_copy(update={"operation": None, "history": history,
-                                                 "last_failover_at": self.clock()})
-                self._write(state, version)
+                self._write(d.finished(state, op, self.clock()), version)
                 self.log.emit("done", cluster=cluster.name, operation=op.id, kind=op.kind.value,
                               steps={s.step.value: s.at for s in op.steps})
         return op
@@ -377,10 +395,11 @@ class Controller:
             time.sleep(0.005)
         self.log.emit("catch-up-timeout", cluster=cluster.name, member=op.target, source=source, lsn=want)
 
-    def _fence_source(self, op: Operation, endpoints: dict[str, pg.Endpoint], snapshot: ClusterSnapshot) -> str:
+    def _fence_source(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint],
+                      snapshot: ClusterSnapshot) -> str:
         pg_ctl = f"{self.topology.postgres.bin_dir}/pg_ctl"
         if op.kind is OperationKind.SWITCHOVER:
-            return self._stop_for_switchover(op, endpoints, pg_ctl)
+            return self._stop_for_switchover(cluster, op, endpoints, pg_ctl)
         status = snapshot.members.get(op.source)
         if status is not None and not status.reachable and op.first_failure_at is not None:
             # Detected as unreachable: it acknowledges nothing. If it comes back writable the
@@ -388,30 +407,84 @@ class Controller:
             return "unreachable at detection; nothing to stop"
         return "stopped" if pg.fence(endpoints[op.source], self.creds, pg_ctl=pg_ctl) else "unreachable"
 
-    def _stop_for_switchover(self, op: Operation, endpoints: dict[str, pg.Endpoint], pg_ctl: str) -> str:
+    def _stop_for_switchover(self, cluster: Cluster, op: Operation, endpoints: dict[str, pg.Endpoint], pg_ctl: str
+                             ) -> str:
+        """Stop the old primary's writes; promote-ready once the target holds all of its WAL.
+
+        The other standbys are moved to stream from the target *before* the old primary stops:
+        its shutdown checkpoint then reaches no standby but the target, so none is left ahead of
+        the new timeline (such a standby cannot attach, and the new primary's first commits
+        waited for a rewind: seconds). The old primary's fast shutdown runs off this path.
+        """
         source, target = endpoints[op.source], endpoints[op.target]
-        with pg.connect(source, self.creds, timeout=2) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        last = (lsn_to_int(str(row[0])) or 0) if row else 0
-        # A clean (fast) shutdown sends every WAL record, the shutdown checkpoint included,
-        # to connected standbys before the server exits.
-        pg.fence(source, self.creds, pg_ctl=pg_ctl, mode="fast")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status = self._prober.probe(source)
-            if not status.reachable:
-                break
-            time.sleep(0.01)
-        caught_up = False
-        while time.monotonic() < deadline:
-            status = self._prober.probe(target)
-            if status.reachable and (status.wal_lsn or 0) >= (last or 0):
-                caught_up = True
-                break
-            time.sleep(0.005)
-        if not caught_up:
-            raise DatabaseUnavailable(f"{op.target} did not receive the old primary's WAL up to {last}")
+        slots = self._pool.submit(self._ensure_peer_slots, cluster, op.target)  # joined before the promotion
+        others = tuple(n for n in endpoints if n not in (op.target, op.source))
+        own = None
+        conn = self._prober.connection(source)
+        if conn is None:
+            try:
+                conn = own = pg.connect(source, self.creds, timeout=2)
+            except DatabaseUnavailable:
+                # Resumed after the old primary went down: it acknowledges nothing any more, so
+                # the target takes whatever a survivor received beyond its own WAL.
+                self._catch_up(cluster, op, endpoints, self.probe(cluster))
+                slots.result()
+                return "already stopped; caught up with the survivors"
+        marks = [("start", time.monotonic())]
+        try:
+            # Re-pointing overlaps stopping writes: a commit meanwhile confirmed by none of the old
+            # primary's quorum only waits until its session is terminated (never acknowledged).
+            repointing = self._pool.submit(self._repoint, cluster, others, op.target)
+            try:
+                last = pg.stop_writes(source, self.creds, conn=conn)
+            except DatabaseUnavailable as exc:
+                self._resume_writes(source, conn)
+                raise SwitchoverAborted(f"switchover aborted before promoting anything: {exc}") from exc
+            marks.append(("writes-stopped", time.monotonic()))
+            # Replayed counts too: a standby that just (re)started streaming reports as received only
+            # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
+            def holds_all() -> bool:
+                status = self._prober.probe(target)
+                return max(status.wal_lsn or 0, status.replay_lsn or 0) >= last
+
+            if not poll_tight(holds_all, timeout=10, interval=0.002):
+                # Nothing was promoted: the old primary takes writes again and the switchover ends.
+                self._resume_writes(source, conn)
+                raise SwitchoverAborted(f"switchover aborted: {op.target} did not receive the old primary's "
+                                        f"WAL up to {last}; {op.source} accepts writes again")
+            marks.append(("target-has-wal", time.monotonic()))
+            repointing.result()
+            if not poll_tight(lambda: not set(pg.attached_standbys(source, self.creds, conn=conn)) & set(others),
+                              timeout=2, interval=0.002):
+                self.log.emit("switchover-detach-timeout", cluster=cluster.name, members=list(others))
+            marks.append(("others-detached", time.monotonic()))
+            pg.stop_server(source, self.creds, pg_ctl=pg_ctl, conn=conn)
+            slots.result()
+            marks.append(("stop-issued", time.monotonic()))
+        finally:
+            if own is not None:
+                own.close()
+        self.log.emit("switchover-timing", cluster=cluster.name, operation=op.id,
+                      ms={name: round((at - marks[0][1]) * 1000, 1) for name, at in marks[1:]})
         return f"stopped cleanly; {op.target} received WAL up to {last}"
+
+    def _resume_writes(self, source: pg.Endpoint, conn: pg.Connection) -> None:
+        try:
+            pg.resume_writes(source, self.creds, conn=conn)
+        except DatabaseUnavailable as exc:  # it went away: the stray-primary rule or a rejoin takes it from here
+            self.log.emit("resume-writes-failed", member=source.name, error=str(exc))
+
+    def _ensure_peer_slots(self, cluster: Cluster, member: str) -> None:
+        """Slots for every peer on ``member`` about to lead: a freshly re-cloned member has none,
+        and a standby re-pointed at a primary without its slot cannot attach."""
+        peers = [m.slot_name for m in cluster.members if m.name != member]
+        try:
+            created = pg.ensure_slots(self.endpoints(cluster)[member], self.creds, peers)
+        except DatabaseUnavailable as exc:
+            self.log.emit("slots-failed", cluster=cluster.name, member=member, error=str(exc))
+            return
+        if created:
+            self.log.emit("slots-created", cluster=cluster.name, member=member, slots=created)
 
     def _drop_sync_names(self, endpoint: pg.Endpoint) -> None:
         with pg.connect(endpoint, self.creds, timeout=2) as conn:
@@ -488,7 +561,11 @@ class Controller:
             for cluster in self.topology.clusters
             if (entry := self._states.get(cluster.name)) is not None and (state := entry[0]) is not None
         )
-        all_idle = all(self._last_kind.get(c.name) == "idle" for c in self.topology.clusters)
+        with self._rejoin_lock:
+            rejoining = bool(self._rejoining)
+        # A rejoin in flight is not calm: the next leader would see the member down and start
+        # a second rejoin of it, each stopping the server the other started.
+        all_idle = not rejoining and all(self._last_kind.get(c.name) == "idle" for c in self.topology.clusters)
         others = [c.split(":")[0] for c in self.coord.contenders() if c != self.identity]
         if d.should_yield(self.datacenter, primaries, others, all_idle):
             self.log.emit("yield", reason=f"{self.datacenter} hosts the primary; handing leadership to a "
@@ -524,14 +601,20 @@ class Controller:
 
     # ---- operator requests and status --------------------------------------------------------
 
-    def _serve_requests(self, cluster: Cluster, snapshot: ClusterSnapshot) -> None:
+    def _serve_requests(self, cluster: Cluster, snapshot: ClusterSnapshot) -> bool:
+        """Answer pending operator requests; True when one ran an operation."""
+        ran = False
         for request_id, request in self.coord.pending_requests(cluster.name):
             try:
                 result = self._serve(cluster, request, snapshot)
             except OrchestratorError as exc:
                 result = {"ok": False, "error": str(exc)}
+            ran |= "operation" in result
             self.coord.answer_request(cluster.name, request_id, result)
             self.log.emit("request", cluster=cluster.name, id=request_id, request=request, result=result)
+            if ran:
+                break  # the snapshot is stale now; later requests wait for the next cycle
+        return ran
 
     def _serve(self, cluster: Cluster, request: dict[str, Any], snapshot: ClusterSnapshot) -> dict[str, Any]:
         state, _ = self._states[cluster.name]
@@ -542,21 +625,20 @@ class Controller:
         if target == state.primary:
             return {"ok": False, "error": f"{target} is already the primary"}
         accept = bool(request.get("accept_data_loss"))
-        choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept)
+        if kind == "switchover":
+            choice = d.plan_switchover(snapshot, policy, state.primary, str(target))
+            op_kind = OperationKind.SWITCHOVER
+        else:
+            choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept)
+            op_kind = OperationKind.FAILOVER
         if isinstance(choice, d.Refusal):
             return {"ok": False, "error": choice.reason}
-        if kind == "switchover":
-            primary = snapshot.members[state.primary]
-            if not (primary.reachable and primary.role is Role.PRIMARY):
-                return {"ok": False, "error": f"{state.primary} is not a healthy primary; use failover"}
-            op_kind = OperationKind.SWITCHOVER
-        elif kind == "failover":
-            op_kind = OperationKind.FAILOVER
+        if kind == "failover":
             at_risk = max((s.wal_lsn or 0) for s in snapshot.members.values()) - choice.wal_lsn
             if at_risk > 0 and not accept:
                 return {"ok": False, "error": f"{target} is {at_risk} bytes of WAL behind; "
                                               "pass --accept-data-loss to promote it anyway"}
-        else:
+        elif kind != "switchover":
             return {"ok": False, "error": f"unknown request kind {kind!r}"}
         op = Operation(id=uuid.uuid4().hex[:12], kind=op_kind, source=state.primary, target=choice.name,
                        reason=f"operator {kind} to {choice.name}", started_at=self.clock(),

@@ -254,6 +254,20 @@ class Coordinator:
         return str(path).rsplit("/", 1)[1]
 
     @_translated
+    def watch_requests(self, cluster: str, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` (from kazoo's thread) whenever requests come or go, for good.
+
+        The leader wakes at once for a request instead of finding it at its next probe round.
+        """
+        base = f"{self.root}/clusters/{cluster}/requests"
+        self._client.ensure_path(base)
+
+        def changed(_children: list[str]) -> None:
+            on_change()
+
+        self._client.ChildrenWatch(base, changed)
+
+    @_translated
     def pending_requests(self, cluster: str) -> list[tuple[str, dict[str, Any]]]:
         base = f"{self.root}/clusters/{cluster}/requests"
         try:
@@ -349,3 +363,183 @@ class Coordinator:
         except NoNodeError:
             return []
         return [dict(json.loads(self._client.get(f"{base}/{c}")[0])) for c in children]
+
+
+class AgentSession:
+    """A node agent's own ZooKeeper session (one per agent; see :mod:`orchestrator.agent`).
+
+    Layout under ``/dr-orchestrator/<topology>/clusters/<cluster>/``::
+
+        agents/<member>         ephemeral: the agent's liveness node; data = its AgentFacts JSON
+        instructions/<member>   the leader's instruction {"epoch", "action", "id"} (persistent)
+        instruction-results/<member>  the agent's answer to the last instruction it read
+
+    The agent writes only its own ``agents/`` and ``instruction-results/`` nodes; the leader
+    writes ``instructions/`` with :meth:`instruct`, atomically with a check of its epoch version.
+    Every kazoo failure raises :class:`CoordinationUnavailable`.
+    """
+
+    def __init__(self, hosts: str, namespace: str, *, session_timeout: float) -> None:
+        self.root = f"/dr-orchestrator/{namespace}"
+        self._client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={
+            "max_tries": -1, "delay": 0.05, "max_delay": 0.25})
+        self._session = SessionState.LOST
+        self._listeners: list[Callable[[SessionState], None]] = []
+        self._owned: tuple[str, int] | None = None  # (path, session id) of our ephemeral node
+        self._client.add_listener(self._on_state)
+
+    def _on_state(self, state: str) -> None:
+        self._session = {KazooState.CONNECTED: SessionState.CONNECTED, KazooState.SUSPENDED: SessionState.SUSPENDED,
+                         KazooState.LOST: SessionState.LOST}[state]
+        for listener in self._listeners:
+            listener(self._session)
+
+    def on_session_change(self, listener: Callable[[SessionState], None]) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def session(self) -> SessionState:
+        return self._session
+
+    def cluster_path(self, cluster: str, kind: str, member: str = "") -> str:
+        return f"{self.root}/clusters/{cluster}/{kind}" + (f"/{member}" if member else "")
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect. :raises CoordinationUnavailable: no server answered within ``timeout``."""
+        try:
+            self._client.start(timeout=timeout)
+        except KazooTimeoutError as exc:
+            raise CoordinationUnavailable(f"ZooKeeper at {self._client.hosts} did not answer in {timeout}s; "
+                                          "is the ensemble up (drctl lab status)?") from exc
+        self._session = SessionState.CONNECTED
+
+    def stop(self) -> None:
+        """Close the session: the liveness node disappears at once."""
+        with contextlib.suppress(KazooException):
+            self._client.stop()
+            self._client.close()
+
+    @_translated
+    def publish(self, cluster: str, member: str, data: bytes) -> None:
+        """Write the agent's facts into its ephemeral node, creating it in this session if needed.
+
+        Returns only once the ensemble's leader accepted the write: a confirmation of the lease.
+        A node left by an earlier session of this member (a restarted agent) is replaced.
+        """
+        path = self.cluster_path(cluster, "agents", member)
+        session_id = int(self._client.client_id[0]) if self._client.client_id else -1
+        if self._owned == (path, session_id):
+            try:
+                self._client.set(path, data)
+                return
+            except NoNodeError:
+                self._owned = None
+        while True:
+            try:
+                self._client.create(path, data, ephemeral=True, makepath=True)
+                break
+            except NodeExistsError:
+                try:
+                    _, stat = self._client.get(path)
+                except NoNodeError:
+                    continue
+                if int(stat.ephemeralOwner) == session_id:
+                    self._client.set(path, data)
+                    break
+                with contextlib.suppress(NoNodeError, BadVersionError):
+                    self._client.delete(path, version=stat.version)
+        self._owned = (path, session_id)
+
+    def _watch(self, path: str, callback: Callable[[bytes | None], None]) -> None:
+        def on_data(data: bytes | None, _stat: Any) -> None:
+            callback(data)
+
+        self._client.DataWatch(path, on_data)
+
+    def watch_state(self, cluster: str, callback: Callable[[ClusterState | None], None]) -> None:
+        """Call ``callback`` with the cluster state now and at every change (on a kazoo thread)."""
+        self._watch(f"{self.root}/clusters/{cluster}/state",
+                    lambda data: callback(ClusterState.model_validate_json(data) if data else None))
+
+    def watch_epoch(self, callback: Callable[[int | None], None]) -> None:
+        self._watch(f"{self.root}/epoch", lambda data: callback(int(data or b"0") if data is not None else None))
+
+    def watch_instruction(self, cluster: str, member: str, callback: Callable[[bytes | None], None]) -> None:
+        self._watch(self.cluster_path(cluster, "instructions", member), callback)
+
+    @_translated
+    def current_epoch(self) -> int | None:
+        """The epoch as the ensemble's leader holds it now (``sync`` first: no stale follower read)."""
+        path = f"{self.root}/epoch"
+        self._client.sync(path)
+        try:
+            data, _ = self._client.get(path)
+        except NoNodeError:
+            return None
+        return int(data or b"0")
+
+    @_translated
+    def read_state(self, cluster: str) -> ClusterState | None:
+        """The cluster state as the ensemble's leader holds it now (``sync`` first)."""
+        path = f"{self.root}/clusters/{cluster}/state"
+        self._client.sync(path)
+        try:
+            data, _ = self._client.get(path)
+        except NoNodeError:
+            return None
+        return ClusterState.model_validate_json(data)
+
+    @_translated
+    def answer(self, cluster: str, member: str, result: dict[str, Any]) -> None:
+        path = self.cluster_path(cluster, "instruction-results", member)
+        data = json.dumps(result).encode()
+        try:
+            self._client.set(path, data)
+        except NoNodeError:
+            self._client.create(path, data, makepath=True)
+
+    # ---- the leader's side (and tests') --------------------------------------------------------
+
+    @_translated
+    def instruct(self, lease: Lease, cluster: str, member: str, instruction: dict[str, Any]) -> None:
+        """Write an instruction for ``member``'s agent iff ``lease`` is still the current epoch.
+
+        :raises LostLeadership: the epoch moved on.
+        """
+        path = self.cluster_path(cluster, "instructions", member)
+        self._client.ensure_path(self.cluster_path(cluster, "instructions"))
+        data = json.dumps(instruction).encode()
+        exists = self._client.exists(path) is not None
+        tx = self._client.transaction()
+        tx.check(f"{self.root}/epoch", lease.version)
+        if exists:
+            tx.set_data(path, data)
+        else:
+            tx.create(path, data)
+        results = tx.commit()
+        if isinstance(results[0], Exception):
+            raise LostLeadership(f"epoch {lease.epoch} is no longer current; the instruction was not written")
+        if isinstance(results[1], Exception):
+            raise CoordinationUnavailable(f"writing the instruction for {member} failed: {results[1]!r}")
+
+    @_translated
+    def instruction_result(self, cluster: str, member: str) -> dict[str, Any] | None:
+        try:
+            data, _ = self._client.get(self.cluster_path(cluster, "instruction-results", member))
+        except NoNodeError:
+            return None
+        return dict(json.loads(data))
+
+    @_translated
+    def agent_facts(self, cluster: str) -> dict[str, bytes]:
+        """Every live agent's facts JSON, by member (a member without a live agent is absent)."""
+        base = self.cluster_path(cluster, "agents")
+        try:
+            children = self._client.get_children(base)
+        except NoNodeError:
+            return {}
+        found: dict[str, bytes] = {}
+        for child in children:
+            with contextlib.suppress(NoNodeError):
+                found[str(child)] = bytes(self._client.get(f"{base}/{child}")[0])
+        return found

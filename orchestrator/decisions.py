@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from orchestrator.state import ClusterSnapshot, ClusterState, MemberStatus, Operation, Role, Step
+from orchestrator.state import ClusterSnapshot, ClusterState, MemberStatus, Operation, OperationKind, Role, Step
 from orchestrator.topology import Cluster, Topology
 
 # ---- policy --------------------------------------------------------------------------------
@@ -48,6 +48,10 @@ class Policy:
     rejoin_delay_seconds: float
     allow_unproven_failover: bool
     fallback: tuple[str, ...] = ()
+    # The configured quorum candidates in topology order, and the region they (and the
+    # initial primary) live in: a primary elsewhere gets its quorum from its own region.
+    synchronous_order: tuple[str, ...] = ()
+    home_region: str = ""
 
     @classmethod
     def from_topology(cls, topology: Topology, cluster: Cluster) -> Policy:
@@ -73,11 +77,51 @@ class Policy:
             rejoin_delay_seconds=topology.controller.rejoin_delay_seconds,
             allow_unproven_failover=cluster.replication.allow_unproven_failover,
             fallback=cluster.replication.fallback,
+            synchronous_order=topology.synchronous_members(cluster),
+            home_region=topology.region_of(cluster.initial_primary.datacenter),
         )
 
-    def quorum_members(self, extra: tuple[str, ...] = ()) -> frozenset[str]:
-        """Members whose confirmation counts for commits: the policy's, plus fallbacks in use."""
-        return frozenset(n for n, m in self.members.items() if m.synchronous) | frozenset(extra)
+    def quorum_for(self, primary: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Who confirms ``primary``'s commits: (quorum candidates, fallback), in topology order.
+
+        A primary in the home region has the configured ``synchronous`` members and
+        ``fallback``. A primary in another region (a planned switchover to the DR site) has
+        the members of its own region, with every other member as fallback; when its region
+        alone cannot make the quorum, every member is a candidate from the first commit, so
+        that commit neither waits for a widening nor goes unconfirmed. The primary itself is
+        listed too: a server never counts itself, and the list stays valid for any peer.
+        """
+        member = self.members.get(primary)
+        if member is None or not self.home_region or member.region == self.home_region:
+            order = self.synchronous_order or tuple(n for n, m in self.members.items() if m.synchronous)
+            return order, tuple(f for f in self.fallback if f != primary)
+        names = tuple(self.members)
+        region = tuple(n for n in names if self.members[n].region == member.region)
+        if len(region) - 1 >= self.quorum:
+            return region, tuple(n for n in names if n not in region)
+        return names, ()
+
+    def quorum_members(self, extra: tuple[str, ...] = (), *, primary: str | None = None) -> frozenset[str]:
+        """Members whose confirmation counts for ``primary``'s commits (the home quorum by
+        default), plus fallbacks in use."""
+        if primary is None:
+            base = frozenset(n for n, m in self.members.items() if m.synchronous)
+        else:
+            base = frozenset(self.quorum_for(primary)[0])
+        return base | frozenset(extra)
+
+    def standby_names(self, primary: str, extra: tuple[str, ...] = ()) -> str:
+        """``synchronous_standby_names`` for ``primary``: ``ANY quorum (candidates + extra)``.
+
+        For a home-region primary without extras it equals the rendered configuration file's
+        value. Empty only with quorum 0 (asynchronous by policy).
+        """
+        if self.quorum == 0:
+            return ""
+        candidates, _ = self.quorum_for(primary)
+        names = (*candidates, *(e for e in extra if e not in candidates))
+        quoted = ", ".join('"' + name + '"' for name in names)
+        return f"ANY {self.quorum} ({quoted})"
 
 
 # ---- the lease -------------------------------------------------------------------------------
@@ -231,7 +275,7 @@ def choose_candidate(
     ``extra_synchronous``: fallback members currently in the quorum (they may hold
     acknowledged commits, so they count like quorum candidates).
     """
-    quorum = policy.quorum_members(extra_synchronous)
+    quorum = policy.quorum_members(extra_synchronous, primary=old_primary)
     statuses = list(snapshot.members.values())
     eligible = [s for s in statuses if _eligible(s, policy, old_primary, allow_async, quorum)]
     if target is not None:
@@ -271,6 +315,78 @@ def choose_candidate(
               + ("" if proven else f"; zero loss NOT provable: {len(seen)} of {len(sync_standbys)} quorum "
                  f"standbys seen, {needed} needed"))
     return Candidate(best.name, best.wal_lsn or 0, proven, reason)
+
+
+# ---- planned switchover ----------------------------------------------------------------------
+
+
+def switchover_refusal(policy: Policy, primary: str | None, target: str) -> str | None:
+    """Why a planned switchover to ``target`` can never run, or None (no snapshot needed).
+
+    Any standby may take over, cross-region included: a switchover waits until the target
+    holds every WAL record of the old primary, so it is lossless whatever the target's
+    replication mode. It can never run when the target is unknown, is the primary, is
+    ``never_promote``, or has too few members to make its quorum (its commits would wait
+    forever).
+    """
+    member = policy.members.get(target)
+    if member is None:
+        return f"{target!r} is not a member of {policy.cluster}; use one of {', '.join(policy.members)}"
+    if target == primary:
+        return f"{target} is already the primary; switch over to a standby"
+    if member.never_promote:
+        return f"cannot promote {target}: it is never_promote"
+    confirmers = _confirmers(policy, target)
+    if len(confirmers) < policy.quorum:
+        return (f"cannot switch over to {target}: its quorum needs {policy.quorum} confirming standby(s) but "
+                f"only {len(confirmers)} member(s) can confirm ({', '.join(confirmers) or 'none'})")
+    return None
+
+
+def _confirmers(policy: Policy, primary: str) -> list[str]:
+    candidates, fallback = policy.quorum_for(primary)
+    return [n for n in (*candidates, *fallback) if n != primary]
+
+
+def plan_switchover(snapshot: ClusterSnapshot, policy: Policy, primary: str, target: str) -> Candidate | Refusal:
+    """The target of a planned switchover from ``primary``, or why not now.
+
+    Besides :func:`switchover_refusal`: the primary must be healthy (else it is a failover),
+    the target a reachable standby, and enough members able to confirm the target's first
+    commits; the old primary counts, as it rejoins as a standby at once.
+    """
+    why = switchover_refusal(policy, primary, target)
+    if why is not None:
+        return Refusal(why)
+    old = snapshot.members.get(primary)
+    if old is None or not (old.reachable and old.role is Role.PRIMARY):
+        return Refusal(f"{primary} is not a healthy primary; use failover")
+    new = snapshot.members.get(target)
+    if new is None or not (new.reachable and new.role is Role.STANDBY) or new.wal_lsn is None:
+        return Refusal(f"cannot promote {target}: it is unreachable or not a standby")
+    ready = [n for n in _confirmers(policy, target)
+             if n == primary or ((s := snapshot.members.get(n)) is not None and s.reachable
+                                 and s.role is Role.STANDBY)]
+    if len(ready) < policy.quorum:
+        return Refusal(f"cannot switch over to {target}: its quorum needs {policy.quorum} confirming standby(s) "
+                       f"and only {', '.join(ready) or 'none'} can confirm now; its commits would wait")
+    return Candidate(target, new.wal_lsn, True, f"planned switchover to {target}: it waits for every WAL record "
+                                                 f"of {primary}; {target}'s commits wait for ANY {policy.quorum} "
+                                                 f"of {', '.join(_confirmers(policy, target))}")
+
+
+def finished(state: ClusterState, op: Operation, now: float) -> ClusterState:
+    """The state once ``op`` is done: in the history, no operation in progress.
+
+    Only a failover starts the anti-flap period: it guards against a recurring fault
+    bouncing the primary, and a planned switchover is no fault. Arming it there blocked
+    the automatic failover of a primary that crashed within anti_flap_seconds after a
+    switchover (an outage of up to that period).
+    """
+    update: dict[str, object] = {"operation": None, "history": (*state.history, op)[-20:]}
+    if op.kind is OperationKind.FAILOVER:
+        update["last_failover_at"] = now
+    return state.model_copy(update=update)
 
 
 def catch_up_source(snapshot: ClusterSnapshot, target: str, exclude: str) -> str | None:
@@ -428,11 +544,11 @@ def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Polic
 def _quorum_change(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, memory: Memory, now: float
                    ) -> WidenQuorum | NarrowQuorum | None:
     """Add fallback members while the in-region quorum is short; drop them once it is back."""
-    fallbacks = tuple(f for f in policy.fallback if f != state.primary)
+    base, fallbacks = policy.quorum_for(state.primary)
     if policy.quorum == 0 or not fallbacks:
         return None
     replicas = snapshot.members[state.primary].replicas
-    candidates = [n for n, m in policy.members.items() if m.synchronous and n != state.primary]
+    candidates = [n for n in base if n != state.primary]
     attached = [n for n in candidates if n in replicas]
     if len(attached) >= policy.quorum:
         if state.synchronous_extra:

@@ -1,11 +1,12 @@
 """The local lab: a topology brought to life as real processes on this machine.
 
 ``drctl lab up`` calls :meth:`Lab.up`: a ZooKeeper server per data centre, every PostgreSQL
-member (the primary by initdb, standbys by ``pg_basebackup`` over their slots), and one
-controller per data centre, each on its data centre's address and a port from the
-topology's range. Everything lives under the lab directory (default ``.lab/``): data
-dirs, logs, pid files, generated passwords, and ``lab.json`` recording the topology the
-lab was built from, so ``down`` and ``status`` act on what really runs.
+member (the primary by initdb, standbys by ``pg_basebackup`` over their slots), one node
+agent beside every member (:mod:`orchestrator.agent`), and one controller per data centre,
+each on its data centre's address and a port from the topology's range. Everything lives
+under the lab directory (default ``.lab/``): data dirs, logs, pid files, generated passwords,
+and ``lab.json`` recording the topology the lab was built from, so ``down`` and ``status``
+act on what really runs.
 
 ``up`` is idempotent: what is healthy is left alone, what is stopped is started, what is
 missing is built. ``down`` stops every process by its PID and removes the directory.
@@ -87,10 +88,14 @@ def recorded_topology(root: Path) -> Topology | None:
 
 
 class Lab:
-    def __init__(self, topology: Topology, root: Path, *, controllers: bool = True) -> None:
+    def __init__(self, topology: Topology, root: Path, *, controllers: bool = True, agents: bool | None = None
+                 ) -> None:
         self.topology = topology
         self.root = root.resolve()
         self.with_controllers = controllers
+        # Node agents (orchestrator.agent) are opt-in (``lab up --agents``) until the controllers
+        # wait on them; ``None`` means "as this lab directory was brought up".
+        self.with_agents = any((self.root / "agent").glob("*.pid")) if agents is None else agents
 
     # ---- layout ----------------------------------------------------------------------------
 
@@ -127,6 +132,9 @@ class Lab:
         self._start_zookeeper(timeout)
         for cluster in self.topology.clusters:
             self._up_cluster(cluster, timeout)
+        if self.with_agents:
+            self._start_agents()
+            self._wait_agents(timeout)
         if self.with_controllers:
             self._start_controllers()
             self._wait_controllers(timeout)
@@ -288,6 +296,8 @@ class Lab:
         through a rewind as a standby, never be started as a second primary.
         """
         self._start_zookeeper(timeout)
+        if self.with_agents:
+            self._start_agents()
         if self.with_controllers:
             self._start_controllers()
 
@@ -302,6 +312,55 @@ class Lab:
                 stop(pid)
             self.controller_pidfile(dc).unlink(missing_ok=True)
 
+    # ---- node agents (one per member; see orchestrator.agent) -----------------------------------
+
+    def _start_agents(self) -> None:
+        from orchestrator.agent.main import agent_command, agent_log, agent_pidfile
+
+        for cluster in self.topology.clusters:
+            for member in cluster.members:
+                if self.agent_pid(cluster.name, member.name) is not None:
+                    continue
+                pid = spawn(agent_command(self.root, member.name, cluster=cluster.name),
+                            log=agent_log(self.root, cluster.name, member.name), cwd=self.root)
+                agent_pidfile(self.root, cluster.name, member.name).write_text(f"{pid}\n")
+
+    def _wait_agents(self, timeout: float) -> None:
+        """Until every agent has published its facts (its liveness node exists)."""
+        from orchestrator.coordination import AgentSession
+
+        zk = self.topology.zookeeper
+        session = AgentSession(self.topology.zookeeper_hosts(), self.topology.name,
+                               session_timeout=zk.session_timeout_ms / 1000)
+        session.start()
+        try:
+            for cluster in self.topology.clusters:
+                want = {m.name for m in cluster.members}
+                if not poll(lambda c=cluster.name, w=want: w <= set(session.agent_facts(c)),  # type: ignore[misc]
+                            timeout=timeout, interval=0.05):
+                    raise LabError(f"{cluster.name}: agents of {', '.join(sorted(want))} did not all report "
+                                   f"in {timeout}s; see {self.root}/agent/*.log")
+        finally:
+            session.stop()
+
+    def agent_pid(self, cluster: str, member: str) -> int | None:
+        from orchestrator.agent.main import agent_pidfile
+
+        pid = read_pid(agent_pidfile(self.root, cluster, member))
+        return pid if pid is not None and is_running(pid) else None
+
+    def stop_agents(self) -> None:
+        """Stop every agent by PID (an agent stopping beside a primary fences it: a fast shutdown)."""
+        from orchestrator.agent.main import agent_pidfile
+
+        for cluster in self.topology.clusters:
+            for member in cluster.members:
+                pidfile = agent_pidfile(self.root, cluster.name, member.name)
+                pid = read_pid(pidfile)
+                if pid is not None:
+                    stop(pid)
+                pidfile.unlink(missing_ok=True)
+
     # ---- down ------------------------------------------------------------------------------
 
     def down(self, *, keep_data: bool = False) -> None:
@@ -309,6 +368,7 @@ class Lab:
         if not self.root.exists():
             return
         self.stop_controllers()
+        self.stop_agents()
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(self._stop_member, self.layouts()))
             # A server a cancelled rejoin was starting may have come up meanwhile: once more.
@@ -365,6 +425,12 @@ class Lab:
             for dc in self.topology.controller_datacenters:
                 pid = self.controller_pid(dc)
                 services.append(ServiceRow(dc, "controller", None, pid, "running" if pid else "down"))
+        if self.with_agents:
+            for cluster in self.topology.clusters:
+                for member in cluster.members:
+                    pid = self.agent_pid(cluster.name, member.name)
+                    services.append(ServiceRow(member.datacenter, f"agent-{member.name}", None, pid,
+                                               "running" if pid else "down"))
         return LabStatus(rows, services)
 
     def _lags(self, cluster: Cluster, primary: str) -> dict[str, int]:

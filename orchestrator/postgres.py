@@ -364,3 +364,110 @@ def checkpoint(endpoint: Endpoint, creds: Credentials) -> None:
             conn.execute("CHECKPOINT")
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: checkpoint failed ({_first_line(exc)})") from exc
+
+
+def stop_writes(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None,
+                wait_ms: int = 500) -> int:
+    """A planned switchover's old primary: acknowledge no more writes; the server keeps running.
+
+    Read-only by default from now on (libpq ``read-write`` clients move on at once), the
+    reload confirmed, then every client backend terminated and waited for, so no commit can
+    be acknowledged past the returned WAL flush position.
+
+    :raises DatabaseUnavailable: unreachable, the reload not seen, or a client backend did not exit.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            (asked,) = conn.execute("SELECT clock_timestamp()").fetchone()  # type: ignore[misc]
+            conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            conn.execute("SELECT pg_reload_conf()")
+            # Our own session re-reads the files only after the postmaster did: from then on every
+            # new session starts read-only and every older one re-reads them before its next command.
+            session = conn
+
+            def reloaded() -> bool:
+                row = session.execute("SELECT pg_conf_load_time() >= %s", (asked,)).fetchone()
+                return bool(row and row[0])
+
+            if not poll_tight(reloaded, timeout=wait_ms / 1000, interval=0.001):
+                raise DatabaseUnavailable(f"{endpoint.name}: configuration not reloaded in {wait_ms} ms")
+            (pids,) = conn.execute(  # type: ignore[misc]
+                "WITH c AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) "
+                "SELECT coalesce(array_agg(pid), '{}') FROM c WHERE pg_terminate_backend(pid)").fetchone()
+            # Gone from pg_stat_activity = exiting: it can send its client nothing more.
+            def exited() -> bool:
+                row = session.execute("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                      (pids,)).fetchone()
+                return bool(row and row[0])
+
+            if not poll_tight(exited, timeout=wait_ms / 1000, interval=0.001):
+                raise DatabaseUnavailable(f"{endpoint.name}: client backend(s) did not exit in {wait_ms} ms")
+            row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: stopping writes failed ({_first_line(exc)})") from exc
+    return lsn_to_int(str(row[0])) or 0 if row else 0
+
+
+def attached_standbys(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None) -> list[str]:
+    """Application names of the standbys streaming from ``endpoint`` right now.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            return sorted(str(r[0]) for r in conn.execute("SELECT application_name FROM pg_stat_replication"))
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: reading replication failed ({_first_line(exc)})") from exc
+
+
+def stop_server(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str, mode: str = "fast",
+                conn: Connection | None = None) -> None:
+    """Have the server stop itself (``pg_ctl stop --no-wait`` run by its own OS user); returns at once.
+
+    The shutdown may end this very session before the command reports back: that is no error.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            (datadir,) = conn.execute("SHOW data_directory").fetchone()  # type: ignore[misc]
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: stopping the server failed ({_first_line(exc)})") from exc
+    command = f"{pg_ctl} stop -D {datadir} -m {mode} --no-wait"
+    with contextlib.suppress(psycopg.Error, DatabaseUnavailable), _session(endpoint, creds, conn) as conn:
+        conn.execute(sql.SQL("COPY (SELECT 1) TO PROGRAM {}").format(sql.Literal(command)))
+
+
+def prepare_synchronous_names(endpoint: Endpoint, creds: Credentials, names: str, *,
+                              conn: Connection | None = None) -> bool:
+    """Give a standby about to be promoted its own quorum list (``ALTER SYSTEM`` + reload).
+
+    Works in recovery, so the promoted member enforces the list from its first commit.
+    Nothing is changed when it already has ``names``; returns whether it changed.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            row = conn.execute("SHOW synchronous_standby_names").fetchone()
+            if row is not None and str(row[0]) == names:
+                return False
+            conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names)))
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: setting the quorum list failed ({_first_line(exc)})") from exc
+    return True
+
+
+def resume_writes(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None) -> None:
+    """Undo :func:`stop_writes` (an aborted switchover): writable by default again.
+
+    :raises DatabaseUnavailable: unreachable.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: resuming writes failed ({_first_line(exc)})") from exc

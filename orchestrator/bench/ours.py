@@ -36,7 +36,7 @@ CLUSTER = "payments"
 DATACENTERS = ("dc1", "dc2", "dc3")
 MEMBERS = (("a", "dc1"), ("b", "dc2"), ("c", "dc3"))   # the first one starts as primary
 TUNED_FROM = Path(__file__).resolve().parents[2] / "topology" / "lab.yaml"
-DEFAULT_PORT_BASE = 27000     # beside the lab (25400) and the test lab (26000)
+DEFAULT_PORT_BASE = 24000     # below the lab (25400), CI (26000-33100) and the ephemeral range (32768-)
 PORT_SPAN = 50                # 9 ZooKeeper ports + 3 PostgreSQL ports, with room to spare
 POLL_S = 0.05
 REJOIN_TIMEOUT_S = 30.0
@@ -131,6 +131,10 @@ class DrOrchestratorSystem:
                            f"see {lab.root}/controller/*.log")
         self._wait_armed(lab, self.heal_timeout_s)
 
+    def ports(self) -> tuple[int, ...]:
+        """ZooKeeper's and PostgreSQL's ports (the controllers listen on none)."""
+        return tuple(sorted(self.topology.port_plan().values()))
+
     def conninfo(self) -> str:
         return self._require_lab().app_connection_string(self.cluster)
 
@@ -205,9 +209,10 @@ class DrOrchestratorSystem:
                           sync_samples=tuple(samples), notes=notes)
 
     def stop(self) -> None:
-        """Stop every lab process by PID and remove ``workdir/lab`` (which :meth:`start` made)."""
+        """Stop every lab process by PID; ``workdir/lab`` stays for its logs (the bench runner
+        keeps them and removes the directory, so the next :meth:`start` builds a new lab)."""
         if self._lab is not None:
-            self._lab.down()
+            self._lab.down(keep_data=True)
 
     # ---- helpers -----------------------------------------------------------------------------
 

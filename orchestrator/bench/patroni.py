@@ -1,13 +1,13 @@
-"""Patroni as a benchmarked system: three Patroni daemons over our ZooKeeper ensemble.
+"""Patroni as a benchmarked system: three Patroni daemons over a ZooKeeper ensemble of their own.
 
 The bench runner (:mod:`orchestrator.bench.runner`) builds one :class:`PatroniSystem` per
-variant and drives it through the :class:`~orchestrator.bench.system.System` contract.
-Patroni comes from PyPI (``patroni[zookeeper]``, using the project's psycopg 3) and runs
-from the project venv as the ``postgres`` user; each daemon is started with
-:func:`orchestrator.processes.spawn` and stopped by its PID, its PostgreSQL by the PID in
-``postmaster.pid``. The DCS is a ZooKeeper ensemble the caller provides (the bench's
-shared one, or :func:`dcs_topology` for a dedicated one); each bootstrap gets its own
-ZooKeeper namespace, so systems and re-runs never see each other's keys.
+variant and drives it through the :class:`~orchestrator.bench.system.System` contract, one
+round at a time: :meth:`PatroniSystem.start` bootstraps from nothing (the ensemble, then
+the members), :meth:`PatroniSystem.stop` stops every process by PID. Patroni comes from
+PyPI (``patroni[zookeeper]``, using the project's psycopg 3) and runs from the project
+venv as the ``postgres`` user; each daemon is started with
+:func:`orchestrator.processes.spawn`, its PostgreSQL found by ``postmaster.pid``. The
+configuration is :mod:`orchestrator.bench.patroni_config`.
 
 Patroni's ZooKeeper session timeout is its ``ttl``, and the server silently clamps it to
 its ``maxSessionTimeout``; the session actually granted is read back with the ``cons``
@@ -29,119 +29,56 @@ import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 import yaml
 from psycopg import sql
 
+from orchestrator import ensemble
+from orchestrator.bench import procs
+from orchestrator.bench.patroni_config import (
+    APP_DATABASE,
+    APP_USER,
+    BOOTSTRAP_NOTICE,
+    DCS_OFFSET,
+    MEMBERS,
+    SAME_AS_OUR_LAB,
+    SHARED_BUFFERS,
+    TIMINGS,
+    Node,
+    Variant,
+    dcs_topology,
+    member_config,
+    nodes,
+    none_values,
+)
+from orchestrator.bench.polling import KeptConnections, connector
 from orchestrator.bench.system import Fault, RoundFacts, SyncSample
-from orchestrator.ensemble import four_letter
 from orchestrator.errors import InvalidInput, LabError
 from orchestrator.pgserver import chown_tree, write_owned
-from orchestrator.processes import is_running, port_in_use, read_pid, spawn, stop, wait_gone
-from orchestrator.topology import Topology, parse_topology
+from orchestrator.processes import spawn, stop
 
-Variant = Literal["default", "aggressive"]
+__all__ = ["TIMINGS", "PatroniSystem", "dcs_topology"]
 
-# Patroni's documented defaults, and the smallest values its validator accepts
-# (patroni/validator.py: ttl >= 20, loop_wait >= 1, retry_timeout >= 3).
-TIMINGS: dict[str, dict[str, int]] = {
-    "default": {"ttl": 30, "loop_wait": 10, "retry_timeout": 10},
-    "aggressive": {"ttl": 20, "loop_wait": 1, "retry_timeout": 3},
-}
-# PostgreSQL-level settings dr-orchestrator's lab members run with (pgserver.py, topology
-# defaults), given to Patroni's members too so that only the HA tool differs. The one that
-# matters: PG 15 sleeps out a whole wal_retrieve_retry_interval (default 5 s) when a promote
-# request lands during the walreceiver's retry sleep, which added ~5 s to Patroni's outage.
-SAME_AS_OUR_LAB: dict[str, Any] = {
-    "wal_retrieve_retry_interval": "50ms",
-    "wal_init_zero": "off",
-    "wal_keep_size": "128MB",
-    "wal_receiver_timeout": "5000ms",
-    "wal_sender_timeout": "5000ms",
-    "wal_receiver_status_interval": "1s",
-    "hot_standby_feedback": "on",
-}
-MEMBERS = ("pg1", "pg2", "pg3")
-APP_USER = "app"
-APP_DATABASE = "bench"
 POLL_INTERVAL = 0.05
 REJOIN_TIMEOUT = 30.0
+DCS_READY_TIMEOUT = 60.0
 STATE_FILE = "state.json"
 # The member states of Patroni's GET /cluster that mean "a replica receiving WAL".
 _STREAMING = "streaming"
 _SYNC_ROLES = ("quorum_standby", "sync_standby")
 _CONS_LINE = re.compile(r"/(?P<addr>[0-9.]+):(?P<port>\d+)\[\d+\]\((?P<fields>[^)]*)\)")
-
-
-@dataclass(frozen=True)
-class _Node:
-    """One Patroni member: ``<root>/<name>/{data,patroni.yml,patroni.log,patroni.pid}``."""
-
-    name: str
-    address: str
-    pg_port: int
-    api_port: int
-    home: Path
-
-    @property
-    def data(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def config_file(self) -> Path:
-        return self.home / "patroni.yml"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "patroni.log"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.home / "patroni.pid"
-
-    @property
-    def server(self) -> str:
-        return f"{self.address}:{self.pg_port}"
-
-    def daemon_pid(self) -> int | None:
-        pid = read_pid(self.pidfile)
-        return pid if pid is not None and is_running(pid) else None
-
-    def postmaster_pid(self) -> int | None:
-        pid = read_pid(self.data / "postmaster.pid")
-        return pid if pid is not None and is_running(pid) else None
-
-
-def dcs_topology(port_base: int, *, max_session_ms: int = 10_000, tick_time_ms: int = 500) -> Topology:
-    """A 3-server ZooKeeper ensemble on 127.0.0.1 (9 ports from ``port_base``) for Patroni.
-
-    Start it with :func:`orchestrator.ensemble.servers`. The servers' ``maxSessionTimeout``
-    is ``max(max_session_ms, 20 * tick_time_ms)``: pass 30000 to grant Patroni's default
-    ``ttl`` unclamped. The one-member cluster only satisfies the topology schema.
-    """
-    return parse_topology({
-        "name": "patroni-dcs",
-        "regions": [{"name": "bench", "datacenters": [{"name": "zk1"}, {"name": "zk2"}, {"name": "zk3"}]}],
-        "ports": {"base": port_base, "span": 10},
-        "zookeeper": {"tick_time_ms": tick_time_ms, "session_timeout_ms": max_session_ms},
-        "clusters": [{
-            "name": "unused",
-            "members": [{"name": "unused", "datacenter": "zk1", "role": "primary"}],
-            "replication": {"quorum": 0},
-            "targets": {"rpo_seconds": 1},
-        }],
-    }, source="patroni dcs")
+_ROLE_QUERY = "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names')"
 
 
 class PatroniSystem:
-    """Patroni ``variant`` with 3 PostgreSQL 15 members on ``port_base`` .. ``port_base + 5``.
+    """Patroni ``variant``: 3 PostgreSQL 15 members and their own 3-server ZooKeeper ensemble.
 
-    Ports: PostgreSQL ``port_base + i``, REST API ``port_base + 3 + i`` (i = 0, 1, 2).
-    ``zookeeper_hosts`` is a ``host:port,host:port,...`` string of a running ensemble.
+    Ports: PostgreSQL ``port_base + i``, REST API ``port_base + 3 + i`` (i = 0, 1, 2), the
+    ensemble's 9 ports from ``port_base + 10``. Its ``maxSessionTimeout`` is
+    ``dcs_max_session_ms`` (default: Patroni's default ``ttl``, so no variant is clamped).
     ``synchronous_mode_strict`` is on by default: Patroni's documentation asks for it when
     every acknowledged write must exist on two nodes (the bench's zero-loss setting).
     """
@@ -151,7 +88,7 @@ class PatroniSystem:
         variant: Variant,
         port_base: int,
         *,
-        zookeeper_hosts: str,
+        dcs_max_session_ms: int = 30_000,
         address: str = "127.0.0.1",
         bin_dir: str = "/usr/lib/postgresql/15/bin",
         os_user: str = "postgres",
@@ -163,7 +100,8 @@ class PatroniSystem:
         self.variant = variant
         self.name = f"patroni-{variant}"
         self.port_base = port_base
-        self.zookeeper_hosts = zookeeper_hosts
+        self.dcs = dcs_topology(port_base + DCS_OFFSET, max_session_ms=dcs_max_session_ms)
+        self.zookeeper_hosts = self.dcs.zookeeper_hosts()
         self.address = address
         self.bin_dir = bin_dir
         self.os_user = os_user
@@ -173,101 +111,40 @@ class PatroniSystem:
         self._root: Path | None = None
         self._state: dict[str, Any] = {}
         self._granted_ms: dict[str, int | None] = {}
+        self._zk: list[ensemble.ZooKeeperServer] = []
 
     # ---- layout and configuration ------------------------------------------------------------
 
-    def _nodes(self) -> list[_Node]:
+    def _nodes(self) -> list[Node]:
         root = self._root if self._root is not None else Path("<workdir>") / self.name
-        return [
-            _Node(name, self.address, self.port_base + i, self.port_base + 3 + i, root / name)
-            for i, name in enumerate(MEMBERS)
-        ]
+        return nodes(root, self.address, self.port_base)
 
-    def _node(self, name: str) -> _Node:
+    def _node(self, name: str) -> Node:
         return next(n for n in self._nodes() if n.name == name)
 
-    @property
     def ports(self) -> tuple[int, ...]:
-        """Every TCP port the system listens on (PostgreSQL, then REST API)."""
-        return tuple(range(self.port_base, self.port_base + 2 * len(MEMBERS)))
+        """Every TCP port the system listens on: PostgreSQL, REST API, then its ensemble's."""
+        own = range(self.port_base, self.port_base + 2 * len(MEMBERS))
+        zk = sorted(port for key, port in self.dcs.port_plan().items() if key.startswith("zk:"))
+        return (*own, *zk)
 
-    def _zk_servers(self) -> list[tuple[str, int]]:
-        servers = []
-        for entry in self.zookeeper_hosts.split(","):
-            host, _, port = entry.strip().rpartition(":")
-            servers.append((host, int(port)))
-        return servers
+    def _zk_hosts(self) -> list[tuple[str, int]]:
+        return [(host, int(port)) for host, _, port in (e.rpartition(":") for e in self.zookeeper_hosts.split(","))]
 
     def member_config(self, member: str, *, redact: bool = False) -> dict[str, Any]:
         """The complete ``patroni.yml`` of ``member`` (passwords shown as ``***`` with ``redact``)."""
-        node = self._node(member)
-        passwords = self._state.get("passwords", {})
-
-        def secret(key: str) -> str:
-            return "***" if redact or key not in passwords else str(passwords[key])
-
-        hosts = [f"{host}:{port}" for host, port in self._zk_servers()]
-        return {
-            "scope": self.name,
-            "namespace": self._state.get("namespace", "/dr-bench-<generated at start>/"),
-            "name": node.name,
-            "log": {"level": "INFO"},
-            "restapi": {"listen": f"{node.address}:{node.api_port}",
-                        "connect_address": f"{node.address}:{node.api_port}"},
-            "zookeeper": {"hosts": hosts},
-            "bootstrap": {
-                "dcs": {
-                    **TIMINGS[self.variant],
-                    "maximum_lag_on_failover": 1048576,
-                    "synchronous_mode": "quorum",
-                    "synchronous_mode_strict": self.strict,
-                    "synchronous_node_count": 1,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "use_slots": True,
-                        "parameters": {
-                            "wal_level": "replica",
-                            "wal_log_hints": "on",
-                            "hot_standby": "on",
-                            "max_connections": 200,
-                            "max_wal_senders": 10,
-                            "max_replication_slots": 10,
-                            "password_encryption": "scram-sha-256",
-                            **SAME_AS_OUR_LAB,
-                        },
-                    },
-                },
-                # 1 MB WAL segments, like our lab's initdb --wal-segsize.
-                "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, {"wal-segsize": "1"}],
-            },
-            "postgresql": {
-                "listen": f"{node.address}:{node.pg_port}",
-                "connect_address": f"{node.address}:{node.pg_port}",
-                "data_dir": str(node.data),
-                "bin_dir": self.bin_dir,
-                "pgpass": str(node.home / "pgpass"),
-                "authentication": {
-                    "superuser": {"username": "postgres", "password": secret("superuser")},
-                    "replication": {"username": "replicator", "password": secret("replication")},
-                },
-                "parameters": {
-                    # Sockets beside the member, not in the shared /var/run/postgresql.
-                    "unix_socket_directories": str(node.home),
-                    # The same memory as dr-orchestrator's lab members get.
-                    "shared_buffers": "32MB",
-                },
-                "pg_hba": [
-                    "local all all scram-sha-256",
-                    f"host all all {node.address}/32 scram-sha-256",
-                    f"host replication replicator {node.address}/32 scram-sha-256",
-                ],
-            },
-            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
-        }
+        passwords = self._state.get("passwords")
+        return member_config(
+            scope=self.name, variant=self.variant, node=self._node(member),
+            zookeeper_hosts=[f"{host}:{port}" for host, port in self._zk_hosts()],
+            namespace=self._state.get("namespace", "/dr-bench-<generated at start>/"),
+            passwords=None if redact or passwords is None else passwords, strict=self.strict, bin_dir=self.bin_dir,
+        )
 
     def settings(self) -> dict[str, Any]:
         timings = TIMINGS[self.variant]
         granted = dict(self._granted_ms)
+        zk = self.dcs.zookeeper
         return {
             "system": "patroni",
             "version": importlib.metadata.version("patroni"),
@@ -277,6 +154,9 @@ class PatroniSystem:
             "client_routing": "libpq multi-host, target_session_attrs=read-write",
             "zookeeper": {
                 "hosts": self.zookeeper_hosts,
+                "ensemble": "3 servers of its own, started and stopped with the system in every round",
+                "tick_time_ms": zk.tick_time_ms,
+                "max_session_timeout_ms": max(zk.session_timeout_ms, 20 * zk.tick_time_ms),
                 "requested_session_ms": timings["ttl"] * 1000,
                 # Read back with `cons` (to=...) after start: the server clamps the request
                 # into [2 x tickTime, maxSessionTimeout]; this is what a failover waits for.
@@ -285,11 +165,12 @@ class PatroniSystem:
                                "after kill -9 waits for the granted session, not the ttl"}
                    if any(ms is not None and ms < timings["ttl"] * 1000 for ms in granted.values()) else {}),
             },
-            "postgresql_same_as_dr_orchestrator_lab": {**SAME_AS_OUR_LAB, "shared_buffers": "32MB",
+            "postgresql_same_as_dr_orchestrator_lab": {**SAME_AS_OUR_LAB, "shared_buffers": SHARED_BUFFERS,
                                                        "max_connections": 200, "wal_segsize_mb": 1},
             "synchronous_mode_strict": self.strict,
             "why_strict": "Patroni's replication-modes documentation asks for it when every acknowledged "
                           "commit must be on two nodes: never fall back to asynchronous replication",
+            "bootstrap_notice": BOOTSTRAP_NOTICE,
             "rejoin": "after the observation window the bench restarts the killed Patroni daemon (as an init "
                       "system would); Patroni then rejoins its PostgreSQL (crash recovery, pg_rewind) by itself",
             "members": {name: self.member_config(name, redact=True) for name in MEMBERS},
@@ -298,16 +179,18 @@ class PatroniSystem:
     # ---- start -------------------------------------------------------------------------------
 
     def start(self, workdir: Path) -> None:
-        """Bootstrap under ``workdir/<name>`` on the first call; later, launch any daemon that
-        is not running and wait for one leader and two streaming replicas.
+        """Bootstrap under ``workdir/<name>`` on the first call (ensemble, then members); later,
+        launch any daemon that is not running and wait for one leader and two streaming replicas.
 
-        :raises LabError: a daemon exited, or the cluster was not healthy in ``ready_timeout``.
+        :raises LabError: the ensemble or a daemon did not come up, or the cluster was not
+            healthy in ``ready_timeout``.
         """
         root = (workdir / self.name).resolve()
-        if self._root is not None and self._root != root and self._running_pids():
+        if self._root is not None and self._root != root and self.daemon_pids():
             raise LabError(f"{self.name}: already running under {self._root}; stop() it before using {root}")
         self._root = root
         self._prepare(workdir)
+        self._start_dcs()
         for node in self._nodes():
             if node.daemon_pid() is None:
                 self._launch(node)
@@ -331,7 +214,7 @@ class PatroniSystem:
             self._state = json.loads(state_file.read_text())
         else:
             self._state = {
-                # A fresh namespace per bootstrap: a shared ensemble may hold an older cluster.
+                # A fresh namespace per bootstrap: the ensemble's data may hold an older cluster.
                 "namespace": f"/dr-bench-{secrets.token_hex(4)}/",
                 "passwords": {key: secrets.token_urlsafe(18) for key in ("superuser", "replication", "app")},
             }
@@ -341,12 +224,28 @@ class PatroniSystem:
             node.home.mkdir(parents=True, exist_ok=True)
             chown_tree(node.home, self.os_user)
             os.chmod(node.home, 0o700)
-            write_owned(node.config_file, yaml.safe_dump(self.member_config(node.name), sort_keys=False), self.os_user)
+            config = self.member_config(node.name)
+            if missing := none_values(config):
+                raise LabError(f"{self.name}/{node.name}: patroni.yml would hold null at {', '.join(missing)}")
+            write_owned(node.config_file, yaml.safe_dump(config, sort_keys=False), self.os_user)
 
-    def _launch(self, node: _Node) -> int:
+    def _start_dcs(self) -> None:
+        assert self._root is not None
+        self._zk = ensemble.servers(self.dcs, self._root / "dcs")
+        for server in self._zk:
+            if server.pid() is None:
+                server.start()
+        deadline = time.monotonic() + DCS_READY_TIMEOUT
+        while not ensemble.ensemble_ready(self._zk):
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.name}: its ZooKeeper ensemble has no leader after {DCS_READY_TIMEOUT:.0f}s; "
+                               f"see {self._root}/dcs/zk/*/zk.log")
+            time.sleep(0.1)
+
+    def _launch(self, node: Node) -> int:
         """Start ``node``'s Patroni daemon once its previous postmaster is really gone."""
-        stale = read_pid(node.data / "postmaster.pid")
-        if stale is not None and is_running(stale) and not wait_gone(stale, timeout=10):
+        stale = procs.read_pid(node.data / "postmaster.pid")
+        if stale is not None and procs.alive(stale) and not procs.gone(stale, timeout=10):
             raise LabError(f"{self.name}/{node.name}: an old postmaster {stale} still runs; stop() first")
         env = {"PATH": "/usr/bin:/bin", "HOME": str(node.home), "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
         pid = spawn([self.patroni_bin, str(node.config_file)], log=node.log, cwd=node.home, user=self.os_user,
@@ -397,7 +296,7 @@ class PatroniSystem:
             return None
         return next((m["name"] for m in view.get("members", []) if m.get("role") == "leader"), None)
 
-    def _superuser_conninfo(self, node: _Node, timeout: int = 2) -> str:
+    def _superuser_conninfo(self, node: Node, timeout: int = 2) -> str:
         return psycopg.conninfo.make_conninfo(
             host=node.address, port=node.pg_port, user="postgres", password=self._state["passwords"]["superuser"],
             dbname="postgres", connect_timeout=timeout, application_name="bench-patroni",
@@ -421,9 +320,9 @@ class PatroniSystem:
     def conninfo(self) -> str:
         if not self._state:
             raise LabError(f"{self.name}: not started; call start(workdir) first")
-        nodes = self._nodes()
-        hosts = ",".join(n.address for n in nodes)
-        ports = ",".join(str(n.pg_port) for n in nodes)
+        nodes_ = self._nodes()
+        hosts = ",".join(n.address for n in nodes_)
+        ports = ",".join(str(n.pg_port) for n in nodes_)
         return (
             f"postgresql://{APP_USER}:{self._state['passwords']['app']}@/{APP_DATABASE}"
             f"?host={hosts}&port={ports}&target_session_attrs=read-write&connect_timeout=2"
@@ -432,22 +331,19 @@ class PatroniSystem:
     # ---- ZooKeeper sessions ------------------------------------------------------------------
 
     def _granted_sessions(self) -> dict[str, int | None]:
-        """Each daemon's negotiated ZooKeeper session timeout (ms), from the servers' ``cons``.
-
-        A daemon's connection is found by its local port: the socket inodes in its
-        ``/proc/PID/fd`` matched against the kernel's TCP table.
-        """
-        servers = self._zk_servers()
+        """Each daemon's negotiated ZooKeeper session timeout (ms), from the servers' ``cons``:
+        a daemon's connection is found by its local port (psutil)."""
+        servers = self._zk_hosts()
         timeouts: dict[int, int] = {}
         for host, port in servers:
-            for match in _CONS_LINE.finditer(four_letter(host, port, "cons", timeout=1.0)):
+            for match in _CONS_LINE.finditer(ensemble.four_letter(host, port, "cons", timeout=1.0)):
                 fields = dict(f.split("=", 1) for f in match["fields"].split(",") if "=" in f)
                 if "to" in fields:
                     timeouts[int(match["port"])] = int(fields["to"])
         granted: dict[str, int | None] = {}
         for node in self._nodes():
             pid = node.daemon_pid()
-            local = _local_ports(pid, {port for _, port in servers}) if pid is not None else set()
+            local = procs.local_ports(pid, {port for _, port in servers}) if pid is not None else set()
             granted[node.name] = next((timeouts[p] for p in local if p in timeouts), None)
         return granted
 
@@ -479,17 +375,18 @@ class PatroniSystem:
         samples: list[SyncSample] = []
         new_primary: str | None = None
         first_seen: float | None = None
-        poller = _Poller({n.name: self._superuser_conninfo(n, timeout=2) for n in self._nodes()})
+        poller = KeptConnections({n.name: connector(self._superuser_conninfo(n, timeout=2)) for n in self._nodes()})
         try:
             while time.time() < fault.at + seconds:
                 started = time.time()
-                for name, (in_recovery, names) in poller.poll().items():
-                    if in_recovery:
+                for node in self._nodes():
+                    rows = poller.query(node.name, _ROLE_QUERY)
+                    if not rows or rows[0][0]:
                         continue
-                    samples.append(SyncSample(at=started, server=self._node(name).server,
-                                              synchronous_standby_names=names))
-                    if name != fault.member:
-                        new_primary = name
+                    samples.append(SyncSample(at=started, server=node.server,
+                                              synchronous_standby_names=str(rows[0][1])))
+                    if node.name != fault.member:
+                        new_primary = node.name
                         first_seen = first_seen if first_seen is not None else started
                 time.sleep(max(0.0, POLL_INTERVAL - (time.time() - started)))
         finally:
@@ -510,7 +407,7 @@ class PatroniSystem:
     def _restart_killed(self, fault: Fault, notes: dict[str, Any]) -> bool:
         node = self._node(fault.member)
         for pid in fault.pids:
-            wait_gone(pid, timeout=5)
+            procs.gone(pid, timeout=5)
         # Never restart before the dead leader's session expired and another member leads:
         # the daemon would take its own leader key back and restart PostgreSQL in place.
         deadline = fault.at + self.session_seconds() + TIMINGS[self.variant]["loop_wait"] + 10
@@ -536,9 +433,6 @@ class PatroniSystem:
 
     def daemon_pids(self) -> list[int]:
         """The long-lived processes: each member's Patroni daemon and postmaster."""
-        return self._running_pids()
-
-    def _running_pids(self) -> list[int]:
         pids: list[int] = []
         if self._root is None:
             return pids
@@ -547,25 +441,30 @@ class PatroniSystem:
         return pids
 
     def pids(self) -> list[int]:
-        """Every running process of this system: daemons, postmasters and their children."""
-        roots = set(self._running_pids())
-        return sorted(roots | set(_descendants(roots)))
+        """Every running process of this system: daemons, postmasters, their children, the ensemble."""
+        roots = set(self.daemon_pids())
+        zk = {pid for server in self._zk if (pid := server.pid()) is not None}
+        return sorted(roots | set(procs.descendants(roots)) | zk)
 
     def stop(self) -> None:
-        """Stop all three members in parallel, each by PID; a no-op before :meth:`start`."""
+        """Stop all three members in parallel, each by PID, then the ensemble; a no-op before :meth:`start`."""
         if self._root is None:
             return
-        with ThreadPoolExecutor(max_workers=len(MEMBERS)) as pool:
-            list(pool.map(self._stop_node, self._nodes()))
+        try:
+            with ThreadPoolExecutor(max_workers=len(MEMBERS)) as pool:
+                list(pool.map(self._stop_node, self._nodes()))
+        finally:
+            for server in self._zk:
+                server.stop()
 
-    def _stop_node(self, node: _Node) -> None:
+    def _stop_node(self, node: Node) -> None:
         """The daemon by its PID (Patroni stops its PostgreSQL first), then a postmaster that
         outlived it (a killed daemon's, or after a failed shutdown) by the PID in postmaster.pid.
 
         :raises LabError: a process survived SIGKILL.
         """
         try:
-            pid = read_pid(node.pidfile)
+            pid = node.daemon_pid()
             if pid is not None:
                 stop(pid, sig=signal.SIGTERM, timeout=30)
             node.pidfile.unlink(missing_ok=True)
@@ -575,91 +474,12 @@ class PatroniSystem:
                 stop(postmaster, sig=signal.SIGINT, timeout=15)  # PostgreSQL's fast shutdown
 
     def remove(self) -> None:
-        """Delete this system's directory (after :meth:`stop`)."""
-        if self._root is not None and not self._running_pids():
+        """Delete this system's directory (after :meth:`stop`) so the next start bootstraps anew."""
+        if self._root is not None and not self.pids():
             shutil.rmtree(self._root, ignore_errors=True)
+            self._state = {}
+            self._granted_ms = {}
 
-    def ports_free(self) -> bool:
-        return not any(port_in_use(self.address, port) for port in self.ports)
-
-
-class _Poller:
-    """One kept-open superuser connection per member; a broken one is reopened next poll."""
-
-    _QUERY = "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names')"
-
-    def __init__(self, conninfos: dict[str, str]) -> None:
-        self._conninfos = conninfos
-        self._conns: dict[str, psycopg.Connection[tuple[Any, ...]]] = {}
-
-    def poll(self) -> dict[str, tuple[bool, str]]:
-        """``{member: (in_recovery, synchronous_standby_names)}`` for every member that answered."""
-        result: dict[str, tuple[bool, str]] = {}
-        for name, conninfo in self._conninfos.items():
-            try:
-                conn = self._conns.get(name)
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(conninfo, autocommit=True, options="-c statement_timeout=500")
-                    self._conns[name] = conn
-                row = conn.execute(self._QUERY).fetchone()
-            except psycopg.Error:
-                self._drop(name)
-                continue
-            if row is not None:
-                result[name] = (bool(row[0]), str(row[1]))
-        return result
-
-    def _drop(self, name: str) -> None:
-        conn = self._conns.pop(name, None)
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
-
-    def close(self) -> None:
-        for name in list(self._conns):
-            self._drop(name)
-
-
-def _local_ports(pid: int, remote_ports: set[int]) -> set[int]:
-    """Local ports of ``pid``'s TCP connections to any of ``remote_ports``."""
-    inodes: set[str] = set()
-    with contextlib.suppress(OSError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                link = os.readlink(fd)
-                if link.startswith("socket:["):
-                    inodes.add(link[len("socket:["):-1])
-    ports: set[int] = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, remote, inode = fields[1], fields[2], fields[9]
-            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) in remote_ports:
-                ports.add(int(local.rsplit(":", 1)[1], 16))
-    return ports
-
-
-def _descendants(roots: set[int]) -> list[int]:
-    """Running descendants of ``roots`` (PostgreSQL's backends and auxiliary processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    def listeners(self) -> list[procs.Holder]:
+        """Sockets still listening on this system's ports (none after :meth:`stop`)."""
+        return [h for h in procs.holders(self.ports()) if h.status == "LISTEN"]

@@ -146,6 +146,26 @@ def summary_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def hygiene_lines(result: BenchResult) -> list[str]:
+    """Per round: how long the system's ports were held before its start (and by what), and
+    whether anything of it outlived its ``stop()``: the evidence that rounds did not overlap."""
+    out = ["## Round hygiene", "",
+           "Before each start the runner waits until every port of the system can be bound; after each round "
+           "it stops the system, checks with psutil that no process works in its directory and no socket "
+           "listens on its ports, and removes the directory.", "",
+           "| round | system | waited for ports | held by (first look) | listeners closed after stop | survivors |",
+           "|---|---|---|---|---|---|"]
+    for r in sorted(result.rounds, key=lambda r: (r.round, r.started_at)):
+        held = "; ".join(r.preflight.get("held_by", [])) or "—"
+        waited = r.preflight.get("waited_s")
+        released = r.teardown.get("ports_released_s")
+        survivors = "; ".join(r.teardown.get("survivors", []) + r.teardown.get("listeners_left", [])) or "none"
+        out.append(f"| {r.round} | {r.system} | {'—' if waited is None else f'{waited:.1f} s'} | "
+                   f"{held.replace('|', '/')} | {'—' if released is None else f'{released:.1f} s'} | "
+                   f"{survivors.replace('|', '/')} |")
+    return out
+
+
 def render_markdown(result: BenchResult) -> str:
     load = result.load
     when = datetime.fromtimestamp(result.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -194,6 +214,7 @@ def render_markdown(result: BenchResult) -> str:
         out.append(f"| {r.round} | {r.system} | {rto} | {r.acked} | {r.lost} | {r.indeterminate} | {balance} | "
                    f"{r.sync_off_acks} | {r.new_primary or '—'} | {'yes' if r.old_primary_rejoined else 'no'} | "
                    f"{error} |")
+    out += ["", *hygiene_lines(result)]
     out += ["", "## Settings (verbatim, as each system reported them)", ""]
     for name, settings in result.settings.items():
         out += [f"### {name}", "", "```json", json.dumps(settings, indent=2, sort_keys=True), "```", ""]

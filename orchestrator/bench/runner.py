@@ -10,14 +10,26 @@ drills' measurement (:func:`~orchestrator.drills.measure.write_outage`,
 :func:`~orchestrator.drills.measure.data_loss`) plus the zero-loss hole: acknowledgements
 from a primary whose ``synchronous_standby_names`` was empty (:func:`sync_off_acks`).
 
+Every round of every system starts from nothing and ends with nothing: before ``start``
+the runner waits until every port of the system is bindable (:func:`procs.wait_ports_free`;
+a client's socket in TIME_WAIT can hold a port of the ephemeral range for 60 s); after
+the round it calls ``stop()``, waits for the system's listeners to close, looks for any
+process still working in the system's directory (psutil), kills such survivors by PID and
+fails the round loudly with them as evidence; then it keeps the logs under
+``workdir/rounds/<round>/logs`` and removes the system's directory. So no process of one
+system competes with the next one for the cores, and no port is shared between rounds.
+
 A round that fails is recorded with its error and the bench goes on; every system's
-``stop()`` runs at the end, also on Ctrl-C. The measuring functions are pure.
+``stop()`` runs at the end too, also on Ctrl-C. The measuring functions are pure.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
@@ -26,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.bench import procs
 from orchestrator.bench.system import Fault, RoundFacts, SyncSample, System
 from orchestrator.drills import bank
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
@@ -38,6 +51,10 @@ FULL_ROUNDS = 10
 QUICK_ROUNDS = 2
 LOAD_SLACK_S = 2.0          # the load outlives the observation window: a slow Locust start never cuts it
 ACK_WAIT_S = 15.0           # how long the fault waits for the first acknowledged transfer
+ADDRESS = "127.0.0.1"       # every system listens on loopback
+PORT_WAIT_S = 75.0          # a client-side TIME_WAIT holds a port for 60 s
+RELEASE_WAIT_S = 30.0       # after stop(): the system's listeners must close within this
+LOG_LIMIT_BYTES = 20_000_000
 _ACK_MARK = f'"outcome":"{Outcome.ACK.value}"'
 
 Progress = Callable[[str], None]
@@ -84,6 +101,8 @@ class RoundResult(_Frozen):
     loss: DataLoss | None = None
     load_stats: dict[str, Any] = Field(default_factory=dict)
     notes: dict[str, Any] = Field(default_factory=dict)
+    preflight: dict[str, Any] = Field(default_factory=dict)   # ports checked free before start
+    teardown: dict[str, Any] = Field(default_factory=dict)    # stop(), survivors, ports released
 
     @property
     def balance_conserved(self) -> bool:
@@ -231,8 +250,9 @@ def run_bench(
     ``observe_s`` maps system names to their observation windows (default: the system's
     ``observe_s`` attribute, else ``duration_s - fault_at_s``); each system's load lasts
     ``max(duration_s, fault_at_s + its window + 2 s)`` at the same ``user_rate`` per user.
-    Systems keep running between rounds (``start`` is idempotent) and are stopped at the end.
-    Working files go to ``workdir/<system>`` and ``workdir/rounds``.
+    Each system is stopped after each of its rounds, checked for surviving processes and
+    removed (:func:`_teardown`). Working files go to ``workdir/<system>`` (removed after
+    each round) and ``workdir/rounds/<NN-system>`` (journals, logs; kept).
 
     :raises InvalidInput: no systems, duplicate names, or settings that cannot make a round.
     """
@@ -250,6 +270,7 @@ def run_bench(
         duration_s={n: max(duration_s, fault_at_s + w + LOAD_SLACK_S) for n, w in windows.items()},
     )
     _make_dir(workdir)
+    restore = _interrupt_on_sigterm()
     started = time.time()
     results: list[RoundResult] = []
     settings: dict[str, dict[str, Any]] = {}
@@ -259,6 +280,7 @@ def run_bench(
             for system in systems if n % 2 else list(reversed(systems)):
                 progress(f"round {n}/{rounds}: {system.name}")
                 result = _run_round(system, n, workdir, load, settings, progress)
+                result = _teardown(system, result, workdir, progress)
                 results.append(result)
                 progress(_round_line(result))
     finally:
@@ -270,6 +292,7 @@ def run_bench(
             except BaseException as exc:  # a second Ctrl-C must not skip the other systems
                 stop_errors[system.name] = f"{type(exc).__name__}: {exc}"
                 interrupted = interrupted or (exc if not isinstance(exc, Exception) else None)
+        restore()
         if interrupted is not None:
             raise interrupted
     for system in systems:
@@ -310,11 +333,17 @@ def _run_round(system: System, n: int, workdir: Path, plan: LoadSettings, settin
                progress: Progress) -> RoundResult:
     started = time.time()
     observe_s, duration_s = plan.observe_s[system.name], plan.duration_s[system.name]
-    round_dir = workdir / "rounds" / f"{n:02d}-{slug(system.name)}"
+    round_dir = _round_dir(workdir, n, system)
     handle: LoadHandle | None = None
     fault: Fault | None = None
+    preflight: dict[str, Any] = {}
     try:
         home = workdir / slug(system.name)
+        ports = system.ports()
+        waited, holders = procs.wait_ports_free(ADDRESS, ports, PORT_WAIT_S)
+        preflight = {"ports": list(ports), "waited_s": round(waited, 3), "held_by": [str(h) for h in holders]}
+        if holders:
+            progress(f"  {system.name}: waited {waited:.1f}s for its ports ({'; '.join(map(str, holders))})")
         _make_dir(home)
         system.start(home)
         if system.name not in settings:
@@ -338,16 +367,18 @@ def _run_round(system: System, n: int, workdir: Path, plan: LoadSettings, settin
             stats = handle.stats().__dict__
         except LabError:
             stats = {}
-        return measure_round(
+        measured = measure_round(
             system=system.name, round_no=n, started_at=started, observe_s=observe_s, fault=fault, facts=facts,
             records=records, present_ids=present, expected_total=plan.accounts * plan.initial_balance,
             observed_total=observed, load_stats=stats,
         )
+        return measured.model_copy(update={"preflight": preflight})
     except Exception as exc:
         return RoundResult(
             system=system.name, round=n, ok=False, error=f"{type(exc).__name__}: {exc}", started_at=started,
             observe_s=observe_s, fault_at=None if fault is None else fault.at,
             fault_member=None if fault is None else fault.member, killed_pids=() if fault is None else fault.pids,
+            preflight=preflight,
         )
     finally:
         if handle is not None and handle.running:
@@ -366,3 +397,103 @@ def _wait_first_ack(handle: LoadHandle, timeout: float) -> None:
             raise LabError(f"no transfer acknowledged {timeout:.0f}s after the planned fault time; "
                            f"see {handle.log}")
         time.sleep(0.1)
+
+
+def _round_dir(workdir: Path, n: int, system: System) -> Path:
+    return workdir / "rounds" / f"{n:02d}-{slug(system.name)}"
+
+
+def _teardown(system: System, result: RoundResult, workdir: Path, progress: Progress) -> RoundResult:
+    """Stop ``system``, prove nothing of it survives, keep its logs, remove its directory.
+
+    A process still working in the system's directory after ``stop()`` is killed by PID and
+    fails the round with the evidence, and so does a listener left on one of its ports
+    (reported only: a process outside the directory may not be ours). A leak would compete
+    with the next system for the cores and could hold its ports.
+    """
+    home = workdir / slug(system.name)
+    report: dict[str, Any] = {}
+    problems: list[str] = []
+    try:
+        system.stop()
+    except Exception as exc:
+        report["stop_error"] = f"{type(exc).__name__}: {exc}"
+        problems.append(f"stop() failed: {report['stop_error']}")
+    # The system's processes work in its directory; the round's load generator in the round's.
+    survivors = [*(procs.processes_under(home) if home.exists() else []),
+                 *procs.processes_under(_round_dir(workdir, result.round, system))]
+    if survivors:
+        report["survivors"] = [str(s) for s in survivors]
+        left = procs.kill([s.pid for s in survivors])
+        problems.append(f"{len(survivors)} process(es) outlived stop() and were killed by PID: "
+                        + "; ".join(map(str, survivors)) + (f" (still alive: {left})" if left else ""))
+    if result.preflight:   # the system got its ports: they must be released now
+        released_s, listening = _wait_listeners_closed(_safe_ports(system))
+        report["ports_released_s"] = released_s
+        if listening:
+            # Not under the system's directory (those were killed above): reported, never killed.
+            report["listeners_left"] = [str(h) for h in listening]
+            problems.append("listener(s) still open after stop(): " + "; ".join(map(str, listening)))
+    if home.exists():
+        report["logs_kept"] = _keep_logs(home, _round_dir(workdir, result.round, system) / "logs")
+        shutil.rmtree(home, ignore_errors=True)
+    if problems:
+        progress(f"  {system.name} round {result.round} TEARDOWN FAILED: " + " | ".join(problems))
+        error = "teardown: " + " | ".join(problems)
+        return result.model_copy(update={"ok": False, "teardown": report,
+                                         "error": error if result.error is None else f"{result.error}; {error}"})
+    return result.model_copy(update={"teardown": report})
+
+
+def _safe_ports(system: System) -> tuple[int, ...]:
+    try:
+        return tuple(system.ports())
+    except Exception:
+        return ()
+
+
+def _wait_listeners_closed(ports: Sequence[int]) -> tuple[float, list[procs.Holder]]:
+    """Seconds until no socket listens on ``ports`` (and the listeners left after :data:`RELEASE_WAIT_S`)."""
+    started = time.monotonic()
+    while True:
+        listening = [h for h in procs.holders(ports) if h.status == "LISTEN"] if ports else []
+        if not listening or time.monotonic() - started > RELEASE_WAIT_S:
+            return round(time.monotonic() - started, 3), listening
+        time.sleep(0.1)
+
+
+def _keep_logs(home: Path, dest: Path) -> int:
+    """Copy every log under ``home`` (``*.log``, ``log/``/``logs/`` directories) to ``dest``; return how many."""
+    kept = 0
+    for path in home.rglob("*"):
+        try:
+            if not path.is_file() or path.stat().st_size > LOG_LIMIT_BYTES:
+                continue
+        except OSError:
+            continue
+        if path.suffix == ".log" or path.parent.name in ("log", "logs"):
+            target = dest / path.relative_to(home)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(path, target)
+            except OSError:
+                continue
+            kept += 1
+    return kept
+
+
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM raise KeyboardInterrupt while the bench runs (main thread only), so that a
+    terminated bench still stops every system by PID; return the function that restores it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore

@@ -3,7 +3,9 @@
 A system owns a 3-member PostgreSQL 15 cluster with synchronous quorum replication
 (one synchronous standby of two), reachable through a libpq multi-host string with
 ``target_session_attrs=read-write``. Every process it starts is stopped by PID in
-:meth:`System.stop`, even after a failed round.
+:meth:`System.stop`, even after a failed round; the runner stops it after every round and
+checks that nothing of it survives (:mod:`orchestrator.bench.procs`), then removes its
+directory, so each round starts from nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class System(Protocol):
     def start(self, workdir: Path) -> None:
         """Bring the cluster up from nothing (or back to healthy) and return when a primary
         accepts writes and both standbys stream. :raises LabError: not healthy in time."""
+        ...
+
+    def ports(self) -> tuple[int, ...]:
+        """Every TCP port the system listens on (127.0.0.1): the runner checks them free before
+        :meth:`start` and released after :meth:`stop`."""
         ...
 
     def conninfo(self) -> str:

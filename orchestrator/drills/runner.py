@@ -17,21 +17,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator import __version__
+from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
 from orchestrator.drills import bank
 from orchestrator.drills.faults import Injected, inject
-from orchestrator.drills.journal import read_journal
+from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, start_load
 from orchestrator.drills.measure import TimelineEvent, ids_to_look_up, judge, measure
 from orchestrator.drills.report import DrillReport, write_report
-from orchestrator.drills.spec import DrillSpec, find_drill, load_drill
-from orchestrator.errors import LabError, OrchestratorError
+from orchestrator.drills.spec import DrillSpec, Switchover, find_drill, load_drill
+from orchestrator.errors import DrillFileError, LabError, OrchestratorError
 from orchestrator.lab import Lab
-from orchestrator.state import Role
+from orchestrator.state import ClusterSnapshot, Role
 from orchestrator.topology import Cluster
 
 INITIAL_BALANCE = 1_000
+
+
+def _read_partial(paths: list[Path]) -> list[JournalRecord]:
+    """The journal so far, while the load still writes it (a half-written last line is skipped)."""
+    records = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            try:
+                records.append(JournalRecord.model_validate_json(line))
+            except ValueError:
+                continue
+    return records
 STEP_NAMES = {"intent": "detected", "fence": "fenced", "promote": "promoted", "repoint": "repointed",
               "done": "done"}
 
@@ -74,6 +87,7 @@ class DrillRunner:
     def _run(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator) -> tuple[DrillReport, Path]:
         self.progress("checking steady state")
         self._steady_state(spec, cluster, timeout=90)
+        self._preflight(spec, cluster, coord)
         conninfo = self.lab.app_connection_string(cluster)
         bank.setup(conninfo, spec.load.accounts, INITIAL_BALANCE)
         state, _ = coord.read_state(cluster.name)
@@ -87,7 +101,11 @@ class DrillRunner:
         injected: Injected | None = None
         targets = spec.effective_targets(cluster)
         try:
-            time.sleep(max(0.0, started + spec.fault_at_s - time.time()))
+            # A busy machine can start the load seconds late: a fault injected before writes flow
+            # measures the load's start-up, not the recovery. Inject fault_at_s into the load, and
+            # no sooner than a second after it steadily acknowledges writes.
+            flowing = self._wait_for_load(spec, load, deadline=started + spec.fault_at_s + 60)
+            time.sleep(max(0.0, max(started + spec.fault_at_s, flowing + 1.0) - time.time()))
             self.progress(f"injecting fault: {spec.fault.kind}")
             injected = inject(self.lab, coord, cluster, spec.fault)
             self.progress(f"{injected.description}; observing for {spec.observe_s:.0f}s")
@@ -100,7 +118,7 @@ class DrillRunner:
             if load.running:
                 load.stop()
         self.progress("rolling back: restarting faulted services, waiting for members to rejoin")
-        rollback = self._rollback(spec, cluster)
+        rollback = self._rollback(spec, cluster, coord, state.primary if state else None)
         finished = time.time()
         records = read_journal(load.journal_files())
         fault_at = injected.at if injected else started + spec.fault_at_s
@@ -111,7 +129,7 @@ class DrillRunner:
             present_ids=present, expected_total=spec.load.accounts * INITIAL_BALANCE,
             observed_total=bank.total_balance(conninfo), targets=targets,
             duplicate_transfers=bank.duplicate_transfers(conninfo),
-            events=self._events(coord, cluster, fault_at), window_start=started,
+            events=self._events(coord, cluster, fault_at, fault_at + spec.observe_s), window_start=started,
             expect_new_primary=spec.expects_new_primary(primary_dc),
         )
         verdict = judge(measurement, targets, aborted=aborted or rollback)
@@ -179,23 +197,73 @@ class DrillRunner:
             time.sleep(0.2)
         return None
 
-    def _rollback(self, spec: DrillSpec, cluster: Cluster) -> str | None:
+    def _wait_for_load(self, spec: DrillSpec, load: LoadHandle, deadline: float) -> float:
+        """When the load first acknowledged ``steady_state.min_acks_per_second`` over a second.
+
+        :raises LabError: not by ``deadline`` (the load is not running or the primary refuses writes).
+        """
+        need = max(1, round(spec.steady_state.min_acks_per_second))
+        while True:
+            now = time.time()
+            acks = [r.end for r in _read_partial(load.journal_files()) if r.outcome is Outcome.ACK]
+            recent = [t for t in acks if t >= now - 1.0]
+            if len(recent) >= need:
+                return min(recent)
+            if now > deadline or not load.running:
+                raise LabError(f"steady state not reached: {len(recent)} transfer(s) acknowledged in the last "
+                               f"second, steady_state.min_acks_per_second is {spec.steady_state.min_acks_per_second:g}")
+            time.sleep(0.1)
+
+    def _preflight(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator) -> None:
+        """Refuse, before any load starts, a fault that cannot run against the cluster as it is.
+
+        :raises DrillFileError: one line naming the field and why.
+        """
+        if not isinstance(spec.fault, Switchover):
+            return
+        state, _ = coord.read_state(cluster.name)
+        primary = state.primary if state is not None else cluster.initial_primary.name
+        policy = d.Policy.from_topology(self.lab.topology, cluster)
+        choice = d.plan_switchover(self._snapshot(cluster), policy, primary, spec.fault.to)
+        if isinstance(choice, d.Refusal):
+            raise DrillFileError(f"drill {spec.name}: fault.to: {choice.reason}")
+
+    def _snapshot(self, cluster: Cluster) -> ClusterSnapshot:
+        prober = pg.Prober(self.lab.credentials, timeout=1)
+        try:
+            statuses = [prober.probe(self.lab.layout(cluster, m).endpoint) for m in cluster.members]
+        finally:
+            prober.close()
+        return ClusterSnapshot(cluster.name, {s.name: s for s in statuses})
+
+    def _rollback(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator, old_primary: str | None
+                  ) -> str | None:
         if spec.rollback.restart_faulted:
             self.lab.restart_services()
-        if spec.rollback.rejoin:
+        if spec.rollback.rejoin or spec.rollback.switch_back:
             try:
                 self._steady_state(spec, cluster, timeout=120)
+                state, _ = coord.read_state(cluster.name)
+                if spec.rollback.switch_back and old_primary and state is not None and state.primary != old_primary:
+                    self.progress(f"switching the primary back to {old_primary}")
+                    request_id = coord.submit_request(cluster.name, {"kind": "switchover", "to": old_primary})
+                    result = coord.wait_result(cluster.name, request_id, timeout=60)
+                    if result is None or not result.get("ok"):
+                        why = "no leader answered" if result is None else result.get("error")
+                        return f"rollback incomplete: switching back to {old_primary} failed: {why}"
+                    self._steady_state(spec, cluster, timeout=120)
             except LabError as exc:
                 return f"rollback incomplete: {exc}"
         return None
 
-    def _events(self, coord: Coordinator, cluster: Cluster, fault_at: float) -> list[TimelineEvent]:
+    def _events(self, coord: Coordinator, cluster: Cluster, fault_at: float, until: float) -> list[TimelineEvent]:
+        """The operations' steps between the fault and the end of the window (not the rollback's)."""
         state, _ = coord.read_state(cluster.name)
         if state is None:
             return []
         events = []
         for op in state.history:
-            if op.started_at < fault_at - 1:
+            if op.started_at < fault_at - 1 or op.started_at > until:
                 continue
             if op.first_failure_at is not None:
                 events.append(TimelineEvent(at=op.first_failure_at, name="first-failed-probe", detail=op.source))

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.decisions import Policy, switchover_refusal
 from orchestrator.errors import DrillFileError
 from orchestrator.topology import NAME_PATTERN, Cluster, Targets, Topology, read_yaml
 
@@ -107,6 +108,9 @@ class Rollback(_Model):
 
     rejoin: bool = True            # rejoin the old primary as a standby (pg_rewind or re-clone)
     restart_faulted: bool = True   # restart whatever the fault stopped
+    # Switch the primary back to where it was before the drill (a planned, lossless
+    # switchover), so the next drill starts from the usual layout.
+    switch_back: bool = False
 
 
 class TargetOverrides(_Model):
@@ -233,10 +237,9 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
             problems.append(
                 f"fault.to: unknown member {fault.to!r} of cluster {cluster.name!r}; use one of {', '.join(members)}"
             )
-        elif fault.to == cluster.initial_primary.name:
-            problems.append(f"fault.to: {fault.to!r} is already the primary; switch over to a standby")
-        elif cluster.member(fault.to).never_promote:
-            problems.append(f"fault.to: {fault.to!r} is never_promote; choose a member that may be promoted")
+        elif (why := switchover_refusal(Policy.from_topology(topo, cluster), None, fault.to)) is not None:
+            # Whether it is the primary right now is checked when the drill runs, before its load.
+            problems.append(f"fault.to: {why}")
     targets = spec.effective_targets(cluster)
     if targets.rpo_seconds == 0 and cluster.replication.quorum == 0:
         problems.append(

@@ -1,8 +1,8 @@
-"""Patroni's bench launcher against real Patroni daemons and a real ZooKeeper ensemble.
+"""Patroni's bench launcher against real Patroni daemons and their own real ZooKeeper ensemble.
 
 Start-up and teardown only (no failover round: that takes a ZooKeeper session or more).
-Ports DRCTL_TEST_PORT_BASE+4000 to +4025 (the launcher owns 100 from there): the ensemble on +4000 to +4008,
-Patroni's PostgreSQL on +4020 to +4022 and REST APIs on +4023 to +4025.
+Ports DRCTL_TEST_PORT_BASE+4020 to +4038 (the launcher owns 100 from +4000): Patroni's
+PostgreSQL on +4020 to +4022, REST APIs on +4023 to +4025, its ensemble on +4030 to +4038.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,7 @@ import psycopg
 import pytest
 import yaml
 
-from orchestrator import ensemble
-from orchestrator.bench.patroni import TIMINGS, PatroniSystem, dcs_topology
+from orchestrator.bench.patroni import TIMINGS, PatroniSystem
 from orchestrator.processes import is_running
 from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
@@ -28,27 +26,6 @@ from tests.conftest import TEST_PORT_BASE, make_lab_dir
 pytestmark = pytest.mark.lab
 
 PORT_BASE = TEST_PORT_BASE + 4000
-ZK_HOSTS = ",".join(f"127.0.0.1:{PORT_BASE + k}" for k in (0, 3, 6))
-
-
-@pytest.fixture
-def zookeeper() -> Iterator[str]:
-    """A 3-server ensemble, tickTime 500 ms and maxSessionTimeout 10 s, as the bench's."""
-    topology = dcs_topology(PORT_BASE)
-    root = make_lab_dir("bench-patroni-zk-")
-    servers = ensemble.servers(topology, root)
-    try:
-        for server in servers:
-            server.start()
-        deadline = time.monotonic() + 30
-        while not ensemble.ensemble_ready(servers):
-            assert time.monotonic() < deadline, f"ZooKeeper not ready; see {root}/zk/*/zk.log"
-            time.sleep(0.1)
-        yield topology.zookeeper_hosts()
-    finally:
-        for server in servers:
-            server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -61,8 +38,8 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.mark.timeout(120)
-def test_start_write_stop(zookeeper: str, workdir: Path) -> None:
-    system = PatroniSystem("aggressive", PORT_BASE + 20, zookeeper_hosts=zookeeper)
+def test_start_write_stop(workdir: Path) -> None:
+    system = PatroniSystem("aggressive", PORT_BASE + 20)
     try:
         system.start(workdir)
 
@@ -71,10 +48,11 @@ def test_start_write_stop(zookeeper: str, workdir: Path) -> None:
         members = view["members"]
         assert sorted(m["role"] for m in members if m["role"] == "leader") == ["leader"]
         assert sorted(m["state"] for m in members if m["role"] != "leader") == ["streaming", "streaming"]
-        # Patroni asks for a ttl-long session; the ensemble grants at most 20 ticks.
+        # Patroni asks for a ttl-long session and its own ensemble grants all of it.
         zk = system.settings()["zookeeper"]
         assert zk["requested_session_ms"] == 20000
-        assert zk["granted_session_ms"] == {"pg1": 10000, "pg2": 10000, "pg3": 10000}
+        assert zk["granted_session_ms"] == {"pg1": 20000, "pg2": 20000, "pg3": 20000}
+        assert "clamped" not in zk
 
         marker = str(uuid.uuid4())
         with psycopg.connect(system.conninfo(), autocommit=True) as conn:
@@ -98,13 +76,14 @@ def test_start_write_stop(zookeeper: str, workdir: Path) -> None:
 
     assert [pid for pid in pids if is_running(pid)] == []
     assert system.pids() == []
-    assert system.ports_free()
+    # Released: nothing listens (a port may still be some client's local end: that is not ours).
+    assert system.listeners() == []
 
 
 def _validation_errors(config: dict[str, object], tmp_path: Path) -> list[str]:
     path = tmp_path / "patroni.yml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.run([PatroniSystem("default", 0, zookeeper_hosts=ZK_HOSTS).patroni_bin,
+    proc = subprocess.run([PatroniSystem("default", PORT_BASE + 20).patroni_bin,
                            "--validate-config", str(path)], capture_output=True, text=True, timeout=60, check=False)
     # The lab's loopback addresses and a stopped ensemble are reported too: keep the DCS timings.
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("bootstrap.dcs.")]
@@ -112,7 +91,7 @@ def _validation_errors(config: dict[str, object], tmp_path: Path) -> list[str]:
 
 @pytest.mark.timeout(120)
 def test_aggressive_timings_are_the_validators_minimum(tmp_path: Path) -> None:
-    system = PatroniSystem("aggressive", PORT_BASE + 20, zookeeper_hosts=ZK_HOSTS)
+    system = PatroniSystem("aggressive", PORT_BASE + 20)
     config = system.member_config("pg1")
 
     assert _validation_errors(config, tmp_path) == []
@@ -123,7 +102,7 @@ def test_aggressive_timings_are_the_validators_minimum(tmp_path: Path) -> None:
 
 
 def test_settings_before_start_show_the_whole_config() -> None:
-    settings = PatroniSystem("default", PORT_BASE + 20, zookeeper_hosts=ZK_HOSTS).settings()
+    settings = PatroniSystem("default", PORT_BASE + 20).settings()
 
     assert settings["variant"] == "default"
     dcs = settings["members"]["pg1"]["bootstrap"]["dcs"]
@@ -132,4 +111,6 @@ def test_settings_before_start_show_the_whole_config() -> None:
     assert dcs["postgresql"]["use_pg_rewind"] is True
     assert dcs["postgresql"]["parameters"]["wal_log_hints"] == "on"
     assert settings["members"]["pg1"]["postgresql"]["authentication"]["superuser"]["password"] == "***"
-    assert settings["members"]["pg3"]["postgresql"]["listen"] == "127.0.0.1:30022"
+    assert settings["members"]["pg3"]["postgresql"]["listen"] == f"127.0.0.1:{PORT_BASE + 22}"
+    assert settings["members"]["pg1"]["zookeeper"]["hosts"] == [f"127.0.0.1:{PORT_BASE + 30 + k}" for k in (0, 3, 6)]
+    assert settings["zookeeper"]["max_session_timeout_ms"] == 30000

@@ -258,3 +258,85 @@ def test_the_candidate_first_catches_up_from_a_survivor_that_received_more() -> 
     assert d.catch_up_source(snapshot, "dc2-a", "dc1-a") == "dc3-a"
     assert d.catch_up_source(snapshot, "dc3-a", "dc1-a") is None
     assert d.catch_up_source(snap(down("dc1-a"), up_standby("dc2-a", 100), down("dc3-a")), "dc2-a", "dc1-a") is None
+
+
+# ---- the quorum follows the primary's region; planned switchover to any standby -----------------
+
+def _primary(name: str) -> MemberStatus:
+    return MemberStatus(name, Health.HEALTHY, Role.PRIMARY, wal_lsn=100)
+
+
+@pytest.mark.parametrize(("primary", "candidates", "fallback"), [
+    pytest.param("dc1-a", ("dc1-a", "dc1-b", "dc2-a"), ("dc3-a",), id="home-region-configured-set"),
+    pytest.param("dc2-a", ("dc1-a", "dc1-b", "dc2-a"), ("dc3-a",), id="other-dc-same-region"),
+    pytest.param("dc3-a", ("dc1-a", "dc1-b", "dc2-a", "dc3-a"), (), id="dr-site-without-peers-uses-everyone"),
+])
+def test_quorum_is_formed_around_the_primarys_region(policy: d.Policy, primary: str, candidates: tuple[str, ...],
+                                                     fallback: tuple[str, ...]) -> None:
+    assert policy.quorum_for(primary) == (candidates, fallback)
+
+
+def test_a_dr_region_with_peers_uses_them_first_and_the_home_region_as_fallback(policy: d.Policy) -> None:
+    west_b = d.MemberPolicy("dc3-b", "dc3", "west", "127.0.0.1:1", False, 100, False)
+    wider = d.Policy(**{**policy.__dict__, "members": {**policy.members, "dc3-b": west_b}})
+    assert wider.quorum_for("dc3-a") == (("dc3-a", "dc3-b"), ("dc1-a", "dc1-b", "dc2-a"))
+    assert wider.standby_names("dc3-a") == 'ANY 1 ("dc3-a", "dc3-b")'
+
+
+def test_home_quorum_list_equals_the_rendered_configuration(shipped_topology: Topology, policy: d.Policy) -> None:
+    cluster = shipped_topology.cluster("payments")
+    assert policy.standby_names("dc1-b") == shipped_topology.synchronous_standby_names(cluster)
+    assert policy.standby_names("dc1-a", ("dc3-a",)) == shipped_topology.synchronous_standby_names(cluster, ("dc3-a",))
+    assert policy.standby_names("dc3-a") == 'ANY 1 ("dc1-a", "dc1-b", "dc2-a", "dc3-a")'
+
+
+HEALTHY = snap(_primary("dc1-a"), up_standby("dc1-b", 100, streaming=True), up_standby("dc2-a", 100, streaming=True),
+               up_standby("dc3-a", 90, streaming=True))
+
+
+@pytest.mark.parametrize(("snapshot", "target", "expected"), [
+    pytest.param(HEALTHY, "dc3-a", None, id="async-dr-standby-cross-region"),
+    pytest.param(HEALTHY, "dc1-b", None, id="in-region-standby"),
+    pytest.param(HEALTHY, "dc1-a", "dc1-a is already the primary", id="the-primary-itself"),
+    pytest.param(HEALTHY, "dc9-z", "'dc9-z' is not a member of payments", id="unknown-member"),
+    pytest.param(snap(down("dc1-a"), up_standby("dc3-a", 90)), "dc3-a", "dc1-a is not a healthy primary",
+                 id="primary-down-is-a-failover"),
+    pytest.param(snap(_primary("dc1-a"), down("dc3-a")), "dc3-a", "cannot promote dc3-a: it is unreachable",
+                 id="target-unreachable"),
+])
+def test_planned_switchover_goes_to_any_standby(policy: d.Policy, snapshot: ClusterSnapshot, target: str,
+                                                expected: str | None) -> None:
+    choice = d.plan_switchover(snapshot, policy, "dc1-a", target)
+    if expected is None:
+        assert isinstance(choice, d.Candidate) and choice.name == target and choice.proven
+    else:
+        assert isinstance(choice, d.Refusal) and expected in choice.reason
+
+
+def test_switchover_whose_quorum_can_never_be_made_is_refused_up_front(policy: d.Policy) -> None:
+    never = d.Policy(**{**policy.__dict__, "quorum": 4})
+    why = d.switchover_refusal(never, "dc1-a", "dc3-a")
+    assert why is not None and "quorum needs 4 confirming standby(s) but only 3" in why
+    promote_never = d.Policy(**{**policy.__dict__, "members": {
+        **policy.members, "dc3-a": d.MemberPolicy(**{**policy.members["dc3-a"].__dict__, "never_promote": True})}})
+    assert d.switchover_refusal(promote_never, "dc1-a", "dc3-a") == "cannot promote dc3-a: it is never_promote"
+
+
+def test_after_a_dr_switchover_a_failover_counts_the_home_members_as_its_quorum(policy: d.Policy) -> None:
+    state = STATE.model_copy(update={"primary": "dc3-a"})
+    snapshot = snap(down("dc3-a"), up_standby("dc1-a", 50), up_standby("dc1-b", 90), up_standby("dc2-a", 80))
+    decision = d.decide(snapshot, state, policy, d.Memory(failures={"dc3-a": 2}), now=100.0)
+    assert isinstance(decision, d.Failover) and decision.target == "dc1-b" and decision.proven
+    healthy = snap(_primary("dc3-a"), up_standby("dc1-a", 100, streaming=True))
+    assert d.decide(healthy, state, policy, d.Memory(), now=100.0).__class__ is not d.WidenQuorum
+
+
+@pytest.mark.parametrize(("kind", "arms"), [
+    pytest.param(OperationKind.FAILOVER, True, id="failover-arms-anti-flap"),
+    pytest.param(OperationKind.SWITCHOVER, False, id="switchover-does-not"),
+])
+def test_only_a_failover_starts_the_anti_flap_period(kind: OperationKind, arms: bool) -> None:
+    op = Operation(id="x", kind=kind, source="dc1-a", target="dc1-b", reason="r", started_at=1.0)
+    done = d.finished(STATE.model_copy(update={"operation": op}), op, now=50.0)
+    assert done.operation is None and done.history[-1].id == "x"
+    assert (done.last_failover_at == 50.0) is arms

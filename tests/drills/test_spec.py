@@ -31,6 +31,7 @@ SHIPPED = {
     "controller-leader-crash": FaultKind.CONTROLLER_LEADER_CRASH,
     "zookeeper-server-loss": FaultKind.ZOOKEEPER_SERVER_LOSS,
     "planned-switchover": FaultKind.SWITCHOVER,
+    "region-switchover": FaultKind.SWITCHOVER,
 }
 
 
@@ -102,8 +103,6 @@ BAD = [
     pytest.param(_set("load.userz", 5), "load.userz: unknown field", id="unknown-key-in-load"),
     pytest.param(_set("fault", {"kind": "switchover"}), "fault.to: required field is missing; add it",
                  id="switchover-without-target"),
-    pytest.param(_set("fault", {"kind": "switchover", "to": "dc1-a"}), "fault.to: 'dc1-a' is already the primary",
-                 id="switchover-to-primary"),
     pytest.param(_set("fault", {"kind": "datacenter-outage", "datacenter": "dc9"}),
                  "fault.datacenter: unknown data centre 'dc9'; use one of dc1, dc2, dc3 or 'primary'",
                  id="unknown-datacenter"),
@@ -216,3 +215,11 @@ def test_fault_defaults(raw: dict[str, Any], shipped_topology: Topology) -> None
     raw["fault"] = {"kind": "switchover", "to": "dc3-a"}
     fault = parse_drill(raw, shipped_topology).fault
     assert isinstance(fault, Switchover) and fault.to == "dc3-a"
+
+
+def test_a_switchover_to_the_initial_primary_is_valid_as_a_switch_back(raw: dict[str, Any],
+                                                                       shipped_topology: Topology) -> None:
+    """Whether the target is the primary *now* is checked when the drill runs, before its load."""
+    raw["fault"] = {"kind": "switchover", "to": "dc1-a"}
+    fault = parse_drill(raw, shipped_topology).fault
+    assert isinstance(fault, Switchover) and fault.to == "dc1-a"
