@@ -28,6 +28,8 @@ from orchestrator.lab import STATE_FILE, Lab, recorded_topology
 from orchestrator.topology import Topology, load_topology
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from orchestrator.coordination import Coordinator
     from orchestrator.pgserver import InstanceLayout
     from orchestrator.postgres import Endpoint
@@ -236,11 +238,11 @@ class _Rejoiner:
         self._runner = PlaybookRunner(topo, root / "ansible")
         self._creds = load_credentials(root)
 
-    def __call__(self, layout: InstanceLayout, upstream: Endpoint) -> None:
+    def __call__(self, layout: InstanceLayout, upstream: Endpoint, cancelled: Callable[[], bool]) -> None:
         from orchestrator.playbooks import member_host, rejoin_extravars
 
         self._runner.run("rejoin.yml", limit=member_host(self._topo, layout.member),
-                         extravars=rejoin_extravars(layout, upstream, self._creds))
+                         extravars=rejoin_extravars(layout, upstream, self._creds), cancel=cancelled)
 
     def cancel(self) -> None:
         self._runner.cancel()

@@ -171,8 +171,14 @@ class Coordinator:
 
     @_translated
     def current_lease(self) -> Lease | None:
-        """The newest term as stored (read-only): whoever holds this version leads."""
+        """The newest term as stored (read-only): whoever holds this version leads.
+
+        A linearizable read (``sync`` first): a server that lags the ensemble's leader
+        cannot show an epoch that was already superseded. Through this session, so it
+        fails (:class:`CoordinationUnavailable`) once the session has expired.
+        """
         try:
+            self._client.sync(f"{self.root}/epoch")
             data, stat = self._client.get(f"{self.root}/epoch")
         except NoNodeError:
             return None

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -266,11 +266,13 @@ class PlaybookRunner:
         return {"PATH": f"{venv_bin}:{_SYSTEM_PATH}", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
 
     def run(self, playbook: str, *, limit: str | None, extravars: Mapping[str, Scalar],
-            check: bool = True) -> PlaybookResult:
+            check: bool = True, cancel: Callable[[], bool] | None = None) -> PlaybookResult:
         """Run ``playbook`` (a file name in ``playbooks/``) on the hosts ``limit`` selects.
 
         ``limit`` is an Ansible host pattern (a host or group name of :func:`inventory`, or
         ``None`` for every host). With ``check=False`` a failed run is returned, not raised.
+        ``cancel``: polled during the run; once true the run ends ``canceled`` (as :meth:`cancel`
+        does for every run).
 
         :raises PlaybookFailed: the run did not succeed (one line: playbook, host, task, cause).
         :raises InvalidInput: unknown playbook, a limit naming nothing in the inventory,
@@ -299,7 +301,7 @@ class PlaybookRunner:
                 rotate_artifacts=self.keep_artifacts,
                 timeout=max(1, round(self.timeout)),
                 # Any callback keeps ansible-runner from installing its own SIGINT/SIGTERM handlers.
-                cancel_callback=self._cancelled.is_set,
+                cancel_callback=lambda: self._cancelled.is_set() or (cancel is not None and cancel()),
             )
         except Exception as exc:  # ansible-runner raises bare ConfigurationError, RuntimeError, ...
             raise PlaybookFailed(f"playbook {playbook}: ansible-runner could not run it ({exc})") from exc

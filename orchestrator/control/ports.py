@@ -113,6 +113,27 @@ class ClusterDatabase(Protocol):
         """No quorum at all on ``member`` (an operator accepted losing data)."""
         ...
 
+    def attached_standbys(self, member: str) -> list[str]:
+        """Application names of the standbys streaming from primary ``member`` now."""
+        ...
+
+    def stop_writes(self, member: str) -> int:
+        """Primary ``member`` acknowledges no more commits (read-only, clients cut; the server
+        keeps running); returns its WAL flush position, past which nothing was acknowledged."""
+        ...
+
+    def resume_writes(self, member: str) -> None:
+        """Undo :meth:`stop_writes` (an aborted switchover): writable by default again."""
+        ...
+
+    def stop_server(self, member: str) -> None:
+        """Have ``member`` shut down (fast); returns at once."""
+        ...
+
+    def prepare_synchronous_names(self, member: str, names: str) -> bool:
+        """Give standby ``member`` its own quorum list before promotion; False if it had it."""
+        ...
+
     def current_lsn(self, member: str) -> int:
         """The primary's current write position."""
         ...

@@ -245,6 +245,24 @@ class FakeCluster:
 
     # ---- actions ----------------------------------------------------------------------------
 
+    def attached_standbys(self, member: str) -> list[str]:
+        self._reachable(member)
+        return sorted(n for n, m in self.members.items() if m.running and m.upstream == member)
+
+    def stop_writes(self, member: str) -> int:
+        return self._act("stop_writes", member).lsn
+
+    def resume_writes(self, member: str) -> None:
+        self._act("resume_writes", member)
+
+    def stop_server(self, member: str) -> None:
+        self._act("stop_server", member).running = False
+
+    def prepare_synchronous_names(self, member: str, names: str) -> bool:
+        record = self._act("prepare_synchronous_names", member, names)
+        changed, record.sync_names = record.sync_names != names, names
+        return changed
+
     def fence(self, member: str, *, mode: str = "immediate") -> bool:
         if self.before is not None:
             self.before("fence", member)

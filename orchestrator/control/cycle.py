@@ -1,0 +1,97 @@
+"""One cluster's round: probe -> snapshot -> decide -> dispatch -> publish.
+
+:meth:`ClusterCycle.run_once` is the whole path of a leader's round for one cluster: the
+members are probed into a frozen snapshot, folded into the detection memory, operator
+requests are served, :func:`orchestrator.decisions.decide` returns one decision, and
+:func:`dispatch` hands it to the executor of its kind. Each decision is logged once when
+its reason changes. Built per term by the controller (or by a test, from fakes).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from orchestrator import decisions as d
+from orchestrator.control import executors, operations
+from orchestrator.control.context import ClusterContext
+from orchestrator.control.publisher import Publisher
+from orchestrator.control.rejoin import Rejoins
+from orchestrator.control.requests import Requests
+from orchestrator.control.store import NoState
+from orchestrator.coordination import StateConflict
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.state import ClusterSnapshot, Operation, OperationKind
+
+
+def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapshot, memory: d.Memory,
+             rejoins: Rejoins) -> None:
+    """Execute ``decision``; Idle, Wait and Blocked do nothing.
+
+    :raises LostLeadership: the lease was lost (or in doubt) before a side effect.
+    """
+    if isinstance(decision, d.Failover):
+        op = Operation(id=uuid.uuid4().hex[:12], kind=OperationKind.FAILOVER, source=decision.source,
+                       target=decision.target, reason=decision.reason, started_at=ctx.clock(),
+                       epoch=ctx.term.epoch, first_failure_at=memory.first_failure_at.get(decision.source))
+        operations.run(ctx, op, snapshot)
+    elif isinstance(decision, d.Resume):
+        operations.run(ctx, decision.operation, snapshot)
+    elif isinstance(decision, d.FenceStray):
+        executors.fence_stray(ctx, decision)
+    elif isinstance(decision, d.Repoint):
+        executors.repoint(ctx, decision)
+    elif isinstance(decision, d.Rejoin):
+        rejoins.start(ctx, decision.member)
+    elif isinstance(decision, d.WidenQuorum):
+        executors.widen_quorum(ctx, decision)
+    elif isinstance(decision, d.NarrowQuorum):
+        executors.narrow_quorum(ctx, decision)
+
+
+class ClusterCycle:
+    def __init__(self, ctx: ClusterContext, rejoins: Rejoins, requests: Requests, publisher: Publisher) -> None:
+        self.ctx = ctx
+        self._rejoins = rejoins
+        self._requests = requests
+        self._publisher = publisher
+        self.memory = d.Memory()
+        self.last_kind = ""
+        self._last_reason = ""
+
+    def run_once(self) -> bool:
+        """One probe-decide-act round; True when the next round should come sooner.
+
+        :raises LostLeadership: the lease was lost (or in doubt) before a side effect.
+        :raises CoordinationUnavailable: ZooKeeper could not be read or written.
+        """
+        ctx = self.ctx
+        snapshot = ctx.db.probe()
+        now = ctx.clock()
+        self.memory = d.remember(self.memory, snapshot, now)
+        try:
+            ctx.store.load(ctx.cluster, snapshot)
+        except NoState as exc:
+            self._note("no-state", str(exc))
+            return False
+        if self._requests.serve(ctx, snapshot):
+            return True  # an operation moved the primary: decide on a fresh probe, not this snapshot
+        state, _ = ctx.store.get(ctx.cluster)
+        decision = d.decide(snapshot, state, ctx.policy, self.memory, now,
+                            rejoining=self._rejoins.rejoining(ctx.cluster))
+        self.last_kind = type(decision).__name__.lower()
+        self._note("decision", decision.reason, kind=self.last_kind)
+        try:
+            dispatch(ctx, decision, snapshot, self.memory, self._rejoins)
+        except StateConflict as exc:
+            ctx.log.emit("state-conflict", cluster=ctx.cluster, error=str(exc))
+            ctx.store.forget(ctx.cluster)
+        except DatabaseUnavailable as exc:
+            ctx.log.emit("action-failed", cluster=ctx.cluster, error=str(exc))
+        if ctx.store.cached(ctx.cluster) is not None:
+            self._publisher.publish(ctx, snapshot)
+        return isinstance(decision, d.Wait)
+
+    def _note(self, event: str, reason: str, **fields: object) -> None:
+        if reason != self._last_reason:
+            self._last_reason = reason
+            self.ctx.log.emit(event, cluster=self.ctx.cluster, reason=reason, **fields)

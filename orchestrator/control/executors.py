@@ -1,0 +1,83 @@
+"""One small function per decision kind: fence a stray primary, re-point, change the quorum.
+
+Called by the cycle with the decision :func:`orchestrator.decisions.decide` returned. Each
+confirms the lease with a ZooKeeper read (``term.guard``) right before it touches a
+member, so a leader that slept through losing its lease wakes up and changes nothing.
+Failovers and resumed operations go to :mod:`orchestrator.control.operations`, rejoins to
+:mod:`orchestrator.control.rejoin`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from orchestrator import decisions as d
+from orchestrator.control.context import ClusterContext
+from orchestrator.errors import DatabaseUnavailable
+
+
+def repoint_all(ctx: ClusterContext, members: Iterable[str], upstream: str) -> list[str]:
+    """Point each standby of ``members`` at ``upstream``, in parallel; returns those re-pointed.
+
+    :raises LostLeadership: the lease could not be confirmed before one of them.
+    """
+    names = tuple(members)
+
+    def one(name: str) -> str | None:
+        with ctx.term.guard(f"re-point {name} to {upstream}"):
+            try:
+                ctx.db.repoint(name, upstream)
+            except DatabaseUnavailable as exc:
+                ctx.log.emit("repoint-failed", cluster=ctx.cluster, member=name, error=str(exc))
+                return None
+        return name
+
+    if not names:
+        return []
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="repoint") as pool:
+        done = [name for name in pool.map(one, names) if name is not None]
+    if done:
+        ctx.log.emit("repointed", cluster=ctx.cluster, members=done, upstream=upstream)
+    return done
+
+
+def fence_stray(ctx: ClusterContext, decision: d.FenceStray) -> None:
+    """Stop a member that accepts writes but is not the recorded primary.
+
+    The decision came from this leader's cached state: right before stopping anything, the
+    lease is confirmed by reading the epoch from ZooKeeper. A deposed leader's cache may
+    name the *old* primary, and the "stray" it sees is the new one.
+    """
+    with ctx.term.guard(f"fence stray primary {decision.member}"):
+        stopped = ctx.db.fence(decision.member)
+    ctx.log.emit("fenced-stray", cluster=ctx.cluster, member=decision.member, stopped=stopped)
+
+
+def repoint(ctx: ClusterContext, decision: d.Repoint) -> None:
+    state, _ = ctx.store.get(ctx.cluster)
+    repoint_all(ctx, decision.members, state.primary)
+
+
+def widen_quorum(ctx: ClusterContext, decision: d.WidenQuorum) -> None:
+    """Record the fallbacks first, then add them: a failover never misses a member that may
+    hold an acknowledged commit."""
+    state, version = ctx.store.get(ctx.cluster)
+    ctx.store.write(state.model_copy(update={"synchronous_extra": decision.members}), version)
+    names = ctx.policy.standby_names(state.primary, decision.members)
+    with ctx.term.guard(f"widen the quorum of {state.primary}"):
+        ctx.db.set_synchronous_names(state.primary, names)
+    ctx.log.emit("quorum-widened", cluster=ctx.cluster, members=list(decision.members), setting=names)
+
+
+def narrow_quorum(ctx: ClusterContext, decision: d.NarrowQuorum) -> None:
+    """Drop the fallbacks, and forget them only once an in-region standby holds all WAL."""
+    state, version = ctx.store.get(ctx.cluster)
+    with ctx.term.guard(f"narrow the quorum of {state.primary}"):
+        lsn = ctx.db.set_synchronous_names(state.primary, ctx.policy.standby_names(state.primary))
+    in_region = [n for n in ctx.policy.quorum_for(state.primary)[0] if n != state.primary]
+    if not ctx.db.wait_flushed(state.primary, in_region, lsn, timeout=3.0):
+        ctx.log.emit("quorum-narrow-pending", cluster=ctx.cluster, reason="in-region standbys not caught up")
+        return
+    ctx.store.write(state.model_copy(update={"synchronous_extra": ()}), version)
+    ctx.log.emit("quorum-narrowed", cluster=ctx.cluster, dropped=list(state.synchronous_extra))

@@ -1,0 +1,223 @@
+"""The failover/switchover step machine: intent -> fence -> promote -> re-point -> done.
+
+:func:`run` drives an :class:`~orchestrator.state.Operation` from its recorded step to the
+end. Progress is persisted in ZooKeeper under the leader's epoch, so a new leader resumes
+a half-done operation and a deposed one can record nothing. Before each member it
+touches, the lease is confirmed with a ZooKeeper read (``term.guard``), and every state
+write carries the epoch check: a leader that lost its lease mid-operation stops at its
+next step and leaves the rest to the new leader, which resumes from the last recorded step.
+
+Called by the cycle (automatic failover, resume) and by operator requests.
+"""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator import decisions as d
+from orchestrator.control.context import ClusterContext
+from orchestrator.control.executors import repoint_all
+from orchestrator.errors import DatabaseUnavailable, LostLeadership
+from orchestrator.state import ClusterSnapshot, Operation, OperationKind, Step
+from orchestrator.waiting import poll_tight
+
+
+class SwitchoverAborted(DatabaseUnavailable):
+    """A switchover gave up before promoting anything; the old primary was made writable again."""
+
+
+def run(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> Operation:
+    """Drive ``op`` from its recorded step to DONE, persisting progress; idempotent per step.
+
+    :raises LostLeadership: the lease was lost (or in doubt) before a step; nothing more done.
+    :raises DatabaseUnavailable: a member did not do its part; the operation stays recorded.
+    """
+    state, version = ctx.store.get(ctx.cluster)
+    if op.step is Step.INTENT and not op.steps:
+        op = op.advanced(Step.INTENT, op.started_at, op.reason)
+        ctx.store.write(state.model_copy(update={"operation": op}), version)
+        ctx.log.emit("failover-intent" if op.kind is OperationKind.FAILOVER else "switchover-intent",
+                     cluster=ctx.cluster, operation=op.id, source=op.source, target=op.target, reason=op.reason)
+    steps = [Step.FENCE, Step.PROMOTE, Step.REPOINT, Step.DONE]
+    for step in steps[steps.index(op.step) + 1 if op.step in steps else 0:]:
+        # No blanket lease check here: each side effect below has its own guard right
+        # before it, and each state write is refused by ZooKeeper itself under a stale epoch.
+        if step is Step.FENCE:
+            try:
+                detail = _fence_source(ctx, op, snapshot)
+            except SwitchoverAborted as exc:
+                state, version = ctx.store.get(ctx.cluster)
+                ctx.store.write(state.model_copy(update={"operation": None}), version)
+                ctx.log.emit("switchover-aborted", cluster=ctx.cluster, operation=op.id, reason=str(exc))
+                raise
+            op = op.advanced(Step.FENCE, ctx.clock(), detail)
+            ctx.log.emit("fenced", cluster=ctx.cluster, operation=op.id, member=op.source, detail=detail)
+        elif step is Step.PROMOTE:
+            op = _promote(ctx, op, snapshot)
+        elif step is Step.REPOINT and op.step is Step.PROMOTE:  # resuming one persisted right after promotion
+            others = tuple(n for n in ctx.members if n not in (op.target, op.source))
+            op = op.advanced(Step.REPOINT, ctx.clock(), ", ".join(repoint_all(ctx, others, op.target)))
+        elif step is Step.DONE:
+            op = op.advanced(Step.DONE, ctx.clock())
+            state, version = ctx.store.get(ctx.cluster)
+            ctx.store.write(d.finished(state, op, ctx.clock()), version)
+            ctx.log.emit("done", cluster=ctx.cluster, operation=op.id, kind=op.kind.value,
+                         steps={s.step.value: s.at for s in op.steps})
+    return op
+
+
+def _promote(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> Operation:
+    """Promote the target, re-point the other standbys at it, record it as the primary.
+
+    The re-point comes right after the promotion, each member behind its own lease check:
+    a leader that loses its lease after promoting re-points nothing and records nothing;
+    the new leader resumes from the last recorded step (promoting a primary is a no-op).
+    One state write for both steps keeps ZooKeeper's fsync off the path to the first commit.
+    """
+    if op.kind is OperationKind.FAILOVER:  # a switchover's FENCE already waited for the WAL
+        _catch_up(ctx, op, snapshot)
+    slots = ctx.pool.submit(_ensure_peer_slots, ctx, op.target)
+    names = ctx.policy.standby_names(op.target)
+    with ctx.term.guard(f"promote {op.target}"):
+        if ctx.db.prepare_synchronous_names(op.target, names):
+            ctx.log.emit("quorum-prepared", cluster=ctx.cluster, member=op.target, setting=names)
+        promoting = time.monotonic()
+        timeline = ctx.db.promote(op.target)
+    ctx.log.emit("promote-timing", cluster=ctx.cluster, operation=op.id,
+                 ms=round((time.monotonic() - promoting) * 1000, 1))
+    if op.accept_data_loss and not ctx.policy.members[op.target].synchronous:
+        ctx.db.drop_synchronous_names(op.target)
+        ctx.log.emit("sync-off", member=op.target,
+                     reason="promoted an asynchronous member with accepted data loss: no quorum to wait for")
+    op = op.advanced(Step.PROMOTE, ctx.clock(), f"timeline {timeline}")
+    ctx.log.emit("promoted", cluster=ctx.cluster, operation=op.id, member=op.target, timeline=timeline)
+    slots.result()  # the others attach through their slots on the target
+    others = tuple(n for n in ctx.members if n not in (op.target, op.source))
+    done = repoint_all(ctx, others, op.target)
+    op = op.advanced(Step.REPOINT, ctx.clock(), ", ".join(done))
+    state, version = ctx.store.get(ctx.cluster)
+    ctx.store.write(state.model_copy(update={"primary": op.target, "generation": state.generation + 1,
+                                             "timeline": timeline, "operation": op}), version)
+    return op
+
+
+def _catch_up(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> None:
+    """Let the target first take any WAL a more advanced survivor holds.
+
+    The snapshot that confirmed the failure is recent enough: with the primary gone, the
+    survivors' received WAL no longer moves, so no second probe round on the fast path.
+    """
+    source = d.catch_up_source(snapshot, op.target, op.source)
+    if source is None:
+        return
+    want = snapshot.members[source].wal_lsn or 0
+    with ctx.term.guard(f"catch {op.target} up from {source}"):
+        ctx.db.repoint(op.target, source)
+    def caught_up() -> bool:
+        _still_leading(ctx, op)
+        return (ctx.db.probe_member(op.target).wal_lsn or 0) >= want
+
+    if poll_tight(caught_up, timeout=3.0, interval=0.005):
+        ctx.log.emit("caught-up", cluster=ctx.cluster, member=op.target, source=source, lsn=want)
+        return
+    ctx.log.emit("catch-up-timeout", cluster=ctx.cluster, member=op.target, source=source, lsn=want)
+
+
+def _fence_source(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> str:
+    if op.kind is OperationKind.SWITCHOVER:
+        return _stop_for_switchover(ctx, op)
+    status = snapshot.members.get(op.source)
+    if status is not None and not status.reachable and op.first_failure_at is not None:
+        # Detected as unreachable: it acknowledges nothing. If it comes back writable the
+        # stray-primary rule stops it, and the generation bump lets an agent self-fence.
+        return "unreachable at detection; nothing to stop"
+    with ctx.term.guard(f"fence {op.source}"):
+        return "stopped" if ctx.db.fence(op.source) else "unreachable"
+
+
+def _stop_for_switchover(ctx: ClusterContext, op: Operation) -> str:
+    """Stop the old primary's writes; promote-ready once the target holds all of its WAL.
+
+    The other standbys are moved to stream from the target *before* the old primary stops:
+    its shutdown checkpoint then reaches no standby but the target, so none is left ahead of
+    the new timeline (such a standby cannot attach, and the new primary's first commits
+    waited for a rewind: seconds). The old primary's fast shutdown runs off this path.
+
+    :raises SwitchoverAborted: nothing was promoted and the old primary takes writes again.
+    """
+    slots = ctx.pool.submit(_ensure_peer_slots, ctx, op.target)  # joined before the promotion
+    others = tuple(n for n in ctx.members if n not in (op.target, op.source))
+    if not ctx.db.probe_member(op.source).reachable:
+        # Resumed after the old primary went down: it acknowledges nothing any more, so
+        # the target takes whatever a survivor received beyond its own WAL.
+        _catch_up(ctx, op, ctx.db.probe())
+        slots.result()
+        return "already stopped; caught up with the survivors"
+    marks = [("start", time.monotonic())]
+    # Re-pointing overlaps stopping writes: a commit meanwhile confirmed by none of the old
+    # primary's quorum only waits until its session is terminated (never acknowledged).
+    repointing = ctx.pool.submit(repoint_all, ctx, others, op.target)
+    try:
+        with ctx.term.guard(f"stop writes on {op.source}"):
+            last = ctx.db.stop_writes(op.source)
+    except DatabaseUnavailable as exc:
+        _resume_writes(ctx, op.source)
+        raise SwitchoverAborted(f"switchover aborted before promoting anything: {exc}") from exc
+    marks.append(("writes-stopped", time.monotonic()))
+
+    def holds_all() -> bool:
+        # Replayed counts too: a standby that just (re)started streaming reports as received only
+        # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
+        _still_leading(ctx, op)
+        status = ctx.db.probe_member(op.target)
+        return max(status.wal_lsn or 0, status.replay_lsn or 0) >= last
+
+    if not poll_tight(holds_all, timeout=10, interval=0.002):
+        # Nothing was promoted: the old primary takes writes again and the switchover ends.
+        _resume_writes(ctx, op.source)
+        raise SwitchoverAborted(f"switchover aborted: {op.target} did not receive the old primary's "
+                                f"WAL up to {last}; {op.source} accepts writes again")
+    marks.append(("target-has-wal", time.monotonic()))
+    repointing.result()
+
+    def detached() -> bool:
+        _still_leading(ctx, op)
+        return not set(ctx.db.attached_standbys(op.source)) & set(others)
+
+    if not poll_tight(detached, timeout=2, interval=0.002):
+        ctx.log.emit("switchover-detach-timeout", cluster=ctx.cluster, members=list(others))
+    marks.append(("others-detached", time.monotonic()))
+    with ctx.term.guard(f"stop {op.source}"):
+        ctx.db.stop_server(op.source)
+    slots.result()
+    marks.append(("stop-issued", time.monotonic()))
+    ctx.log.emit("switchover-timing", cluster=ctx.cluster, operation=op.id,
+                 ms={name: round((at - marks[0][1]) * 1000, 1) for name, at in marks[1:]})
+    return f"stopped cleanly; {op.target} received WAL up to {last}"
+
+
+def _still_leading(ctx: ClusterContext, op: Operation) -> None:
+    """Inside a wait: stop at once when the term has ended (no ZooKeeper read per poll)."""
+    if ctx.term.ended:
+        raise LostLeadership(f"{op.kind} {op.id} stopped: {ctx.term.reason}")
+
+
+def _resume_writes(ctx: ClusterContext, member: str) -> None:
+    try:
+        with ctx.term.guard(f"make {member} writable again"):
+            ctx.db.resume_writes(member)
+    except DatabaseUnavailable as exc:  # it went away: the stray-primary rule or a rejoin takes it from here
+        ctx.log.emit("resume-writes-failed", member=member, error=str(exc))
+
+
+def _ensure_peer_slots(ctx: ClusterContext, member: str) -> None:
+    """Slots for every peer on ``member`` about to lead: a freshly re-cloned member has none,
+    and a standby re-pointed at a primary without its slot cannot attach."""
+    try:
+        with ctx.term.guard(f"create peer slots on {member}"):
+            created = ctx.db.ensure_peer_slots(member)
+    except DatabaseUnavailable as exc:
+        ctx.log.emit("slots-failed", cluster=ctx.cluster, member=member, error=str(exc))
+        return
+    if created:
+        ctx.log.emit("slots-created", cluster=ctx.cluster, member=member, slots=created)

@@ -1,0 +1,37 @@
+"""Member health and WAL positions in the cluster state, for ``drctl status``.
+
+At most once a second per cluster, the cycle hands its snapshot here; it is written with
+the state (an epoch-checked write like any other).
+"""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator.control.context import ClusterContext
+from orchestrator.coordination import StateConflict
+from orchestrator.state import ClusterSnapshot, MemberRecord
+
+
+class Publisher:
+    def __init__(self, every: float = 1.0) -> None:
+        self._every = every
+        self._last: dict[str, float] = {}
+
+    def publish(self, ctx: ClusterContext, snapshot: ClusterSnapshot) -> None:
+        now = time.monotonic()
+        if now - self._last.get(ctx.cluster, 0.0) < self._every:
+            return
+        self._last[ctx.cluster] = now
+        state, version = ctx.store.get(ctx.cluster)
+        primary_lsn = snapshot.members[state.primary].wal_lsn if state.primary in snapshot.members else None
+        members = {
+            name: MemberRecord(health=s.health, role=s.role, timeline=s.timeline, wal_lsn=s.wal_lsn,
+                               streaming=s.streaming,
+                               lag_bytes=(primary_lsn - s.wal_lsn) if primary_lsn and s.wal_lsn else None)
+            for name, s in snapshot.members.items()
+        }
+        try:
+            ctx.store.write(state.model_copy(update={"members": members}), version)
+        except StateConflict:
+            ctx.store.forget(ctx.cluster)

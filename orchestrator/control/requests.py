@@ -1,0 +1,83 @@
+"""Operator requests (``drctl switchover`` / ``drctl failover``): validate, run, answer.
+
+The cycle calls :meth:`Requests.serve` once per round with its fresh snapshot (an
+operator request also wakes the leader through a ZooKeeper watch). A request runs as an
+operation (:mod:`orchestrator.control.operations`) under the same lease checks as an
+automatic failover; a deposed leader neither runs nor answers one (the new leader will).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from orchestrator import decisions as d
+from orchestrator.control import operations
+from orchestrator.control.context import ClusterContext
+from orchestrator.control.ports import Coordination
+from orchestrator.control.rejoin import Rejoins
+from orchestrator.errors import LostLeadership, OrchestratorError
+from orchestrator.state import ClusterSnapshot, Operation, OperationKind
+
+
+class Requests:
+    def __init__(self, coord: Coordination, rejoins: Rejoins) -> None:
+        self._coord = coord
+        self._rejoins = rejoins
+
+    def serve(self, ctx: ClusterContext, snapshot: ClusterSnapshot) -> bool:
+        """Answer pending requests; True when one ran an operation (the snapshot is stale then).
+
+        :raises LostLeadership: the lease was lost; the request stays queued for the next leader.
+        """
+        ran = False
+        for request_id, request in self._coord.pending_requests(ctx.cluster):
+            try:
+                result = self._serve(ctx, request, snapshot)
+            except LostLeadership:
+                raise
+            except OrchestratorError as exc:
+                result = {"ok": False, "error": str(exc)}
+            ran |= "operation" in result
+            with ctx.term.guard(f"answer request {request_id}"):
+                self._coord.answer_request(ctx.cluster, request_id, result)
+            ctx.log.emit("request", cluster=ctx.cluster, id=request_id, request=request, result=result)
+            if ran:
+                break  # later requests wait for the next cycle's snapshot
+        return ran
+
+    def _serve(self, ctx: ClusterContext, request: dict[str, Any], snapshot: ClusterSnapshot) -> dict[str, Any]:
+        state, _ = ctx.store.get(ctx.cluster)
+        policy = ctx.policy
+        kind, target = request.get("kind"), request.get("to")
+        if state.operation is not None:
+            return {"ok": False, "error": f"{state.operation.kind} {state.operation.id} is in progress; retry later"}
+        if target == state.primary:
+            return {"ok": False, "error": f"{target} is already the primary"}
+        accept = bool(request.get("accept_data_loss"))
+        if kind == "switchover":
+            choice = d.plan_switchover(snapshot, policy, state.primary, str(target))
+            op_kind = OperationKind.SWITCHOVER
+        else:
+            choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept)
+            op_kind = OperationKind.FAILOVER
+        if isinstance(choice, d.Refusal):
+            return {"ok": False, "error": choice.reason}
+        if kind == "failover":
+            at_risk = max((s.wal_lsn or 0) for s in snapshot.members.values()) - choice.wal_lsn
+            if at_risk > 0 and not accept:
+                return {"ok": False, "error": f"{target} is {at_risk} bytes of WAL behind; "
+                                              "pass --accept-data-loss to promote it anyway"}
+        elif kind != "switchover":
+            return {"ok": False, "error": f"unknown request kind {kind!r}"}
+        op = Operation(id=uuid.uuid4().hex[:12], kind=op_kind, source=state.primary, target=choice.name,
+                       reason=f"operator {kind} to {choice.name}", started_at=ctx.clock(),
+                       accept_data_loss=accept, epoch=ctx.term.epoch)
+        started = time.monotonic()
+        done = operations.run(ctx, op, snapshot)
+        if op_kind is OperationKind.SWITCHOVER:
+            self._rejoins.start(ctx, op.source)
+        return {"ok": True, "operation": done.id, "primary": done.target,
+                "seconds": round(time.monotonic() - started, 3),
+                "steps": {s.step.value: s.at for s in done.steps}}

@@ -1,0 +1,243 @@
+"""The controller's parts on in-memory fakes: a stale leader changes nothing; guards between steps."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from orchestrator import decisions as d
+from orchestrator.control import executors
+from orchestrator.control.context import ClusterContext
+from orchestrator.control.cycle import ClusterCycle
+from orchestrator.control.publisher import Publisher
+from orchestrator.control.rejoin import RejoinRunner, Rejoins
+from orchestrator.control.requests import Requests
+from orchestrator.control.store import StateStore
+from orchestrator.control.term import Term
+from orchestrator.errors import CoordinationUnavailable, LostLeadership, PlaybookFailed
+from orchestrator.state import Role, Step
+from orchestrator.topology import Topology
+from tests.control.fakes import FakeCluster, FakeCoordinator, FakeZooKeeper
+
+
+class Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        with self._lock:
+            self.events.append((event, fields))
+
+    def names(self) -> list[str]:
+        return [e for e, _ in self.events]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        self.now += 0.1
+        return self.now
+
+
+@dataclass
+class Leader:
+    coord: FakeCoordinator
+    term: Term
+    ctx: ClusterContext
+    cycle: ClusterCycle
+    rejoins: Rejoins
+    log: Log
+
+
+@pytest.fixture
+def policy(shipped_topology: Topology) -> d.Policy:
+    return d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def zk() -> FakeZooKeeper:
+    return FakeZooKeeper()
+
+
+@pytest.fixture
+def db(policy: d.Policy) -> FakeCluster:
+    return FakeCluster(policy, "dc1-a")
+
+
+@pytest.fixture
+def elect(zk: FakeZooKeeper, db: FakeCluster, policy: d.Policy, pool: ThreadPoolExecutor
+          ) -> Callable[..., Leader]:
+    clock = Clock()
+
+    def make(identity: str, runner: RejoinRunner | None = None) -> Leader:
+        log = Log()
+        coord = FakeCoordinator(zk, identity)
+        term = Term(coord, coord.bump_epoch(), log=log, join_timeout=5)
+        coord.on_session_change(term.session_changed)
+        store = StateStore(coord, term, identity, clock=clock, log=log)
+        ctx = ClusterContext("payments", term, db, store, policy, log, clock, pool)
+        rejoins = Rejoins(runner)
+        cycle = ClusterCycle(ctx, rejoins, Requests(coord, rejoins), Publisher(every=0.0))
+        return Leader(coord, term, ctx, cycle, rejoins, log)
+
+    return make
+
+
+def recorded_primary(zk: FakeZooKeeper) -> str:
+    return zk.states["payments"][0].primary
+
+
+def fail_over(leader: Leader, zk: FakeZooKeeper) -> None:
+    for _ in range(10):
+        leader.cycle.run_once()
+        if recorded_primary(zk) != "dc1-a" and zk.states["payments"][0].operation is None:
+            return
+    raise AssertionError(f"no failover; decisions: {leader.log.events}")
+
+
+def test_a_failover_on_fakes_promotes_re_points_and_records(elect: Callable[..., Leader], zk: FakeZooKeeper,
+                                                            db: FakeCluster) -> None:
+    leader = elect("dc2:a")
+    leader.cycle.run_once()
+    assert recorded_primary(zk) == "dc1-a"
+    db.kill("dc1-a")
+    fail_over(leader, zk)
+    state = zk.states["payments"][0]
+    assert (state.primary, state.generation) == ("dc1-b", 2)
+    assert db.members["dc1-b"].role is Role.PRIMARY
+    assert {db.members[n].upstream for n in ("dc2-a", "dc3-a")} == {"dc1-b"}
+    assert [s.step for s in state.history[-1].steps] == [Step.INTENT, Step.FENCE, Step.PROMOTE, Step.REPOINT,
+                                                         Step.DONE]
+    assert leader.coord.reads >= 3, "the lease was read before the side effects"
+
+
+def test_a_leader_paused_past_its_session_wakes_and_changes_nothing(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    """SIGSTOP the leader, another fails over, SIGCONT: not a fence, not a write."""
+    old = elect("dc2:old")
+    old.cycle.run_once()
+    old.coord.expire()                      # frozen past its session
+    new = elect("dc3:new")
+    db.kill("dc1-a")
+    fail_over(new, zk)
+    assert recorded_primary(zk) == "dc1-b"
+    actions, writes = list(db.actions), list(zk.writes)
+    with pytest.raises((LostLeadership, CoordinationUnavailable)):
+        old.cycle.run_once()                # wakes mid-loop with its cached view (dc1-a primary)
+    assert db.actions == actions, "the stale leader touched PostgreSQL"
+    assert zk.writes == writes, "the stale leader wrote to ZooKeeper"
+    assert old.term.ended
+    assert db.members["dc1-b"].running and db.members["dc1-b"].role is Role.PRIMARY
+
+
+def test_the_stray_primary_rule_reads_the_epoch_before_it_fences(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    """Even with a working session (reconnected), a superseded leader does not stop the new primary."""
+    old = elect("dc2:old")
+    old.cycle.run_once()
+    old.coord.expire()
+    new = elect("dc3:new")
+    db.kill("dc1-a")
+    fail_over(new, zk)
+    old.coord.reconnect()                    # its client got a fresh session before it looked
+    actions = list(db.actions)
+    stray = d.FenceStray("dc1-b", "dc1-b accepts writes but dc1-a is the primary of generation 1")
+    with pytest.raises(LostLeadership, match="superseded"):
+        executors.fence_stray(old.ctx, stray)
+    assert db.actions == actions
+    assert db.members["dc1-b"].running
+
+
+def test_lease_lost_right_after_promote_the_stale_leader_re_points_and_records_nothing(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    old = elect("dc2:old")
+    old.cycle.run_once()
+    db.kill("dc1-a")
+    lost = threading.Event()
+
+    def lose_lease_at_promotion(action: str, member: str) -> None:
+        if action == "promote" and not lost.is_set():
+            lost.set()
+            old.coord.expire()
+            FakeCoordinator(zk, "dc3:new").bump_epoch()
+
+    db.before = lose_lease_at_promotion
+    with pytest.raises(LostLeadership):
+        for _ in range(10):
+            old.cycle.run_once()
+    assert lost.is_set()
+    after = db.actions[[a for a, _, _ in db.actions].index("promote") + 1:]
+    assert not [a for a in after if a[0] == "repoint"], f"re-pointed after losing the lease: {after}"
+    state = zk.states["payments"][0]
+    assert state.primary == "dc1-a" and state.operation is not None and state.operation.step is Step.INTENT, \
+        "only the intent (written under the valid lease) is recorded; the new leader resumes it"
+
+
+def test_losing_leadership_cancels_a_rejoin_and_waits_for_it(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    started = threading.Event()
+    seen_cancel: list[bool] = []
+
+    def slow_playbook(cluster: str, member: str, upstream: str, cancelled: Callable[[], bool]) -> None:
+        started.set()
+        while not cancelled():
+            threading.Event().wait(0.002)    # ansible-runner polls its cancel callback like this
+        seen_cancel.append(True)
+        raise PlaybookFailed("playbook rejoin.yml canceled")
+
+    leader = elect("dc2:a", runner=slow_playbook)
+    leader.cycle.run_once()
+    assert leader.rejoins.start(leader.ctx, "dc3-a")
+    assert started.wait(5)
+    assert leader.rejoins.rejoining("payments") == {"dc3-a"}
+    leader.coord.expire()
+    with pytest.raises(CoordinationUnavailable):
+        leader.coord.is_paused("payments")   # the client notices: LOST ends the term
+    assert leader.term.end("deposed") == []
+    assert seen_cancel == [True]
+    assert leader.rejoins.rejoining() == frozenset()
+    assert ("ensure_peer_slots", "dc3-a", "") not in db.actions
+    assert "rejoin-cancelled" in leader.log.names()
+    with pytest.raises(LostLeadership):
+        leader.rejoins.start(leader.ctx, "dc1-a")
+
+
+def test_a_stale_leader_neither_serves_nor_answers_a_request(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    old = elect("dc2:old")
+    old.cycle.run_once()
+    zk.submit("payments", {"kind": "switchover", "to": "dc2-a"})
+    old.coord.expire()
+    old.coord.reconnect()
+    FakeCoordinator(zk, "dc3:new").bump_epoch()
+    actions = list(db.actions)
+    with pytest.raises(LostLeadership):
+        old.cycle.run_once()
+    assert db.actions == actions
+    assert zk.results == {} and len(zk.requests["payments"]) == 1, "the request waits for the new leader"
+
+
+def test_a_switchover_request_on_fakes(elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    leader = elect("dc2:a")
+    leader.cycle.run_once()
+    request_id = zk.submit("payments", {"kind": "switchover", "to": "dc2-a"})
+    assert leader.cycle.run_once() is True
+    result = zk.results["payments"][request_id]
+    assert result["ok"] and result["primary"] == "dc2-a", result
+    assert recorded_primary(zk) == "dc2-a"
+    kinds = [a for a, _, _ in db.actions]
+    assert kinds.index("stop_writes") < kinds.index("stop_server") < kinds.index("promote")
