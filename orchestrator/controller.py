@@ -154,21 +154,26 @@ class Controller:
                     self.stop_event.wait(self._interval)  # suspended: act on nothing until sure
                     continue
                 urgent = False
-                for cycle in cycles:
-                    urgent |= cycle.run_once()
+                try:
+                    for cycle in cycles:
+                        urgent |= cycle.run_once()
+                except LeaseInDoubt as exc:
+                    # A guard could not confirm the lease mid-round (a ZooKeeper server blip):
+                    # nothing was done; the next round starts with a lease check, and a half-done
+                    # operation resumes from its recorded step.
+                    self.log.emit("lease-in-doubt", epoch=term.epoch, reason=str(exc))
+                    self.stop_event.wait(self._interval)
+                    continue
                 if not urgent:
                     self._run_scheduled_drills(term)
                     if self._yield_leadership(cycles, store, rejoins):
                         return
                 pause = self._interval / 4 if urgent else self._interval
                 self._wake.wait(max(0.0, pause - (time.monotonic() - started)))
-        except LeaseInDoubt as exc:
-            # A guard could not confirm the lease mid-round: nothing was done; re-campaign.
-            # A half-done operation is in ZooKeeper for whoever leads next.
-            self.log.emit("lease-in-doubt", epoch=term.epoch, reason=str(exc))
         except LostLeadership as exc:
             self.log.emit("deposed", epoch=term.epoch, reason=str(exc))
         except CoordinationUnavailable as exc:
+            # The lease is in doubt: stop acting, re-campaign; a half-done operation is in ZooKeeper.
             self.log.emit("lease-in-doubt", epoch=term.epoch, reason=str(exc))
         finally:
             term.end("leadership ended")
