@@ -18,7 +18,8 @@ from orchestrator.control.publisher import Publisher
 from orchestrator.control.rejoin import RejoinRunner, Rejoins
 from orchestrator.control.requests import Requests
 from orchestrator.control.store import StateStore
-from orchestrator.control.term import Term
+from orchestrator.control.term import LeaseInDoubt, Term
+from orchestrator.decisions import SessionState
 from orchestrator.errors import CoordinationUnavailable, LostLeadership, PlaybookFailed
 from orchestrator.state import Role, Step
 from orchestrator.topology import Topology
@@ -241,3 +242,29 @@ def test_a_switchover_request_on_fakes(elect: Callable[..., Leader], zk: FakeZoo
     assert recorded_primary(zk) == "dc2-a"
     kinds = [a for a, _, _ in db.actions]
     assert kinds.index("stop_writes") < kinds.index("stop_server") < kinds.index("promote")
+
+
+def test_a_suspended_session_mid_failover_stops_it_and_the_next_rounds_finish_it(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    leader = elect("dc2:a")
+    leader.cycle.run_once()
+    db.kill("dc1-a")
+
+    def blip_at_promotion(action: str, member: str) -> None:
+        if action == "promote" and leader.coord.session is SessionState.CONNECTED and not blipped:
+            blipped.append(member)
+            leader.coord.suspend()            # a ZooKeeper server went away under the leader
+
+    blipped: list[str] = []
+    db.before = blip_at_promotion
+    with pytest.raises(LeaseInDoubt):
+        for _ in range(10):
+            leader.cycle.run_once()
+    assert blipped == ["dc1-b"] and not leader.term.ended
+    assert not [a for a in db.actions if a[0] == "repoint"], "nothing re-pointed while the lease was in doubt"
+    assert zk.states["payments"][0].operation is not None, "the operation stays recorded"
+    leader.coord.resume()
+    fail_over(leader, zk)                     # resumed from its recorded step: promoting a primary is a no-op
+    state = zk.states["payments"][0]
+    assert (state.primary, state.generation, state.operation) == ("dc1-b", 2, None)
+    assert {db.members[n].upstream for n in ("dc2-a", "dc3-a")} == {"dc1-b"}
