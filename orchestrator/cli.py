@@ -311,7 +311,8 @@ def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: 
     finally:
         coord.stop()
     if result is None:
-        raise OrchestratorError(f"no leader answered within {timeout:.0f}s; the request stays queued")
+        raise OrchestratorError(f"no leader answered within {timeout:.0f}s; the request was withdrawn and will "
+                                "not run")
     if not result.get("ok"):
         raise OrchestratorError(f"{request['kind']} refused: {result.get('error')}")
     return result

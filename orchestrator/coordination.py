@@ -252,12 +252,35 @@ class Coordinator:
         return self._client.exists(f"{self.root}/clusters/{cluster}/paused") is not None
 
     @_translated
-    def submit_request(self, cluster: str, request: dict[str, Any]) -> str:
-        """Queue an operator request for the leader; returns its id."""
+    def submit_request(self, cluster: str, request: dict[str, Any], *, ttl: float = 120.0) -> str:
+        """Queue an operator request for the leader; returns its id.
+
+        The request expires ``ttl`` seconds from now (wall clock): a leader never runs a request
+        its operator has stopped waiting for, even if that operator's ``drctl`` died.
+        """
         base = f"{self.root}/clusters/{cluster}/requests"
         self._client.ensure_path(base)
-        path = self._client.create(f"{base}/req-", json.dumps(request).encode(), sequence=True)
+        stamped = {**request, "submitted_at": time.time(), "expires_at": time.time() + ttl}
+        path = self._client.create(f"{base}/req-", json.dumps(stamped).encode(), sequence=True)
         return str(path).rsplit("/", 1)[1]
+
+    @_translated
+    def claim_request(self, cluster: str, request_id: str) -> bool:
+        """Take a request off the queue before running it: True when this caller owns it now.
+
+        Deleting the request node is the one atomic step shared with :meth:`withdraw_request`,
+        so a request is either run by a leader or withdrawn by its operator, never both.
+        """
+        try:
+            self._client.delete(f"{self.root}/clusters/{cluster}/requests/{request_id}")
+        except NoNodeError:
+            return False
+        return True
+
+    @_translated
+    def withdraw_request(self, cluster: str, request_id: str) -> bool:
+        """Withdraw a queued request; False when a leader has already claimed it."""
+        return self.claim_request(cluster, request_id)
 
     @_translated
     def watch_requests(self, cluster: str, on_change: Callable[[], None]) -> None:
@@ -299,16 +322,33 @@ class Coordinator:
             self._client.delete(f"{base}/requests/{request_id}")
 
     @_translated
-    def wait_result(self, cluster: str, request_id: str, timeout: float) -> dict[str, Any] | None:
+    def wait_result(self, cluster: str, request_id: str, timeout: float, *, claimed_grace: float = 120.0
+                    ) -> dict[str, Any] | None:
+        """The leader's answer to a request, watched (not polled); None when nobody answered.
+
+        When ``timeout`` passes, the request is withdrawn so it can never run later. If a leader
+        had already claimed it, the operation is under way: its answer is awaited up to
+        ``claimed_grace`` seconds more, since walking away would hide what happened.
+        """
         path = f"{self.root}/clusters/{cluster}/results/{request_id}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data, _ = self._client.get(path)
-                return dict(json.loads(data))
-            except NoNodeError:
-                time.sleep(0.05)
-        return None
+        answered = threading.Event()
+        self._client.ensure_path(f"{self.root}/clusters/{cluster}/results")
+
+        def on_data(data: bytes | None, _stat: Any) -> bool:
+            if data is not None:
+                answered.set()
+                return False  # stop watching
+            return True
+
+        self._client.DataWatch(path, on_data)
+        if not answered.wait(timeout) and self.withdraw_request(cluster, request_id):
+            return None
+        answered.wait(claimed_grace)
+        try:
+            data, _ = self._client.get(path)
+        except NoNodeError:
+            return None
+        return dict(json.loads(data))
 
     # ---- drills ----------------------------------------------------------------------------
 

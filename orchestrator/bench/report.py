@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import statistics
 from collections.abc import Sequence
@@ -55,17 +54,17 @@ class SystemSummary(BaseModel):
     rejoined: int                  # rounds where the old primary came back as a standby by itself
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation between closest ranks.
+def percentile(values: Sequence[float], q: int) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between closest ranks
+    (:func:`statistics.quantiles`, inclusive method; its cut points stop at 1 and 99).
 
     :raises ValueError: no values, or ``q`` outside 0..100.
     """
     if not values or not 0 <= q <= 100:
         raise ValueError(f"percentile of {len(values)} value(s) at q={q}: need values and 0 <= q <= 100")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    if len(values) == 1 or q in (0, 100):
+        return max(values) if q == 100 else min(values) if q == 0 else values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def summarize_system(system: str, rounds: Sequence[RoundResult]) -> SystemSummary:

@@ -76,7 +76,7 @@ def bench_result(rounds: Sequence[RoundResult], systems: tuple[str, ...]) -> Ben
     ([float(v) for v in range(1, 11)], 100, 10.0),
     ([5.0, 1.0, 3.0], 0, 1.0),
 ], ids=["single", "two-median", "ten-p95", "max", "unsorted-min"])
-def test_percentile_interpolates_between_closest_ranks(values: list[float], q: float, expected: float) -> None:
+def test_percentile_interpolates_between_closest_ranks(values: list[float], q: int, expected: float) -> None:
     assert percentile(values, q) == pytest.approx(expected)
 
 
