@@ -63,6 +63,10 @@ class Coordination(LeaseSource, Protocol):
 
     def pending_requests(self, cluster: str) -> list[tuple[str, dict[str, Any]]]: ...
 
+    def claim_request(self, cluster: str, request_id: str) -> bool:
+        """Take a request off the queue (atomic); False when its operator withdrew it first."""
+        ...
+
     def answer_request(self, cluster: str, request_id: str, result: dict[str, Any]) -> None: ...
 
     def contenders(self) -> list[str]:

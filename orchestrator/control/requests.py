@@ -1,7 +1,9 @@
 """Operator requests (``drctl switchover`` / ``drctl failover``): validate, run, answer.
 
 The cycle calls :meth:`Requests.serve` once per round with its fresh snapshot (an
-operator request also wakes the leader through a ZooKeeper watch). A request runs as an
+operator request also wakes the leader through a ZooKeeper watch). A request is claimed
+(taken off the queue, the one atomic step shared with the operator's withdrawal) before
+anything runs, and an expired one is answered, never run. A request runs as an
 operation (:mod:`orchestrator.control.operations`) under the same lease checks as an
 automatic failover; a deposed leader neither runs nor answers one (the new leader will).
 """
@@ -29,12 +31,23 @@ class Requests:
     def serve(self, ctx: ClusterContext, snapshot: ClusterSnapshot) -> bool:
         """Answer pending requests; True when one ran an operation (the snapshot is stale then).
 
-        :raises LostLeadership: the lease was lost; the request stays queued for the next leader.
+        :raises LostLeadership: the lease was lost. A request not yet claimed stays queued for the
+            next leader; a claimed one goes unanswered, and its operation, if it started, is
+            recorded for the next leader to finish.
         """
         ran = False
         for request_id, request in self._coord.pending_requests(ctx.cluster):
+            with ctx.term.guard(f"claim request {request_id}"):
+                claimed = self._coord.claim_request(ctx.cluster, request_id)
+            if not claimed:
+                continue  # its operator withdrew it (gave up waiting): it must never run
+            expires_at = request.get("expires_at")
             try:
-                result = self._serve(ctx, request, snapshot)
+                if isinstance(expires_at, int | float) and ctx.clock() > expires_at:
+                    result = {"ok": False, "error": f"the request expired {ctx.clock() - expires_at:.0f}s ago "
+                                                    "(its operator stopped waiting); submit it again"}
+                else:
+                    result = self._serve(ctx, request, snapshot)
             except LostLeadership:
                 raise
             except OrchestratorError as exc:

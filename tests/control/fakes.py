@@ -48,6 +48,7 @@ class FakeZooKeeper:
         return Lease(self.epoch, self.epoch_version) if self.epoch_version >= 0 else None
 
     def submit(self, cluster: str, request: dict[str, Any]) -> str:
+        """An operator's request, as ``Coordinator.submit_request`` queues it (with its expiry)."""
         request_id = f"req-{next(self._ids):010d}"
         self.requests.setdefault(cluster, {})[request_id] = request
         return request_id
@@ -149,6 +150,10 @@ class FakeCoordinator:
     def pending_requests(self, cluster: str) -> list[tuple[str, dict[str, Any]]]:
         self._request("pending_requests")
         return sorted(self.zk.requests.get(cluster, {}).items())
+
+    def claim_request(self, cluster: str, request_id: str) -> bool:
+        self._write(f"claim {request_id}")
+        return self.zk.requests.get(cluster, {}).pop(request_id, None) is not None
 
     def answer_request(self, cluster: str, request_id: str, result: dict[str, Any]) -> None:
         self._write(f"answer {request_id}")

@@ -268,3 +268,28 @@ def test_a_suspended_session_mid_failover_stops_it_and_the_next_rounds_finish_it
     state = zk.states["payments"][0]
     assert (state.primary, state.generation, state.operation) == ("dc1-b", 2, None)
     assert {db.members[n].upstream for n in ("dc2-a", "dc3-a")} == {"dc1-b"}
+
+
+def test_an_expired_request_is_answered_never_run(elect: Callable[..., Leader], zk: FakeZooKeeper,
+                                                  db: FakeCluster) -> None:
+    leader = elect("dc2:a")
+    leader.cycle.run_once()
+    request_id = zk.submit("payments", {"kind": "switchover", "to": "dc2-a", "expires_at": 500.0})
+    actions = list(db.actions)
+    assert leader.cycle.run_once() is False
+    assert "expired" in zk.results["payments"][request_id]["error"]
+    assert db.actions[:len(actions)] == actions and "stop_writes" not in [a for a, _, _ in db.actions]
+    assert recorded_primary(zk) == "dc1-a"
+
+
+def test_a_withdrawn_request_never_runs(elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    leader = elect("dc2:a")
+    leader.cycle.run_once()
+    zk.submit("payments", {"kind": "switchover", "to": "dc2-a"})
+    pending = leader.coord.pending_requests("payments")
+    zk.requests["payments"].clear()        # the operator withdrew it after the leader listed it
+    monkeypatch.setattr(leader.coord, "pending_requests", lambda cluster: pending)
+    leader.cycle.run_once()
+    assert zk.results == {} and "stop_writes" not in [a for a, _, _ in db.actions]
+    assert recorded_primary(zk) == "dc1-a"
