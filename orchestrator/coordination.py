@@ -72,17 +72,16 @@ class Lease:
     version: int
 
 
-class Coordinator:
-    def __init__(self, hosts: str, namespace: str, *, identity: str, session_timeout: float = 2.0) -> None:
+class _Session:
+    """A kazoo client and its session state as :class:`SessionState`, with listeners."""
+
+    def __init__(self, hosts: str, namespace: str, *, session_timeout: float, max_retry_delay: float) -> None:
         self.root = f"/dr-orchestrator/{namespace}"
-        self.identity = identity
-        self._client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={"max_tries": -1,
-                                   "delay": 0.05, "max_delay": 0.5})
+        self._client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={
+            "max_tries": -1, "delay": 0.05, "max_delay": max_retry_delay})
         self._session = SessionState.LOST
         self._listeners: list[Callable[[SessionState], None]] = []
         self._client.add_listener(self._on_state)
-
-    # ---- session -------------------------------------------------------------------------
 
     def _on_state(self, state: str) -> None:
         self._session = {
@@ -108,15 +107,23 @@ class Coordinator:
             raise CoordinationUnavailable(f"ZooKeeper at {self._client.hosts} did not answer in {timeout}s; "
                                           "is the ensemble up (drctl lab status)?") from exc
         self._session = SessionState.CONNECTED
-        for path in ("election", "clusters", "drills"):
-            self._client.ensure_path(f"{self.root}/{path}")
 
     def stop(self) -> None:
-        try:
+        """Close the session: its ephemeral nodes disappear at once."""
+        with contextlib.suppress(KazooException):
             self._client.stop()
             self._client.close()
-        except KazooException:
-            pass
+
+
+class Coordinator(_Session):
+    def __init__(self, hosts: str, namespace: str, *, identity: str, session_timeout: float = 2.0) -> None:
+        super().__init__(hosts, namespace, session_timeout=session_timeout, max_retry_delay=0.5)
+        self.identity = identity
+
+    def start(self, timeout: float = 10.0) -> None:
+        super().start(timeout)
+        for path in ("election", "clusters", "drills"):
+            self._client.ensure_path(f"{self.root}/{path}")
 
     # ---- election and epochs -------------------------------------------------------------
 
@@ -411,7 +418,7 @@ class Coordinator:
         return [dict(json.loads(self._client.get(f"{base}/{c}")[0])) for c in children]
 
 
-class AgentSession:
+class AgentSession(_Session):
     """A node agent's own ZooKeeper session (one per agent; see :mod:`orchestrator.agent`).
 
     Layout under ``/dr-orchestrator/<topology>/clusters/<cluster>/``::
@@ -426,44 +433,11 @@ class AgentSession:
     """
 
     def __init__(self, hosts: str, namespace: str, *, session_timeout: float) -> None:
-        self.root = f"/dr-orchestrator/{namespace}"
-        self._client = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={
-            "max_tries": -1, "delay": 0.05, "max_delay": 0.25})
-        self._session = SessionState.LOST
-        self._listeners: list[Callable[[SessionState], None]] = []
+        super().__init__(hosts, namespace, session_timeout=session_timeout, max_retry_delay=0.25)
         self._owned: tuple[str, int] | None = None  # (path, session id) of our ephemeral node
-        self._client.add_listener(self._on_state)
-
-    def _on_state(self, state: str) -> None:
-        self._session = {KazooState.CONNECTED: SessionState.CONNECTED, KazooState.SUSPENDED: SessionState.SUSPENDED,
-                         KazooState.LOST: SessionState.LOST}[state]
-        for listener in self._listeners:
-            listener(self._session)
-
-    def on_session_change(self, listener: Callable[[SessionState], None]) -> None:
-        self._listeners.append(listener)
-
-    @property
-    def session(self) -> SessionState:
-        return self._session
 
     def cluster_path(self, cluster: str, kind: str, member: str = "") -> str:
         return f"{self.root}/clusters/{cluster}/{kind}" + (f"/{member}" if member else "")
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect. :raises CoordinationUnavailable: no server answered within ``timeout``."""
-        try:
-            self._client.start(timeout=timeout)
-        except KazooTimeoutError as exc:
-            raise CoordinationUnavailable(f"ZooKeeper at {self._client.hosts} did not answer in {timeout}s; "
-                                          "is the ensemble up (drctl lab status)?") from exc
-        self._session = SessionState.CONNECTED
-
-    def stop(self) -> None:
-        """Close the session: the liveness node disappears at once."""
-        with contextlib.suppress(KazooException):
-            self._client.stop()
-            self._client.close()
 
     @_translated
     def publish(self, cluster: str, member: str, data: bytes) -> None:

@@ -16,8 +16,9 @@ from typing import TextIO
 
 from orchestrator.agent.facts import socket_conninfo
 from orchestrator.agent.rules import fencing_budget
-from orchestrator.agent.runtime import Agent, AgentConfig, EventLog
+from orchestrator.agent.runtime import Agent, AgentConfig
 from orchestrator.errors import InvalidInput, OrchestratorError
+from orchestrator.events import EventLog
 from orchestrator.lab import load_credentials, recorded_topology
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.topology import Cluster, Topology

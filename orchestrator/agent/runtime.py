@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,26 +37,12 @@ from orchestrator.agent.watchdog import Watchdog
 from orchestrator.coordination import AgentSession
 from orchestrator.decisions import SessionState
 from orchestrator.errors import CoordinationUnavailable, PermanentError
+from orchestrator.events import EventLog
 from orchestrator.state import ClusterState, Role
 
 
 class AgentAlreadyRunning(PermanentError):
     """Another agent runs beside this member: two would fight over one liveness node."""
-
-
-class EventLog:
-    """One JSON line per event on ``stream`` (the agent's log file in the lab)."""
-
-    def __init__(self, stream: TextIO, **context: Any) -> None:
-        self._stream = stream
-        self._context = context
-        self._lock = threading.Lock()
-
-    def emit(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"at": round(time.time(), 3), "event": event, **self._context, **fields}, default=str)
-        with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
 
 
 class Instruction(BaseModel):

@@ -36,7 +36,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from orchestrator import ensemble
+from orchestrator import ensemble, processes
 from orchestrator.bench import procs
 from orchestrator.bench.patroni_config import (
     APP_DATABASE,
@@ -244,8 +244,8 @@ class PatroniSystem:
 
     def _launch(self, node: Node) -> int:
         """Start ``node``'s Patroni daemon once its previous postmaster is really gone."""
-        stale = procs.read_pid(node.data / "postmaster.pid")
-        if stale is not None and procs.alive(stale) and not procs.gone(stale, timeout=10):
+        stale = processes.read_pid(node.data / "postmaster.pid")
+        if stale is not None and procs.is_running_pid(stale) and not processes.wait_gone(stale, timeout=10):
             raise LabError(f"{self.name}/{node.name}: an old postmaster {stale} still runs; stop() first")
         env = {"PATH": "/usr/bin:/bin", "HOME": str(node.home), "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
         pid = spawn([self.patroni_bin, str(node.config_file)], log=node.log, cwd=node.home, user=self.os_user,
@@ -407,7 +407,7 @@ class PatroniSystem:
     def _restart_killed(self, fault: Fault, notes: dict[str, Any]) -> bool:
         node = self._node(fault.member)
         for pid in fault.pids:
-            procs.gone(pid, timeout=5)
+            processes.wait_gone(pid, timeout=5)
         # Never restart before the dead leader's session expired and another member leads:
         # the daemon would take its own leader key back and restart PostgreSQL in place.
         deadline = fault.at + self.session_seconds() + TIMINGS[self.variant]["loop_wait"] + 10

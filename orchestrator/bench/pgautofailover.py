@@ -36,6 +36,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from orchestrator import processes
 from orchestrator.bench import procs
 from orchestrator.bench.pgautofailover_commands import (
     ADDRESS,
@@ -249,8 +250,8 @@ class PgAutoFailoverSystem:
         # A keeper killed in the last round: its zombies must be gone before pg_autoctl and postgres
         # trust their pid files again (a postmaster that still runs is adopted by pg_autoctl).
         for path in (self.layout.pidfile(instance), self.pgdata(instance) / "postmaster.pid"):
-            pid = procs.read_pid(path)
-            if pid is not None and not procs.alive(pid) and not procs.gone(pid, timeout=10):
+            pid = processes.read_pid(path)
+            if pid is not None and not procs.is_running_pid(pid) and not processes.wait_gone(pid, timeout=10):
                 raise LabError(f"{self.name}: old process {pid} of {instance} still exists; inspect ps -p {pid}")
         self._spawn_keeper(instance)
 
@@ -499,7 +500,7 @@ class PgAutoFailoverSystem:
             postmasters = [p for i in (*NODES, "monitor") if (p := self.postmaster_pid(i)) is not None]
             list(pool.map(lambda pid: stop(pid, sig=signal.SIGINT, timeout=15), postmasters))
         for pid in leftovers:
-            if procs.alive(pid):  # collected before the stops: ours, not a reused PID
+            if procs.is_running_pid(pid):  # collected before the stops: ours, not a reused PID
                 stop(pid, sig=signal.SIGKILL, timeout=5)
         for instance in INSTANCES:
             self.layout.pidfile(instance).unlink(missing_ok=True)

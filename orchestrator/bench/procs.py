@@ -4,8 +4,8 @@ The runner (:mod:`orchestrator.bench.runner`) checks with :func:`wait_ports_free
 system's ports are free before it starts, and with :func:`processes_under` that nothing of
 it survives its round; the peers' launchers (:mod:`orchestrator.bench.patroni`,
 :mod:`orchestrator.bench.pgautofailover`) find a daemon's sub-processes and sockets here.
-:mod:`orchestrator.processes` still does the lab's spawn/stop; this module is the bench's
-own small psutil layer until that one moves to psutil too.
+:mod:`orchestrator.processes` (also psutil) keeps the per-PID basics (alive, gone, pid
+files); this module adds what only the bench needs: ports, sockets and survivors.
 
 Why a port can be busy although nobody listens on it: every port of this machine's
 ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 here) can be the
@@ -30,6 +30,8 @@ from pathlib import Path
 import psutil
 
 from orchestrator.errors import LabError
+from orchestrator.processes import read_pid
+from orchestrator.waiting import poll
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
@@ -62,41 +64,21 @@ class Survivor:
 # ---- processes ---------------------------------------------------------------------------------
 
 
-def alive(pid: int | None) -> bool:
-    """``pid`` exists and is not a zombie (a killed daemon's zombie waits ~1.5 s for PID 1)."""
+def is_running_pid(pid: int | None) -> bool:
+    """``pid`` exists and is not a zombie. Unlike :func:`orchestrator.processes.is_running` it never
+    reaps: a launcher's ``Popen`` must still collect its own child's exit status."""
     if pid is None:
         return False
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
-
-
-def gone(pid: int, timeout: float) -> bool:
-    """Wait until ``pid`` no longer exists at all, not even as a zombie; False after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while psutil.pid_exists(pid):
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)   # our own child: reap it
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def read_pid(path: Path) -> int | None:
-    """The PID on the first line of a pid file (ours, or PostgreSQL's ``postmaster.pid``)."""
-    try:
-        first = path.read_text().splitlines()[0].strip()
-    except (OSError, IndexError):
-        return None
-    return int(first) if first.isdigit() else None
 
 
 def running_pid(path: Path) -> int | None:
     """The pid file's PID if that process is alive."""
     pid = read_pid(path)
-    return pid if alive(pid) else None
+    return pid if is_running_pid(pid) else None
 
 
 def descendants(roots: Iterable[int]) -> list[int]:
@@ -104,7 +86,7 @@ def descendants(roots: Iterable[int]) -> list[int]:
     found: set[int] = set()
     for pid in roots:
         with contextlib.suppress(psutil.Error):
-            found.update(c.pid for c in psutil.Process(pid).children(recursive=True) if alive(c.pid))
+            found.update(c.pid for c in psutil.Process(pid).children(recursive=True) if is_running_pid(c.pid))
     return sorted(found)
 
 
@@ -113,7 +95,7 @@ def session_members(session: int, *, needle: str | None = None) -> list[int]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if os.getsid(proc.pid) != session or not alive(proc.pid):
+            if os.getsid(proc.pid) != session or not is_running_pid(proc.pid):
                 continue
         except OSError:
             continue
@@ -155,10 +137,8 @@ def kill(pids: Iterable[int], timeout: float = 5.0) -> list[int]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
+    poll(lambda: not any(is_running_pid(p) for p in pids), timeout=timeout, interval=0.05)
+    return [p for p in pids if is_running_pid(p)]
 
 
 def local_ports(pid: int, remote_ports: set[int]) -> set[int]:
