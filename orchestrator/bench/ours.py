@@ -30,6 +30,7 @@ from orchestrator.errors import LabError, OrchestratorError
 from orchestrator.lab import Lab, recorded_topology
 from orchestrator.state import Role
 from orchestrator.topology import Cluster, Member, Topology, load_topology, parse_topology
+from orchestrator.waiting import poll
 
 NAME = "dr-orchestrator"
 CLUSTER = "payments"
@@ -235,16 +236,13 @@ class DrOrchestratorSystem:
 
     @staticmethod
     def _wait_healthy(lab: Lab, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
+        def healthy() -> bool:
             try:
-                if lab.status().healthy:
-                    return True
+                return lab.status().healthy
             except OrchestratorError:
-                pass
-            if time.monotonic() > deadline:
                 return False
-            time.sleep(0.2)
+
+        return poll(healthy, timeout=timeout, interval=0.2)
 
     def _wait_armed(self, lab: Lab, timeout: float) -> None:
         """Until a controller leads and the anti-flap period since the last failover is over."""

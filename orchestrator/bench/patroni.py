@@ -59,6 +59,7 @@ from orchestrator.bench.system import Fault, RoundFacts, SyncSample
 from orchestrator.errors import InvalidInput, LabError
 from orchestrator.pgserver import chown_tree, write_owned
 from orchestrator.processes import spawn, stop
+from orchestrator.waiting import poll
 
 __all__ = ["TIMINGS", "PatroniSystem", "dcs_topology"]
 
@@ -235,12 +236,10 @@ class PatroniSystem:
         for server in self._zk:
             if server.pid() is None:
                 server.start()
-        deadline = time.monotonic() + DCS_READY_TIMEOUT
-        while not ensemble.ensemble_ready(self._zk):
-            if time.monotonic() > deadline:
-                raise LabError(f"{self.name}: its ZooKeeper ensemble has no leader after {DCS_READY_TIMEOUT:.0f}s; "
-                               f"see {self._root}/dcs/zk/*/zk.log")
-            time.sleep(0.1)
+        zk = self._zk
+        if not poll(lambda: ensemble.ensemble_ready(zk), timeout=DCS_READY_TIMEOUT, interval=0.1):
+            raise LabError(f"{self.name}: its ZooKeeper ensemble has no leader after {DCS_READY_TIMEOUT:.0f}s; "
+                           f"see {self._root}/dcs/zk/*/zk.log")
 
     def _launch(self, node: Node) -> int:
         """Start ``node``'s Patroni daemon once its previous postmaster is really gone."""

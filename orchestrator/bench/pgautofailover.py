@@ -59,6 +59,7 @@ from orchestrator.bench.system import Fault, RoundFacts, SyncSample
 from orchestrator.errors import LabError
 from orchestrator.pgserver import chown_tree
 from orchestrator.processes import spawn, stop
+from orchestrator.waiting import poll
 
 __all__ = ["NODES", "NodeState", "PgAutoFailoverSystem"]
 
@@ -319,12 +320,12 @@ class PgAutoFailoverSystem:
                 if statements and any(current.get(n) != setting_value(v) for n, v in AGGRESSIVE_GUCS.items()):
                     for statement in statements:
                         conn.execute(statement)
-                    deadline = time.monotonic() + 10
-                    while any(conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (n,)).fetchone()
-                              != (setting_value(v),) for n, v in AGGRESSIVE_GUCS.items()):
-                        if time.monotonic() > deadline:
-                            raise LabError(f"{self.name}: the monitor did not take the aggressive settings")
-                        time.sleep(0.05)
+                    def taken(conn: psycopg.Connection[tuple[object, ...]] = conn) -> bool:
+                        return all(conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (n,)).fetchone()
+                                   == (setting_value(v),) for n, v in AGGRESSIVE_GUCS.items())
+
+                    if not poll(taken, timeout=10, interval=0.05):
+                        raise LabError(f"{self.name}: the monitor did not take the aggressive settings")
                 rows = conn.execute("SELECT name, setting, coalesce(unit, '') FROM pg_settings "
                                     "WHERE name LIKE 'pgautofailover.%' ORDER BY name").fetchall()
         except psycopg.Error as exc:
@@ -351,13 +352,10 @@ class PgAutoFailoverSystem:
         return None if rows is None else [NodeState(*row) for row in rows]
 
     def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if time.monotonic() > deadline:
-                seen = {s.name: (s.reported, s.goal) for s in self.monitor_states() or []}
-                raise LabError(f"{self.name}: {what} after {timeout:g}s (monitor: {seen or 'no answer'}); "
-                               f"see {self.layout.base}/logs/")
-            time.sleep(0.1)
+        if not poll(ready, timeout=timeout, interval=0.1):
+            seen = {s.name: (s.reported, s.goal) for s in self.monitor_states() or []}
+            raise LabError(f"{self.name}: {what} after {timeout:g}s (monitor: {seen or 'no answer'}); "
+                           f"see {self.layout.base}/logs/")
 
     def _wait_monitor(self) -> None:
         self._wait(lambda: self.monitor_states() is not None, f"monitor not answering on {self.monitor_port}",

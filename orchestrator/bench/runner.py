@@ -45,6 +45,7 @@ from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, start_load
 from orchestrator.drills.measure import DataLoss, WriteOutage, data_loss, ids_to_look_up, write_outage
 from orchestrator.errors import InvalidInput, LabError
+from orchestrator.waiting import poll
 
 INITIAL_BALANCE = 1_000
 FULL_ROUNDS = 10
@@ -390,13 +391,12 @@ def _wait_first_ack(handle: LoadHandle, timeout: float) -> None:
 
     :raises LabError: the load ended or acknowledged nothing within ``timeout``.
     """
-    deadline = time.monotonic() + timeout
-    # A substring test, not read_journal: the writer may be half-way through its last line.
-    while not any(_ACK_MARK in path.read_text(errors="replace") for path in handle.journal_files()):
-        if not handle.running or time.monotonic() > deadline:
-            raise LabError(f"no transfer acknowledged {timeout:.0f}s after the planned fault time; "
-                           f"see {handle.log}")
-        time.sleep(0.1)
+    def acked() -> bool:
+        # A substring test, not read_journal: the writer may be half-way through its last line.
+        return any(_ACK_MARK in path.read_text(errors="replace") for path in handle.journal_files())
+
+    if not poll(lambda: acked() or not handle.running, timeout=timeout, interval=0.1) or not acked():
+        raise LabError(f"no transfer acknowledged {timeout:.0f}s after the planned fault time; see {handle.log}")
 
 
 def _round_dir(workdir: Path, n: int, system: System) -> Path:

@@ -31,6 +31,7 @@ from orchestrator.errors import DrillFileError, LabError, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.state import ClusterSnapshot, Role
 from orchestrator.topology import Cluster
+from orchestrator.waiting import poll
 
 INITIAL_BALANCE = 1_000
 
@@ -177,12 +178,15 @@ class DrillRunner:
         return None
 
     def _steady_state(self, spec: DrillSpec, cluster: Cluster, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while (why := self._healthy(cluster, spec.steady_state.max_lag_bytes,
-                                    spec.steady_state.all_members_streaming)) is not None:
-            if time.monotonic() > deadline:
-                raise LabError(f"steady state not reached in {timeout:.0f}s ({why}); check 'drctl lab status'")
-            time.sleep(0.2)
+        why: str | None = None
+
+        def steady() -> bool:
+            nonlocal why
+            why = self._healthy(cluster, spec.steady_state.max_lag_bytes, spec.steady_state.all_members_streaming)
+            return why is None
+
+        if not poll(steady, timeout=timeout, interval=0.2):
+            raise LabError(f"steady state not reached in {timeout:.0f}s ({why}); check 'drctl lab status'")
 
     def _observe(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator, load: LoadHandle,
                  injected: Injected, old_primary: str | None, abort_after: float) -> str | None:
