@@ -233,13 +233,21 @@ def repoint(endpoint: Endpoint, creds: Credentials, *, conninfo: str, slot: str,
             ) -> None:
     """Point a standby at a new upstream: ``ALTER SYSTEM`` + reload, no restart.
 
+    Nothing is written when it already has ``conninfo`` and ``slot``: a switchover re-points
+    before the promotion and again after it, and a second reload then only cost the busy
+    standbys a configuration re-read while they re-attach.
+
     :raises DatabaseUnavailable: unreachable, or the member is not a standby.
     """
     try:
         with _session(endpoint, creds, conn) as conn:
-            (in_recovery,) = conn.execute("SELECT pg_is_in_recovery()").fetchone()  # type: ignore[misc]
+            (in_recovery, current, current_slot) = conn.execute(  # type: ignore[misc]
+                "SELECT pg_is_in_recovery(), current_setting('primary_conninfo'), "
+                "current_setting('primary_slot_name')").fetchone()
             if not in_recovery:
                 raise DatabaseUnavailable(f"{endpoint.name}: is not a standby; rejoin it instead of re-pointing")
+            if current == conninfo and current_slot == slot:
+                return
             conn.execute(sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(conninfo)))
             conn.execute(sql.SQL("ALTER SYSTEM SET primary_slot_name = {}").format(sql.Literal(slot)))
             conn.execute("SELECT pg_reload_conf()")
