@@ -33,12 +33,13 @@ from orchestrator.agent.faults import CutProxies
 from orchestrator.agent.main import agent_command
 from orchestrator.agent.rules import fencing_budget
 from orchestrator.coordination import AgentSession, Coordinator
-from orchestrator.errors import LabError, LostLeadership
+from orchestrator.errors import CoordinationUnavailable, LabError, LostLeadership
 from orchestrator.lab import Lab
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.processes import is_running, spawn, stop, wait_gone
 from orchestrator.state import ClusterState, Operation, OperationKind
 from orchestrator.topology import parse_topology
+from orchestrator.waiting import poll
 from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
@@ -68,10 +69,15 @@ ROUNDS = int(os.environ.get("DRCTL_FENCE_ROUNDS", "3"))
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.02)
+    """Poll ``predicate``; the test's own ZooKeeper session blinking (a starved CI machine) is "not yet"."""
+
+    def check() -> object:
+        try:
+            return predicate()
+        except CoordinationUnavailable:
+            return False
+
+    assert poll(check, timeout=timeout, interval=0.02), f"timed out after {timeout}s waiting for {what}"
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +110,11 @@ def agent_lab() -> Iterator[Lab]:
 
 @pytest.fixture
 def watcher(agent_lab: Lab) -> Iterator[AgentSession]:
-    """The test's own session, straight to ZooKeeper (never cut)."""
+    """The test's own session, straight to ZooKeeper (never cut). It only observes, so it gets the
+    longest session the server grants (20 ticks): a starved machine must not end it mid-test."""
     zk = agent_lab.topology.zookeeper
     session = AgentSession(agent_lab.topology.zookeeper_hosts(), agent_lab.topology.name,
-                           session_timeout=zk.session_timeout_ms / 1000)
+                           session_timeout=20 * zk.tick_time_ms / 1000)
     session.start()
     yield session
     session.stop()
@@ -155,6 +162,9 @@ def start_agent(lab: Lab, watcher: AgentSession, member: str, *, member_running:
     except AssertionError:
         agent.stop()
         raise AssertionError(f"agent of {member} not ready; log: {log.read_text() if log.exists() else ''}") from None
+    except BaseException:
+        agent.stop()  # never leave an agent (and its proxies) behind for the next test
+        raise
     return agent
 
 
@@ -282,23 +292,25 @@ def test_watchdog_fences_the_primary_of_a_frozen_or_dead_agent(agent_lab: Lab, w
     assert watchdog_pid is not None and is_running(watchdog_pid)
     dog_log = agent_lab.root / "agent" / f"{CLUSTER}-a.watchdog.log"
     fenced_before = dog_log.read_text().count('"event": "fenced"')
-    writers = Writers(agent_lab)
     try:
-        frozen_at = time.monotonic()
-        os.kill(agent.pid, sig)
-        wait_for(lambda: layout(agent_lab, "a").postmaster_pid() is None, 15, "the watchdog to fence the primary")
-        if sig is signal.SIGKILL:  # the session expires: a controller may now promote
-            wait_for(lambda: "a" not in watcher.agent_facts(CLUSTER), 15, "the dead agent's node to expire")
-            expired_at = time.monotonic()
-            assert writers.last_ack() < expired_at
-        else:
-            time.sleep(0.2)  # any acknowledgement still in flight must not exist
+        writers = Writers(agent_lab)
+        try:
+            frozen_at = time.monotonic()
+            os.kill(agent.pid, sig)
+            wait_for(lambda: layout(agent_lab, "a").postmaster_pid() is None, 15, "the watchdog to fence the primary")
+            if sig is signal.SIGKILL:  # the session expires: a controller may now promote
+                wait_for(lambda: "a" not in watcher.agent_facts(CLUSTER), 15, "the dead agent's node to expire")
+                expired_at = time.monotonic()
+                assert writers.last_ack() < expired_at
+            else:
+                time.sleep(0.2)  # a window for any late acknowledgement to show, not synchronisation
+        finally:
+            writers.stop()
+            if sig is signal.SIGSTOP:
+                os.kill(agent.pid, signal.SIGCONT)
     finally:
-        writers.stop()
-        if sig is signal.SIGSTOP:
-            os.kill(agent.pid, signal.SIGCONT)
+        agent.stop()
     late = writers.last_ack() - frozen_at
-    agent.stop()
     assert wait_gone(watchdog_pid, timeout=10), "the watchdog must end with its agent"
     print(f"\n{sig.name} of the agent: last acknowledgement {late:.3f}s after it (bound {bound}s)")
     assert late <= bound, f"a commit was acknowledged {late:.3f}s after the agent's {sig.name} (bound {bound}s)"
