@@ -78,7 +78,8 @@ def _topology(topology: Path | None, lab_dir: Path | None = None) -> Topology:
     return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", str(DEFAULT_TOPOLOGY))))
 
 
-def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True, agents: bool = False) -> Lab:
+def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True, agents: bool | None = None
+         ) -> Lab:
     return Lab(_topology(topology, lab_dir), _lab_dir(lab_dir), controllers=controllers, agents=agents)
 
 
@@ -87,8 +88,10 @@ def lab_up(
     topology: TopologyOpt = None,
     lab_dir: LabDirOpt = None,
     controllers: Annotated[bool, typer.Option(help="Start one controller per data centre.")] = True,
-    agents: Annotated[bool, typer.Option(help="Also start one self-fencing node agent per PostgreSQL member "
-                                               "(opt-in: the controllers do not wait for agents yet).")] = False,
+    agents: Annotated[bool | None, typer.Option(
+        "--agents/--no-agents", help="Start one self-fencing node agent per PostgreSQL member (default: "
+                                     "with the controllers; a lab without them fails over only a primary "
+                                     "whose port refuses connections).")] = None,
 ) -> None:
     """Bring the topology to life (idempotent)."""
     lab = _lab(topology, lab_dir, controllers=controllers, agents=agents)

@@ -93,9 +93,14 @@ class Lab:
         self.topology = topology
         self.root = root.resolve()
         self.with_controllers = controllers
-        # Node agents (orchestrator.agent) are opt-in (``lab up --agents``) until the controllers
-        # wait on them; ``None`` means "as this lab directory was brought up".
-        self.with_agents = any((self.root / "agent").glob("*.pid")) if agents is None else agents
+        # Node agents (orchestrator.agent) run beside every member whenever controllers do: the
+        # controllers promote nothing while an unreachable primary is not proven stopped, and the
+        # agents are what proves it when its host goes silent. ``None``: as this lab directory was
+        # brought up (agent pid files), or like ``controllers`` for a new one.
+        if agents is None:
+            agents = any((self.root / "agent").glob("*.pid")) if recorded_topology(self.root) is not None \
+                else controllers
+        self.with_agents = agents
 
     # ---- layout ----------------------------------------------------------------------------
 
