@@ -277,6 +277,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """The cluster state the leader keeps in ZooKeeper: primary, epoch, members, operations."""
+    from orchestrator.control.agents import agent_views
     from orchestrator.state import ClusterState
 
     topo = _topology(topology, lab_dir)
@@ -285,6 +286,7 @@ def status(
     try:
         read = {name: coord.read_state(name)[0] for name in names}
         leader = coord.leader_identity()
+        agents = {name: agent_views(coord.agent_registry(name), coord.agent_facts(name)) for name in names}
     finally:
         coord.stop()
     missing = [name for name, state in read.items() if state is None]
@@ -293,12 +295,12 @@ def status(
                                 "(drctl lab status)?")
     states = [state for state in read.values() if isinstance(state, ClusterState)]
     if as_json:
-        _print_json(statusview.status_json(topo.name, leader, states))
+        _print_json(statusview.status_json(topo.name, leader, states, agents))
         return
     for index, state in enumerate(states):
         if index:
             console.print()
-        console.print(statusview.cluster_state_view(console, state, leader))
+        console.print(statusview.cluster_state_view(console, state, leader, agents=agents[state.cluster]))
 
 
 def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: float) -> dict[str, object]:

@@ -127,7 +127,7 @@ def layout(lab: Lab, member: str) -> InstanceLayout:
 
 def budget(lab: Lab) -> float:
     zk = lab.topology.zookeeper
-    return fencing_budget(zk.session_timeout_ms / 1000, zk.tick_time_ms / 1000).bound_s
+    return fencing_budget(zk.agent_session_ms / 1000, zk.tick_time_ms / 1000).bound_s
 
 
 @dataclass
