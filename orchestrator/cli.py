@@ -192,6 +192,7 @@ app.add_typer(controller_app, name="controller")
 def controller_run(
     dc: Annotated[str, typer.Option("--dc", help="The data centre this controller runs in.")],
     lab_dir: LabDirOpt = None,
+    zk_hosts: Annotated[str | None, typer.Option("--zk-hosts", help="Override the ZooKeeper servers.")] = None,
 ) -> None:
     """Run one controller until SIGTERM; logs one JSON line per event to stdout."""
     import signal
@@ -206,7 +207,7 @@ def controller_run(
     drills = Path(__file__).resolve().parent.parent / "drills"
     rejoiner = _Rejoiner(topo, root)
     controller = Controller(topo, dc, root, load_credentials(root), rejoin=rejoiner, cancel_rejoin=rejoiner.cancel,
-                            drills_dir=drills if drills.is_dir() else None)
+                            drills_dir=drills if drills.is_dir() else None, zk_hosts=zk_hosts)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controller.stop_event.set())
     controller.run()

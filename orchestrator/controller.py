@@ -62,6 +62,7 @@ class Controller:
         rejoin: LayoutRejoin | None = None,
         drills_dir: Path | None = None,
         cancel_rejoin: Callable[[], None] | None = None,
+        zk_hosts: str | None = None,
     ) -> None:
         self.topology = topology
         self.datacenter = datacenter
@@ -69,7 +70,7 @@ class Controller:
         self.clock = clock
         self.identity = f"{datacenter}:{uuid.uuid4().hex[:8]}"
         self.log = log or EventLog(sys.stdout, controller=self.identity)
-        self.coord = Coordinator(topology.zookeeper_hosts(), topology.name, identity=self.identity,
+        self.coord = Coordinator(zk_hosts or topology.zookeeper_hosts(), topology.name, identity=self.identity,
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
         self._wake = threading.Event()  # an operator request arrived: cycle now

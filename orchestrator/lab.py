@@ -101,6 +101,9 @@ class Lab:
             agents = any((self.root / "agent").glob("*.pid")) if recorded_topology(self.root) is not None \
                 else controllers
         self.with_agents = agents
+        # Fault hook (tests): the ZooKeeper connection string a process is started with instead of
+        # the ensemble's, keyed "controller/<dc>" or "agent/<cluster>/<member>" (a cut-able proxy).
+        self.zk_hosts_override: dict[str, str] = {}
 
     # ---- layout ----------------------------------------------------------------------------
 
@@ -284,9 +287,10 @@ class Lab:
             pid = read_pid(pidfile)
             if pid is not None and is_running(pid):
                 continue
+            zk_hosts = self.zk_hosts_override.get(f"controller/{dc}")
             pid = spawn(
                 [sys.executable, "-m", "orchestrator.cli", "controller", "run", "--dc", dc,
-                 "--lab-dir", str(self.root)],
+                 "--lab-dir", str(self.root), *(["--zk-hosts", zk_hosts] if zk_hosts else [])],
                 log=self.root / "controller" / f"{dc}.log",
                 cwd=self.root,
             )
@@ -326,7 +330,8 @@ class Lab:
             for member in cluster.members:
                 if self.agent_pid(cluster.name, member.name) is not None:
                     continue
-                pid = spawn(agent_command(self.root, member.name, cluster=cluster.name),
+                zk_hosts = self.zk_hosts_override.get(f"agent/{cluster.name}/{member.name}")
+                pid = spawn(agent_command(self.root, member.name, cluster=cluster.name, zk_hosts=zk_hosts),
                             log=agent_log(self.root, cluster.name, member.name), cwd=self.root)
                 agent_pidfile(self.root, cluster.name, member.name).write_text(f"{pid}\n")
 
