@@ -78,7 +78,8 @@ def _topology(topology: Path | None, lab_dir: Path | None = None) -> Topology:
     return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", str(DEFAULT_TOPOLOGY))))
 
 
-def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True, agents: bool = False) -> Lab:
+def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True, agents: bool | None = None
+         ) -> Lab:
     return Lab(_topology(topology, lab_dir), _lab_dir(lab_dir), controllers=controllers, agents=agents)
 
 
@@ -87,8 +88,10 @@ def lab_up(
     topology: TopologyOpt = None,
     lab_dir: LabDirOpt = None,
     controllers: Annotated[bool, typer.Option(help="Start one controller per data centre.")] = True,
-    agents: Annotated[bool, typer.Option(help="Also start one self-fencing node agent per PostgreSQL member "
-                                               "(opt-in: the controllers do not wait for agents yet).")] = False,
+    agents: Annotated[bool | None, typer.Option(
+        "--agents/--no-agents", help="Start one self-fencing node agent per PostgreSQL member (default: "
+                                     "with the controllers; a lab without them fails over only a primary "
+                                     "whose port refuses connections).")] = None,
 ) -> None:
     """Bring the topology to life (idempotent)."""
     lab = _lab(topology, lab_dir, controllers=controllers, agents=agents)
@@ -189,6 +192,7 @@ app.add_typer(controller_app, name="controller")
 def controller_run(
     dc: Annotated[str, typer.Option("--dc", help="The data centre this controller runs in.")],
     lab_dir: LabDirOpt = None,
+    zk_hosts: Annotated[str | None, typer.Option("--zk-hosts", help="Override the ZooKeeper servers.")] = None,
 ) -> None:
     """Run one controller until SIGTERM; logs one JSON line per event to stdout."""
     import signal
@@ -203,7 +207,7 @@ def controller_run(
     drills = Path(__file__).resolve().parent.parent / "drills"
     rejoiner = _Rejoiner(topo, root)
     controller = Controller(topo, dc, root, load_credentials(root), rejoin=rejoiner, cancel_rejoin=rejoiner.cancel,
-                            drills_dir=drills if drills.is_dir() else None)
+                            drills_dir=drills if drills.is_dir() else None, zk_hosts=zk_hosts)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controller.stop_event.set())
     controller.run()
@@ -274,6 +278,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """The cluster state the leader keeps in ZooKeeper: primary, epoch, members, operations."""
+    from orchestrator.control.agents import agent_views
     from orchestrator.state import ClusterState
 
     topo = _topology(topology, lab_dir)
@@ -282,6 +287,7 @@ def status(
     try:
         read = {name: coord.read_state(name)[0] for name in names}
         leader = coord.leader_identity()
+        agents = {name: agent_views(coord.agent_registry(name), coord.agent_facts(name)) for name in names}
     finally:
         coord.stop()
     missing = [name for name, state in read.items() if state is None]
@@ -290,12 +296,12 @@ def status(
                                 "(drctl lab status)?")
     states = [state for state in read.values() if isinstance(state, ClusterState)]
     if as_json:
-        _print_json(statusview.status_json(topo.name, leader, states))
+        _print_json(statusview.status_json(topo.name, leader, states, agents))
         return
     for index, state in enumerate(states):
         if index:
             console.print()
-        console.print(statusview.cluster_state_view(console, state, leader))
+        console.print(statusview.cluster_state_view(console, state, leader, agents=agents[state.cluster]))
 
 
 def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: float) -> dict[str, object]:

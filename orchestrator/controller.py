@@ -23,6 +23,7 @@ from pathlib import Path
 
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
+from orchestrator.control.agents import ZooKeeperAgents
 from orchestrator.control.context import ClusterContext
 from orchestrator.control.cycle import ClusterCycle
 from orchestrator.control.database import PostgresCluster
@@ -40,6 +41,7 @@ from orchestrator.pgserver import InstanceLayout
 from orchestrator.processes import spawn
 from orchestrator.schedule import due_drills
 from orchestrator.topology import Topology
+from orchestrator.waiting import poll
 
 __all__ = ["Controller", "EventLog", "NoState", "SwitchoverAborted"]
 
@@ -60,6 +62,7 @@ class Controller:
         rejoin: LayoutRejoin | None = None,
         drills_dir: Path | None = None,
         cancel_rejoin: Callable[[], None] | None = None,
+        zk_hosts: str | None = None,
     ) -> None:
         self.topology = topology
         self.datacenter = datacenter
@@ -67,7 +70,7 @@ class Controller:
         self.clock = clock
         self.identity = f"{datacenter}:{uuid.uuid4().hex[:8]}"
         self.log = log or EventLog(sys.stdout, controller=self.identity)
-        self.coord = Coordinator(topology.zookeeper_hosts(), topology.name, identity=self.identity,
+        self.coord = Coordinator(zk_hosts or topology.zookeeper_hosts(), topology.name, identity=self.identity,
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
         self._wake = threading.Event()  # an operator request arrived: cycle now
@@ -81,6 +84,7 @@ class Controller:
         self._databases = {c.name: PostgresCluster(topology, c, lab_root, creds, prober=self._prober, pool=self._pool,
                                                    clock=clock, probe_overrides=self.probe_overrides)
                            for c in topology.clusters}
+        self._agents = ZooKeeperAgents(self.coord)
         self._rejoin_runner = self._runner(rejoin) if rejoin is not None else None
         self._term: Term | None = None
         self._leading_since = 0.0
@@ -104,6 +108,7 @@ class Controller:
             self.coord.watch_requests(cluster.name, self._wake.set)
         self.log.emit("started", datacenter=self.datacenter)
         try:
+            self._defer_campaign()
             while not self.stop_event.is_set():
                 try:
                     self.coord.campaign(self._lead, self.stop_event)
@@ -120,6 +125,44 @@ class Controller:
             self._pool.shutdown(wait=False)
             self.coord.stop()
             self.log.emit("stopped")
+
+    def _defer_campaign(self) -> None:
+        """At start, a controller in a primary's data centre lets one from elsewhere lead first.
+
+        The disaster that takes the primary's data centre must not take the decider with it
+        (the survivors would first wait for the dead leader's session to expire), and that
+        holds from the first round after start-up, not only once a calm leader hands over.
+        Waits at most two session timeouts: alone, it leads.
+        """
+        primaries = self._primary_datacenters()
+        if self.datacenter not in primaries:
+            return
+        grace = 2 * self.topology.zookeeper.session_timeout_ms / 1000
+
+        def someone_else_can_lead() -> bool:
+            if self.stop_event.is_set():
+                return True
+            try:
+                others = [c.split(":")[0] for c in self.coord.contenders() if c != self.identity]
+            except OrchestratorError:
+                return False
+            return d.should_yield(self.datacenter, primaries, others, all_idle=True)
+
+        if poll(someone_else_can_lead, timeout=grace, interval=0.05):
+            self.log.emit("campaign-deferred", reason=f"{self.datacenter} hosts a primary; a controller "
+                                                      "elsewhere leads first")
+
+    def _primary_datacenters(self) -> frozenset[str]:
+        """Where each cluster's primary is: as recorded in ZooKeeper, else as the topology starts it."""
+        found = set()
+        for cluster in self.topology.clusters:
+            try:
+                state, _ = self.coord.read_state(cluster.name)
+            except OrchestratorError:
+                state = None
+            name = state.primary if state is not None else cluster.initial_primary.name
+            found.add(cluster.member(name).datacenter)
+        return frozenset(found)
 
     def _session_changed(self, session: d.SessionState) -> None:
         self.log.emit("session", state=session.value)
@@ -139,7 +182,8 @@ class Controller:
         requests, publisher = Requests(self.coord, rejoins), Publisher()
         cycles = [
             ClusterCycle(ClusterContext(c.name, term, self._databases[c.name], store,
-                                        d.Policy.from_topology(self.topology, c), self.log, self.clock, self._pool),
+                                        d.Policy.from_topology(self.topology, c), self.log, self.clock, self._pool,
+                                        agents=self._agents),
                          rejoins, requests, publisher)
             for c in self.topology.clusters
         ]

@@ -114,6 +114,71 @@ class _Session:
             self._client.stop()
             self._client.close()
 
+    def cluster_path(self, cluster: str, kind: str, member: str = "") -> str:
+        return f"{self.root}/clusters/{cluster}/{kind}" + (f"/{member}" if member else "")
+
+    # ---- node agents: what the leader (and tests) read and write ---------------------------------
+
+    @_translated
+    def instruct(self, lease: Lease, cluster: str, member: str, instruction: dict[str, Any]) -> None:
+        """Write an instruction for ``member``'s agent iff ``lease`` is still the current epoch.
+
+        :raises LostLeadership: the epoch moved on.
+        """
+        path = self.cluster_path(cluster, "instructions", member)
+        self._client.ensure_path(self.cluster_path(cluster, "instructions"))
+        data = json.dumps(instruction).encode()
+        exists = self._client.exists(path) is not None
+        tx = self._client.transaction()
+        tx.check(f"{self.root}/epoch", lease.version)
+        if exists:
+            tx.set_data(path, data)
+        else:
+            tx.create(path, data)
+        results = tx.commit()
+        if isinstance(results[0], Exception):
+            raise LostLeadership(f"epoch {lease.epoch} is no longer current; the instruction was not written")
+        if isinstance(results[1], Exception):
+            raise CoordinationUnavailable(f"writing the instruction for {member} failed: {results[1]!r}")
+
+    @_translated
+    def instruction_result(self, cluster: str, member: str) -> dict[str, Any] | None:
+        try:
+            data, _ = self._client.get(self.cluster_path(cluster, "instruction-results", member))
+        except NoNodeError:
+            return None
+        return dict(json.loads(data))
+
+    @_translated
+    def agent_facts(self, cluster: str) -> dict[str, bytes]:
+        """Every live agent's facts JSON, by member (a member without a live agent is absent)."""
+        base = self.cluster_path(cluster, "agents")
+        try:
+            children = self._client.get_children(base)
+        except NoNodeError:
+            return {}
+        found: dict[str, bytes] = {}
+        for child in children:
+            with contextlib.suppress(NoNodeError):
+                found[str(child)] = bytes(self._client.get(f"{base}/{child}")[0])
+        return found
+
+    @_translated
+    def agent_registry(self, cluster: str) -> dict[str, dict[str, Any]]:
+        """Every member an agent was ever set up for (persistent ``agent-registry/<member>``), with
+        what it registered: a registered member without a live ``agents/<member>`` node has had its
+        agent's session expire (or its agent stopped), and so acknowledges nothing (agent.rules)."""
+        base = self.cluster_path(cluster, "agent-registry")
+        try:
+            children = self._client.get_children(base)
+        except NoNodeError:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for child in children:
+            with contextlib.suppress(NoNodeError):
+                found[str(child)] = dict(json.loads(self._client.get(f"{base}/{child}")[0]))
+        return found
+
 
 class Coordinator(_Session):
     def __init__(self, hosts: str, namespace: str, *, identity: str, session_timeout: float = 2.0) -> None:
@@ -424,10 +489,11 @@ class AgentSession(_Session):
     Layout under ``/dr-orchestrator/<topology>/clusters/<cluster>/``::
 
         agents/<member>         ephemeral: the agent's liveness node; data = its AgentFacts JSON
+        agent-registry/<member> persistent: this member runs an agent; data = its fencing budget
         instructions/<member>   the leader's instruction {"epoch", "action", "id"} (persistent)
         instruction-results/<member>  the agent's answer to the last instruction it read
 
-    The agent writes only its own ``agents/`` and ``instruction-results/`` nodes; the leader
+    The agent writes only its own ``agents/``, ``agent-registry/`` and ``instruction-results/`` nodes; the leader
     writes ``instructions/`` with :meth:`instruct`, atomically with a check of its epoch version.
     Every kazoo failure raises :class:`CoordinationUnavailable`.
     """
@@ -436,8 +502,17 @@ class AgentSession(_Session):
         super().__init__(hosts, namespace, session_timeout=session_timeout, max_retry_delay=0.25)
         self._owned: tuple[str, int] | None = None  # (path, session id) of our ephemeral node
 
-    def cluster_path(self, cluster: str, kind: str, member: str = "") -> str:
-        return f"{self.root}/clusters/{cluster}/{kind}" + (f"/{member}" if member else "")
+    @_translated
+    def register(self, cluster: str, member: str, record: dict[str, Any]) -> None:
+        """Record (persistently) that ``member`` runs an agent with this fencing budget; see
+        :meth:`agent_registry`. Written at every start; never removed by the agent itself."""
+        path = self.cluster_path(cluster, "agent-registry", member)
+        data = json.dumps(record).encode()
+        try:
+            self._client.set(path, data)
+        except NoNodeError:
+            with contextlib.suppress(NodeExistsError):
+                self._client.create(path, data, makepath=True)
 
     @_translated
     def publish(self, cluster: str, member: str, data: bytes) -> None:
@@ -517,49 +592,3 @@ class AgentSession(_Session):
             self._client.set(path, data)
         except NoNodeError:
             self._client.create(path, data, makepath=True)
-
-    # ---- the leader's side (and tests') --------------------------------------------------------
-
-    @_translated
-    def instruct(self, lease: Lease, cluster: str, member: str, instruction: dict[str, Any]) -> None:
-        """Write an instruction for ``member``'s agent iff ``lease`` is still the current epoch.
-
-        :raises LostLeadership: the epoch moved on.
-        """
-        path = self.cluster_path(cluster, "instructions", member)
-        self._client.ensure_path(self.cluster_path(cluster, "instructions"))
-        data = json.dumps(instruction).encode()
-        exists = self._client.exists(path) is not None
-        tx = self._client.transaction()
-        tx.check(f"{self.root}/epoch", lease.version)
-        if exists:
-            tx.set_data(path, data)
-        else:
-            tx.create(path, data)
-        results = tx.commit()
-        if isinstance(results[0], Exception):
-            raise LostLeadership(f"epoch {lease.epoch} is no longer current; the instruction was not written")
-        if isinstance(results[1], Exception):
-            raise CoordinationUnavailable(f"writing the instruction for {member} failed: {results[1]!r}")
-
-    @_translated
-    def instruction_result(self, cluster: str, member: str) -> dict[str, Any] | None:
-        try:
-            data, _ = self._client.get(self.cluster_path(cluster, "instruction-results", member))
-        except NoNodeError:
-            return None
-        return dict(json.loads(data))
-
-    @_translated
-    def agent_facts(self, cluster: str) -> dict[str, bytes]:
-        """Every live agent's facts JSON, by member (a member without a live agent is absent)."""
-        base = self.cluster_path(cluster, "agents")
-        try:
-            children = self._client.get_children(base)
-        except NoNodeError:
-            return {}
-        found: dict[str, bytes] = {}
-        for child in children:
-            with contextlib.suppress(NoNodeError):
-                found[str(child)] = bytes(self._client.get(f"{base}/{child}")[0])
-        return found

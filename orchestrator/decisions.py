@@ -229,6 +229,73 @@ def assess_primary(snapshot: ClusterSnapshot, policy: Policy, primary: str, fail
                       f"{primary} unreachable for {failures} probes and no standby streams from it ({names})")
 
 
+# ---- proof that the old primary acknowledges nothing -------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What ZooKeeper says about a member's node agent (see :mod:`orchestrator.agent`).
+
+    ``live``: its ephemeral liveness node exists (its session is alive). A registered agent whose
+    node is gone had its session expire (or was stopped); either way the agent fenced its member
+    first: it stops acknowledgements within ``bound_s`` of its last confirmed lease write, and that
+    is earlier than the server can expire the session (``agent.rules``).
+    """
+
+    live: bool
+    postmaster_alive: bool = True
+    bound_s: float = 0.0
+    session_timeout_s: float = 0.0
+
+
+class StopProof(StrEnum):
+    REFUSED = "refused"                  # its host answered and nothing listens on the port
+    POSTMASTER_GONE = "postmaster-gone"  # its live agent sees no postmaster
+    AGENT_EXPIRED = "agent-expired"      # its agent's session expired: fenced within its bound
+    AGENT_WILL_FENCE = "agent-will-fence"  # not yet: a live agent can be told to fence, or expires
+    UNPROVABLE = "unprovable"            # no agent and no refusal: nothing will ever prove it
+
+
+@dataclass(frozen=True)
+class StopEvidence:
+    proof: StopProof
+    reason: str
+
+    @property
+    def proven(self) -> bool:
+        return self.proof in (StopProof.REFUSED, StopProof.POSTMASTER_GONE, StopProof.AGENT_EXPIRED)
+
+
+def stop_evidence(member: str, status: MemberStatus | None, agent: AgentView | None) -> StopEvidence:
+    """Is ``member`` (a primary we cannot reach) proven to acknowledge no more commits?
+
+    Only proof lets a promotion go ahead (never two servers acknowledging writes): a refused
+    connection (a timeout proves nothing: the host may be cut off from us alone), the member's
+    own agent reporting its postmaster gone, or its agent's session expired. ``agent`` is None
+    when no agent was ever registered for the member.
+    """
+    if status is not None and status.reachable:
+        return StopEvidence(StopProof.UNPROVABLE if agent is None else StopProof.AGENT_WILL_FENCE,
+                            f"{member} still answers")
+    if status is not None and status.refused:
+        return StopEvidence(StopProof.REFUSED, f"{member}'s host refuses connections: no postmaster listens")
+    if agent is not None and agent.live and not agent.postmaster_alive:
+        return StopEvidence(StopProof.POSTMASTER_GONE, f"{member}'s agent reports its postmaster gone")
+    if agent is not None and not agent.live:
+        return StopEvidence(StopProof.AGENT_EXPIRED,
+                            f"{member}'s agent session ended: it stopped acknowledging within its "
+                            f"{agent.bound_s:.2f}s fencing bound, before the session could expire")
+    if agent is not None:
+        return StopEvidence(StopProof.AGENT_WILL_FENCE,
+                            f"{member}'s agent still holds its session and sees a postmaster: it must fence "
+                            f"it (instructed), or its session must expire (at most "
+                            f"{agent.session_timeout_s:.1f}s)")
+    why = status.error if status is not None and status.error else "no answer"
+    return StopEvidence(StopProof.UNPROVABLE,
+                        f"cannot prove {member} stopped acknowledging commits: it does not refuse connections "
+                        f"({why}) and no agent runs beside it")
+
+
 # ---- candidate choice ------------------------------------------------------------------------
 
 
@@ -479,8 +546,13 @@ def decide(
     now: float,
     *,
     rejoining: frozenset[str] = frozenset(),
+    agents: Mapping[str, AgentView] | None = None,
 ) -> Decision:
-    """One controller cycle's decision for one cluster."""
+    """One controller cycle's decision for one cluster.
+
+    ``agents``: the registered node agents, read when the primary is not answering (None when
+    not read: nothing but a refused connection then proves the primary stopped).
+    """
     if state.operation is not None and state.operation.step is not Step.DONE:
         return Resume(state.operation, f"{state.operation.kind} {state.operation.id} stopped at "
                                        f"{state.operation.step}; resuming")
@@ -491,13 +563,14 @@ def decide(
                                      f"{state.generation}")
     assessment = assess_primary(snapshot, policy, primary, memory.failures.get(primary, 0))
     if assessment.verdict is Verdict.FAILED:
-        return _on_failure(snapshot, state, policy, now, assessment.reason)
+        return _on_failure(snapshot, state, policy, now, assessment.reason, agents or {})
     if assessment.verdict is not Verdict.HEALTHY:
         return Wait(assessment.reason)
     return _tend_standbys(snapshot, state, policy, memory, now, rejoining)
 
 
-def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, now: float, why: str) -> Decision:
+def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, now: float, why: str,
+                agents: Mapping[str, AgentView]) -> Decision:
     if state.paused:
         return Blocked(f"{why}; automatic failover is paused (drctl resume {policy.cluster})")
     if state.last_failover_at is not None and now - state.last_failover_at < policy.anti_flap_seconds:
@@ -510,7 +583,11 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
     if not choice.proven and not policy.allow_unproven_failover:
         return Blocked(f"{why}; {choice.reason}; refusing automatic failover "
                        f"(drctl failover {policy.cluster} --to {choice.name} --accept-data-loss)")
-    return Failover(state.primary, choice.name, choice.proven, f"{why}; {choice.reason}")
+    stopped = stop_evidence(state.primary, snapshot.members.get(state.primary), agents.get(state.primary))
+    if stopped.proof is StopProof.UNPROVABLE:
+        return Blocked(f"{why}; {stopped.reason}; refusing automatic failover (make sure it is down, then "
+                       f"drctl failover {policy.cluster} --to {choice.name} --accept-data-loss)")
+    return Failover(state.primary, choice.name, choice.proven, f"{why}; {choice.reason}; {stopped.reason}")
 
 
 def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, memory: Memory, now: float,

@@ -93,9 +93,17 @@ class Lab:
         self.topology = topology
         self.root = root.resolve()
         self.with_controllers = controllers
-        # Node agents (orchestrator.agent) are opt-in (``lab up --agents``) until the controllers
-        # wait on them; ``None`` means "as this lab directory was brought up".
-        self.with_agents = any((self.root / "agent").glob("*.pid")) if agents is None else agents
+        # Node agents (orchestrator.agent) run beside every member whenever controllers do: the
+        # controllers promote nothing while an unreachable primary is not proven stopped, and the
+        # agents are what proves it when its host goes silent. ``None``: as this lab directory was
+        # brought up (agent pid files), or like ``controllers`` for a new one.
+        if agents is None:
+            agents = any((self.root / "agent").glob("*.pid")) if recorded_topology(self.root) is not None \
+                else controllers
+        self.with_agents = agents
+        # Fault hook (tests): the ZooKeeper connection string a process is started with instead of
+        # the ensemble's, keyed "controller/<dc>" or "agent/<cluster>/<member>" (a cut-able proxy).
+        self.zk_hosts_override: dict[str, str] = {}
 
     # ---- layout ----------------------------------------------------------------------------
 
@@ -279,9 +287,10 @@ class Lab:
             pid = read_pid(pidfile)
             if pid is not None and is_running(pid):
                 continue
+            zk_hosts = self.zk_hosts_override.get(f"controller/{dc}")
             pid = spawn(
                 [sys.executable, "-m", "orchestrator.cli", "controller", "run", "--dc", dc,
-                 "--lab-dir", str(self.root)],
+                 "--lab-dir", str(self.root), *(["--zk-hosts", zk_hosts] if zk_hosts else [])],
                 log=self.root / "controller" / f"{dc}.log",
                 cwd=self.root,
             )
@@ -321,7 +330,8 @@ class Lab:
             for member in cluster.members:
                 if self.agent_pid(cluster.name, member.name) is not None:
                     continue
-                pid = spawn(agent_command(self.root, member.name, cluster=cluster.name),
+                zk_hosts = self.zk_hosts_override.get(f"agent/{cluster.name}/{member.name}")
+                pid = spawn(agent_command(self.root, member.name, cluster=cluster.name, zk_hosts=zk_hosts),
                             log=agent_log(self.root, cluster.name, member.name), cwd=self.root)
                 agent_pidfile(self.root, cluster.name, member.name).write_text(f"{pid}\n")
 

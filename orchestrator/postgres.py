@@ -70,6 +70,18 @@ def connect(endpoint: Endpoint, creds: Credentials, *, dbname: str = "postgres",
     return conn
 
 
+# libpq's words when the host answered and nothing listened: ECONNREFUSED over TCP, no socket file
+# (or one nobody accepts on) over a unix socket. Every other failure (timeout, no route, a server
+# starting up or shutting down, authentication) leaves open whether a postmaster still runs.
+_REFUSED = ("connection refused", "no such file or directory")
+
+
+def refused(error: str) -> bool:
+    """Did a failed connection prove that no postmaster listens? (see :data:`_REFUSED`)"""
+    text = error.lower()
+    return any(words in text for words in _REFUSED)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -112,7 +124,8 @@ class Prober:
                 return _read_status(endpoint.name, conn)
             except DatabaseUnavailable as exc:
                 self._drop(endpoint.name)
-                return MemberStatus(name=endpoint.name, health=Health.UNREACHABLE, error=str(exc))
+                return MemberStatus(name=endpoint.name, health=Health.UNREACHABLE, error=str(exc),
+                                    refused=refused(str(exc)))
             except psycopg.Error as exc:
                 self._drop(endpoint.name)
                 if attempt == 2:

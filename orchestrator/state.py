@@ -60,6 +60,9 @@ class MemberStatus:
     replicas: Mapping[str, str] = field(default_factory=dict)
     read_only: bool = False
     error: str | None = None
+    # Unreachable because its host answered and refused the connection (TCP RST / no socket):
+    # no postmaster listens, so the member acknowledges nothing. A timeout proves nothing.
+    refused: bool = False
 
     @property
     def reachable(self) -> bool:

@@ -12,7 +12,7 @@ The JSON keys are a documented interface (README "Status output"); add keys, nev
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.decisions import AgentView
 from orchestrator.lab import LabStatus
 from orchestrator.state import ClusterState, Operation
 
@@ -149,10 +150,40 @@ def cluster_state_json(state: ClusterState) -> dict[str, Any]:
     }
 
 
-def status_json(topology: str, leader: str | None, states: Sequence[ClusterState]) -> dict[str, Any]:
-    """``drctl status --json``."""
-    return {"version": JSON_VERSION, "topology": topology, "leader": leader,
-            "clusters": [cluster_state_json(s) for s in states]}
+def status_json(topology: str, leader: str | None, states: Sequence[ClusterState],
+                agents: Mapping[str, Mapping[str, AgentView]] | None = None) -> dict[str, Any]:
+    """``drctl status --json``; ``agents``: by cluster, the registered node agents."""
+    clusters = []
+    for state in states:
+        document = cluster_state_json(state)
+        if agents is not None:
+            document["fencing"] = fencing_json(state, agents.get(state.cluster, {}))
+        clusters.append(document)
+    return {"version": JSON_VERSION, "topology": topology, "leader": leader, "clusters": clusters}
+
+
+def fencing_json(state: ClusterState, agents: Mapping[str, AgentView]) -> list[dict[str, Any]]:
+    """Each member's agent: whether it is live and the bound within which it stops its member
+    acknowledging commits once its lease is lost (null: no agent; only a refusal proves it stopped)."""
+    return [
+        {"member": name, "primary": name == state.primary,
+         "agent": None if (view := agents.get(name)) is None else ("live" if view.live else "gone"),
+         "fencing_bound_s": None if view is None else view.bound_s,
+         "postmaster_alive": None if view is None or not view.live else view.postmaster_alive}
+        for name in sorted(set(state.members) | set(agents))
+    ]
+
+
+def fencing_line(state: ClusterState, agents: Mapping[str, AgentView]) -> Text:
+    """The primary's fencing bound, for the text view."""
+    view = agents.get(state.primary)
+    if view is None:
+        return Text(f"fencing: {state.primary} has no agent; only a refused connection proves it stopped, so a "
+                    "silent primary is never failed over automatically", style="yellow")
+    if not view.live:
+        return Text(f"fencing: {state.primary}'s agent is gone: its member acknowledges nothing", style="yellow")
+    return Text(f"fencing: {state.primary} stops acknowledging commits within {view.bound_s:.2f} s of losing "
+                f"its lease (agent live)")
 
 
 _STATE_COLUMNS = (Column("member"), Column("health"), Column("role"), Column("lag", 1, "right"),
@@ -160,7 +191,8 @@ _STATE_COLUMNS = (Column("member"), Column("health"), Column("role"), Column("la
 
 
 def cluster_state_view(console: Console, state: ClusterState, leader: str | None, *,
-                       now: float | None = None, history: int = 3) -> RenderableType:
+                       now: float | None = None, history: int = 3,
+                       agents: Mapping[str, AgentView] | None = None) -> RenderableType:
     """One cluster for ``drctl status``: a heading, the members, the operation in progress, the last few."""
     now = time.time() if now is None else now
     heading = Text.assemble(("cluster ", ""), (state.cluster, "bold"), ": primary ", (state.primary, "bold"),
@@ -171,6 +203,8 @@ def cluster_state_view(console: Console, state: ClusterState, leader: str | None
     parts: list[RenderableType] = [heading, Text(f"leader {leader or 'none'} (epoch {state.epoch}){age}")]
     if state.synchronous_extra:
         parts.append(Text(f"fallback in the quorum: {', '.join(state.synchronous_extra)}"))
+    if agents is not None:
+        parts.append(fencing_line(state, agents))
     rows = [[name, rec.health.value, rec.role.value, human_bytes(rec.lag_bytes), "yes" if rec.streaming else "-",
              str(rec.timeline or "-")] for name, rec in sorted(state.members.items())]
     parts.append(fit_table(console, _STATE_COLUMNS, rows, console.width))

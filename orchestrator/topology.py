@@ -95,8 +95,16 @@ class ZooKeeperSpec(_Model):
     init_limit: int = Field(10, ge=1)
     sync_limit: int = Field(4, ge=1)
     session_timeout_ms: int = Field(2000, ge=200)
+    # The node agents' own sessions: their self-fencing bound follows from it (agent.rules).
+    # Longer than the controllers': an agent must ride out a ZooKeeper leader election (up to
+    # ~1 s measured) without fencing a healthy primary. Default: 7 ticks (3.5 s at 500 ms).
+    agent_session_timeout_ms: int | None = Field(None, ge=200)
     # Data centres that run one ZooKeeper server each; empty means every data centre.
     datacenters: tuple[str, ...] = ()
+
+    @property
+    def agent_session_ms(self) -> int:
+        return self.agent_session_timeout_ms or 7 * self.tick_time_ms
 
 
 class ControllerSpec(_Model):
@@ -364,6 +372,13 @@ def _contradictions(topo: Topology) -> Iterator[str]:
             f"zookeeper.session_timeout_ms: {topo.zookeeper.session_timeout_ms} is below 2 x tick_time_ms "
             f"({2 * topo.zookeeper.tick_time_ms}); ZooKeeper would silently raise it, so set it at least that"
         )
+    agent_ms, tick = topo.zookeeper.agent_session_ms, topo.zookeeper.tick_time_ms
+    if not 2 * tick <= agent_ms <= 20 * tick:
+        yield (f"zookeeper.agent_session_timeout_ms: {agent_ms} is outside the {2 * tick}..{20 * tick} ms "
+               f"ZooKeeper grants with tick_time_ms {tick}; set it inside that range")
+    elif min(agent_ms / 2, agent_ms - tick - 250) < 80:
+        yield (f"zookeeper.agent_session_timeout_ms: {agent_ms} leaves an agent no time to fence before its "
+               f"session can expire (tick {tick} ms, fence 250 ms); raise it to at least {tick + 350}")
     for dup in _duplicates([c.name for c in topo.clusters]):
         yield f"clusters.{dup}: cluster name used twice; give each cluster a unique name"
     for cluster in topo.clusters:

@@ -38,9 +38,16 @@ class CutProxy:
     def heal(self) -> None:
         self._flowing.set()
 
-    def _track(self, sock: socket.socket) -> None:
+    def _track(self, sock: socket.socket) -> bool:
+        """Remember ``sock`` to close it in :meth:`close`; False (and closed now) when that already ran:
+        a connection finishing while the proxy closes must not outlive it, unclosed."""
         with self._lock:
-            self._sockets.append(sock)
+            if not self._closed.is_set():
+                self._sockets.append(sock)
+                return True
+        with contextlib.suppress(OSError):
+            sock.close()
+        return False
 
     def _accept(self) -> None:
         while not self._closed.is_set():
@@ -48,8 +55,8 @@ class CutProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            self._track(client)
-            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+            if self._track(client):
+                threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 
     def _connect(self, client: socket.socket) -> None:
         self._wait_flowing()  # a connection made during a cut hangs, unanswered
@@ -62,7 +69,8 @@ class CutProxy:
                 client.close()
             return
         upstream.settimeout(None)
-        self._track(upstream)
+        if not self._track(upstream):
+            return
         threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
         threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
@@ -90,11 +98,11 @@ class CutProxy:
                 return
 
     def close(self) -> None:
-        self._closed.set()
+        with self._lock:
+            self._closed.set()
+            sockets, self._sockets = self._sockets, []
         with contextlib.suppress(OSError):
             self._listener.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.close()

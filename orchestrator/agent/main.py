@@ -79,7 +79,7 @@ def agent_config(lab_root: Path, member: str, *, cluster: str | None = None, zk_
     return AgentConfig(
         cluster=found.name, member=member, namespace=topology.name,
         zk_hosts=zk_hosts or topology.zookeeper_hosts(),
-        budget=fencing_budget(zk.session_timeout_ms / 1000, zk.tick_time_ms / 1000),
+        budget=fencing_budget(zk.agent_session_ms / 1000, zk.tick_time_ms / 1000),
         data_dir=layout.data,
         local_conninfo=socket_conninfo(layout.socket_dir, layout.endpoint.port, creds.superuser,
                                        creds.superuser_password, application_name=f"drctl-agent-{member}"),

@@ -58,14 +58,14 @@ def fencing_budget(session_timeout_s: float, tick_s: float, *, act_s: float = DE
     :raises InvalidInput: the session is too short to fence before it can expire.
     """
     if session_timeout_s <= 0 or tick_s <= 0 or act_s <= 0:
-        raise InvalidInput(f"zookeeper.session_timeout_ms: {session_timeout_s * 1000:.0f} ms with tick "
+        raise InvalidInput(f"zookeeper.agent_session_timeout_ms: {session_timeout_s * 1000:.0f} ms with tick "
                            f"{tick_s * 1000:.0f} ms and fence time {act_s * 1000:.0f} ms: all must be positive")
     lease = session_timeout_s - tick_s
     detect = min(session_timeout_s / 2, lease - act_s)
     heartbeat = min(0.25, detect / 4)
     if detect < 4 * 0.02:
         raise InvalidInput(
-            f"zookeeper.session_timeout_ms: {session_timeout_s * 1000:.0f} ms leaves the agent "
+            f"zookeeper.agent_session_timeout_ms: {session_timeout_s * 1000:.0f} ms leaves the agent "
             f"{max(detect, 0) * 1000:.0f} ms to notice a lost lease before the session can expire "
             f"(tick {tick_s * 1000:.0f} ms, fence {act_s * 1000:.0f} ms); raise it to at least "
             f"{(tick_s + act_s + 0.1) * 1000:.0f} ms or lower tick_time_ms"

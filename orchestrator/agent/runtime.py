@@ -295,6 +295,9 @@ class Agent:
                 continue
             self._on_session(SessionState.CONNECTED)
             try:
+                self.session.register(cfg.cluster, cfg.member, {
+                    "bound_s": cfg.budget.bound_s, "session_timeout_s": cfg.budget.session_timeout_s,
+                    "agent_pid": os.getpid(), "at": time.time()})
                 answered = self.session.instruction_result(cfg.cluster, cfg.member)
                 self._last_answered = str(answered["id"]) if answered and answered.get("id") else None
                 self.session.watch_state(cfg.cluster, self._on_state)

@@ -107,6 +107,9 @@ def run(data_dir: Path, deadline: float, pipe: IO[str]) -> None:
             deadline = float("inf")  # fenced or nothing to fence: wait for the next pet
             continue
         if not open_pipe:
+            if deadline == float("inf"):  # fenced (or nothing to fence) before its agent went away
+                _emit("exit", reason="agent gone; nothing left to enforce")
+                return
             time.sleep(min(0.05, deadline - now))
             continue
         ready, _, _ = select.select([fd], [], [], min(0.05, max(0.0, deadline - now)))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator import decisions as d
+from orchestrator.control.agents import AgentDirectory, NoAgents
 from orchestrator.control.ports import ClusterDatabase
 from orchestrator.control.store import StateStore
 from orchestrator.control.term import Emitter, Term
@@ -28,6 +29,8 @@ class ClusterContext:
     clock: Callable[[], float]
     # Short parallel work inside one step (slots while promoting); never outlives the step.
     pool: ThreadPoolExecutor
+    # The members' node agents: what proves an unreachable primary stopped, and who fences it.
+    agents: AgentDirectory = field(default_factory=NoAgents)
 
     @property
     def members(self) -> tuple[str, ...]:

@@ -76,8 +76,13 @@ class ClusterCycle:
         if self._requests.serve(ctx, snapshot):
             return True  # an operation moved the primary: decide on a fresh probe, not this snapshot
         state, _ = ctx.store.get(ctx.cluster)
+        primary = snapshot.members.get(state.primary)
+        # The agents are read only while the primary does not answer and its host does not refuse
+        # (a refusal proves it stopped already): what else may prove it, on no fast path.
+        silent = primary is not None and not primary.reachable and not primary.refused
+        agents = ctx.agents.views(ctx.cluster) if silent else None
         decision = d.decide(snapshot, state, ctx.policy, self.memory, now,
-                            rejoining=self._rejoins.rejoining(ctx.cluster))
+                            rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents)
         self.last_kind = type(decision).__name__.lower()
         self._note("decision", decision.reason, kind=self.last_kind)
         try:

@@ -17,6 +17,7 @@ import time
 from orchestrator import decisions as d
 from orchestrator.control.context import ClusterContext
 from orchestrator.control.executors import repoint_all
+from orchestrator.control.fencing import await_stopped
 from orchestrator.errors import DatabaseUnavailable, LostLeadership
 from orchestrator.state import ClusterSnapshot, Operation, OperationKind, Step
 from orchestrator.waiting import poll_tight
@@ -127,10 +128,9 @@ def _fence_source(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot)
     if op.kind is OperationKind.SWITCHOVER:
         return _stop_for_switchover(ctx, op)
     status = snapshot.members.get(op.source)
-    if status is not None and not status.reachable and op.first_failure_at is not None:
-        # Detected as unreachable: it acknowledges nothing. If it comes back writable the
-        # stray-primary rule stops it, and the generation bump lets an agent self-fence.
-        return "unreachable at detection; nothing to stop"
+    if status is None or not status.reachable:
+        # Unreachable is not stopped: promote only once it is proven to acknowledge nothing.
+        return await_stopped(ctx, op.source, snapshot, accept_data_loss=op.accept_data_loss)
     with ctx.term.guard(f"fence {op.source}"):
         return "stopped" if ctx.db.fence(op.source) else "unreachable"
 

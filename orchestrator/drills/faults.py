@@ -73,10 +73,14 @@ def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Inje
         members = [m.name for m in cluster.members if m.datacenter == dc]
         controller = lab.controller_pid(dc)
         zk = next((s.pid() for s in lab.zookeeper() if s.datacenter == dc), None)
-        pids += [p for p in (controller, zk) if p is not None]
+        # The members' agents go with their data centre (each one's watchdog finds its agent gone
+        # and its postmaster already dead, and exits).
+        agents = [lab.agent_pid(cluster.name, m) for m in members] if lab.with_agents else []
+        pids += [p for p in (controller, zk, *agents) if p is not None]
         at = time.time()
         _kill(pids)
-        return Injected(at, f"outage of {dc}: kill -9 of {', '.join(members)}, its controller and its "
+        return Injected(at, f"outage of {dc}: kill -9 of {', '.join(members)}"
+                            f"{' and their agents' if agents else ''}, its controller and its "
                             f"ZooKeeper server", tuple(pids), dc)
     if isinstance(fault, ControllerLeaderCrash):
         leader = coord.leader_identity()

@@ -127,7 +127,7 @@ def layout(lab: Lab, member: str) -> InstanceLayout:
 
 def budget(lab: Lab) -> float:
     zk = lab.topology.zookeeper
-    return fencing_budget(zk.session_timeout_ms / 1000, zk.tick_time_ms / 1000).bound_s
+    return fencing_budget(zk.agent_session_ms / 1000, zk.tick_time_ms / 1000).bound_s
 
 
 @dataclass
@@ -311,7 +311,9 @@ def test_watchdog_fences_the_primary_of_a_frozen_or_dead_agent(agent_lab: Lab, w
     finally:
         agent.stop()
     late = writers.last_ack() - frozen_at
-    assert wait_gone(watchdog_pid, timeout=10), "the watchdog must end with its agent"
+    assert wait_gone(watchdog_pid, timeout=10), (
+        f"the watchdog must end with its agent; watchdog log: {dog_log.read_text()[-1500:]}; "
+        f"agent log: {agent.log.read_text()[-2500:] if agent.log.exists() else ''}")
     print(f"\n{sig.name} of the agent: last acknowledgement {late:.3f}s after it (bound {bound}s)")
     assert late <= bound, f"a commit was acknowledged {late:.3f}s after the agent's {sig.name} (bound {bound}s)"
     assert dog_log.read_text().count('"event": "fenced"') == fenced_before + 1

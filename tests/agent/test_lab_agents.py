@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.agent.facts import AgentFacts
+from orchestrator.agent.rules import fencing_budget
 from orchestrator.coordination import AgentSession
 from orchestrator.lab import Lab
 from orchestrator.state import Role
@@ -56,7 +57,9 @@ def test_every_member_has_a_live_agent_reporting_its_facts(agent_lab: Lab) -> No
         f = facts[member.name]
         assert f.agent_pid == lab.agent_pid(cluster.name, member.name)
         assert f.postmaster_alive and not f.fenced and f.session == "connected"
-        assert f.fencing_bound_s == pytest.approx(1.25)  # 2 s session, 500 ms tick
+        zk = topo.zookeeper
+        assert f.fencing_bound_s == pytest.approx(fencing_budget(zk.agent_session_ms / 1000,
+                                                                 zk.tick_time_ms / 1000).bound_s)
         assert f.epoch_seen is None  # no controller, so no leader epoch yet
     assert primaries[0].timeline is not None and primaries[0].flushed_lsn
     assert all(f.received_lsn for f in facts.values() if f.role is Role.STANDBY)

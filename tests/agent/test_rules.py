@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -10,14 +12,17 @@ from orchestrator.agent import rules as r
 from orchestrator.decisions import SessionState
 from orchestrator.errors import InvalidInput
 from orchestrator.state import Role
+from orchestrator.topology import load_topology
 
-LAB = r.fencing_budget(2.0, 0.5)
+_LAB_ZK = load_topology(Path(__file__).resolve().parents[2] / "topology" / "lab.yaml").zookeeper
+LAB = r.fencing_budget(_LAB_ZK.agent_session_ms / 1000, _LAB_ZK.tick_time_ms / 1000)
 
 
 # ---- the budget ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("timeout", "tick", "detect", "bound", "watchdog"), [
-    pytest.param(2.0, 0.5, 1.0, 1.25, 1.125, id="lab: 2 s session, 500 ms tick"),
+    pytest.param(2.0, 0.5, 1.0, 1.25, 1.125, id="2 s session, 500 ms tick"),
+    pytest.param(3.5, 0.5, 1.75, 2.0, 1.875, id="lab: 3.5 s agent session, 500 ms tick"),
     pytest.param(4.0, 0.5, 2.0, 2.25, 2.125, id="4 s session: half of it"),
     pytest.param(1.0, 0.25, 0.5, 0.75, 0.625, id="1 s session, 250 ms tick"),
     pytest.param(1.0, 0.5, 0.25, 0.5, 0.375, id="session = 2 ticks: the tick margin shortens detection"),
@@ -41,7 +46,7 @@ def test_the_lab_budget_meets_the_issue_target() -> None:
     pytest.param(0.0, 0.5, id="zero session"),
 ])
 def test_budget_refuses_sessions_too_short_to_fence_in(timeout: float, tick: float) -> None:
-    with pytest.raises(InvalidInput, match=r"^zookeeper\.session_timeout_ms: "):
+    with pytest.raises(InvalidInput, match=r"^zookeeper\.agent_session_timeout_ms: "):
         r.fencing_budget(timeout, tick)
 
 
@@ -76,9 +81,9 @@ def inputs(role: Role = Role.PRIMARY, *, alive: bool = True, session: SessionSta
     pytest.param(inputs(recorded=None), r.FenceCause.NONE, id="primary before any state is recorded"),
     pytest.param(inputs(session=SessionState.SUSPENDED, age=0.5), r.FenceCause.NONE,
                  id="suspended but lease still within detection: kazoo may reconnect elsewhere"),
-    pytest.param(inputs(session=SessionState.SUSPENDED, age=1.01), r.FenceCause.LEASE_LAPSED,
+    pytest.param(inputs(session=SessionState.SUSPENDED, age=LAB.detect_s + 0.01), r.FenceCause.LEASE_LAPSED,
                  id="suspended past detection"),
-    pytest.param(inputs(session=SessionState.CONNECTED, age=1.01), r.FenceCause.LEASE_LAPSED,
+    pytest.param(inputs(session=SessionState.CONNECTED, age=LAB.detect_s + 0.01), r.FenceCause.LEASE_LAPSED,
                  id="connected but writes unconfirmed (isolated follower)"),
     pytest.param(inputs(session=SessionState.LOST), r.FenceCause.SESSION_LOST, id="session lost"),
     pytest.param(inputs(recorded=STATE_OTHER), r.FenceCause.STRAY, id="state names another primary"),

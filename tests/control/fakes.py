@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.coordination import Lease, StateConflict
-from orchestrator.decisions import Policy, SessionState
+from orchestrator.decisions import AgentView, Policy, SessionState
 from orchestrator.errors import CoordinationUnavailable, DatabaseUnavailable, LostLeadership
 from orchestrator.state import ClusterSnapshot, ClusterState, Health, MemberStatus, Role
 
@@ -184,6 +184,8 @@ class FakeMember:
     upstream: str | None = None     # member name it streams from (standby)
     timeline: int = 1
     sync_names: str | None = None
+    # Cut off from everyone (controllers and standbys) but still running: probes time out.
+    silent: bool = False
 
 
 class FakeCluster:
@@ -213,6 +215,8 @@ class FakeCluster:
 
     def _reachable(self, member: str) -> FakeMember:
         record = self.members[member]
+        if record.silent:
+            raise DatabaseUnavailable(f"{member}: cannot connect (timeout expired)")
         if not record.running:
             raise DatabaseUnavailable(f"{member}: cannot connect (connection refused)")
         return record
@@ -221,6 +225,10 @@ class FakeCluster:
         """Test set-up: the member's server dies (not an action of the controller)."""
         self.members[member].running = False
 
+    def isolate(self, member: str) -> None:
+        """Test set-up: the member keeps running but nobody reaches it (a silent partition)."""
+        self.members[member].silent = True
+
     # ---- reads ------------------------------------------------------------------------------
 
     def probe(self) -> ClusterSnapshot:
@@ -228,15 +236,18 @@ class FakeCluster:
 
     def probe_member(self, member: str) -> MemberStatus:
         record = self.members[member]
+        if record.silent:  # a cut-off host answers nothing, whether its postmaster runs or not
+            return MemberStatus(member, Health.UNREACHABLE, error="timeout expired")
         if not record.running:
-            return MemberStatus(member, Health.UNREACHABLE, error="connection refused")
+            return MemberStatus(member, Health.UNREACHABLE, error="connection refused", refused=True)
         if record.role is Role.PRIMARY:
             replicas = {n: "quorum" for n, m in self.members.items()
                         if m.running and m.role is Role.STANDBY and m.upstream == member}
             return MemberStatus(member, Health.HEALTHY, Role.PRIMARY, timeline=record.timeline, wal_lsn=record.lsn,
                                 replicas=replicas)
         upstream = self.members.get(record.upstream or "")
-        streaming = upstream is not None and upstream.running and upstream.role is Role.PRIMARY
+        streaming = upstream is not None and upstream.running and not upstream.silent \
+            and upstream.role is Role.PRIMARY
         return MemberStatus(member, Health.HEALTHY, Role.STANDBY, timeline=record.timeline, wal_lsn=record.lsn,
                             replay_lsn=record.lsn, streaming=streaming,
                             upstream=self.policy.members[record.upstream].endpoint if record.upstream else None)
@@ -272,6 +283,8 @@ class FakeCluster:
         if self.before is not None:
             self.before("fence", member)
         record = self.members[member]
+        if record.silent:
+            raise DatabaseUnavailable(f"{member}: cannot connect (timeout expired)")
         self.actions.append(("fence", member, mode))
         was_running, record.running = record.running, False
         return was_running
@@ -305,3 +318,54 @@ class FakeCluster:
 
     def mutations(self) -> list[tuple[str, str, str]]:
         return list(self.actions)
+
+
+# ---- node agents ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeAgent:
+    live: bool = True
+    obeys: bool = True              # fences its member when instructed (False: cut off from it)
+    bound_s: float = 0.1
+    session_timeout_s: float = 0.3
+
+
+class FakeAgents:
+    """The members' agents (implements ``control.agents.AgentDirectory``) over a FakeCluster.
+
+    An obedient agent told to fence stops its member's server (as the real agent's fence does);
+    ``expire_after`` views of a live agent, its session expires (a cut-off agent's does, once the
+    server times it out). ``events`` interleaves with ``FakeCluster.actions`` through ``journal``.
+    """
+
+    def __init__(self, zk: FakeZooKeeper, db: FakeCluster, agents: dict[str, FakeAgent],
+                 *, expire_after: int | None = None) -> None:
+        self._zk, self._db, self.agents = zk, db, agents
+        self._expire_after = expire_after
+        self.instructions: list[tuple[str, int]] = []
+        self.view_calls = 0
+
+    def views(self, cluster: str) -> dict[str, AgentView]:
+        self.view_calls += 1
+        if self._expire_after is not None and self.view_calls >= self._expire_after:
+            for name, agent in self.agents.items():
+                if agent.live and not agent.obeys:
+                    agent.live = False
+                    self._db.actions.append(("agent-session-expired", name, ""))
+        found = {}
+        for name, agent in self.agents.items():
+            member = self._db.members[name]
+            alive = agent.live and member.running
+            found[name] = AgentView(live=agent.live, postmaster_alive=alive, bound_s=agent.bound_s,
+                                    session_timeout_s=agent.session_timeout_s)
+        return found
+
+    def instruct_fence(self, lease: Lease, cluster: str, member: str) -> str:
+        if self._zk.lease() != lease:
+            raise LostLeadership(f"epoch {lease.epoch} is no longer current; the instruction was not written")
+        self.instructions.append((member, lease.epoch))
+        if self.agents[member].live and self.agents[member].obeys:
+            self._db.members[member].running = False
+            self._db.actions.append(("agent-fence", member, f"epoch {lease.epoch}"))
+        return f"i{len(self.instructions)}"

@@ -24,7 +24,7 @@ def up_standby(name: str, lsn: int, *, streaming: bool = False, upstream: str | 
 
 
 def down(name: str) -> MemberStatus:
-    return MemberStatus(name, Health.UNREACHABLE, error="connection refused")
+    return MemberStatus(name, Health.UNREACHABLE, error="connection refused", refused=True)
 
 
 def snap(*members: MemberStatus) -> ClusterSnapshot:

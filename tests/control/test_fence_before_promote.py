@@ -1,0 +1,167 @@
+"""Fence before promote, on fakes: nothing is promoted while an unreachable primary may still
+acknowledge commits; a refused connection, its agent's report or its agent's expired session
+proves it stopped; a live agent is told to fence, under the current epoch only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from orchestrator import decisions as d
+from orchestrator.control.agents import AgentDirectory, NoAgents
+from orchestrator.control.context import ClusterContext
+from orchestrator.control.cycle import ClusterCycle
+from orchestrator.control.publisher import Publisher
+from orchestrator.control.rejoin import Rejoins
+from orchestrator.control.requests import Requests
+from orchestrator.control.store import StateStore
+from orchestrator.control.term import Term
+from orchestrator.errors import CoordinationUnavailable, LostLeadership
+from orchestrator.state import Step
+from orchestrator.topology import Topology
+from tests.control.fakes import FakeAgent, FakeAgents, FakeCluster, FakeCoordinator, FakeZooKeeper
+from tests.control.test_parts import Clock, Leader, Log
+
+
+@pytest.fixture
+def policy(shipped_topology: Topology) -> d.Policy:
+    return d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def zk() -> FakeZooKeeper:
+    return FakeZooKeeper()
+
+
+@pytest.fixture
+def db(policy: d.Policy) -> FakeCluster:
+    return FakeCluster(policy, "dc1-a")
+
+
+@pytest.fixture
+def elect(zk: FakeZooKeeper, db: FakeCluster, policy: d.Policy, pool: ThreadPoolExecutor
+          ) -> Callable[..., Leader]:
+    clock = Clock()
+
+    def make(identity: str, agents: AgentDirectory | None = None) -> Leader:
+        log = Log()
+        coord = FakeCoordinator(zk, identity)
+        term = Term(coord, coord.bump_epoch(), log=log, join_timeout=5)
+        coord.on_session_change(term.session_changed)
+        store = StateStore(coord, term, identity, clock=clock, log=log)
+        ctx = ClusterContext("payments", term, db, store, policy, log, clock, pool, agents=agents or NoAgents())
+        rejoins = Rejoins(None)
+        return Leader(coord, term, ctx, ClusterCycle(ctx, rejoins, Requests(coord, rejoins), Publisher(every=0.0)),
+                      rejoins, log)
+
+    return make
+
+
+def every_agent(db: FakeCluster, **kwargs: object) -> dict[str, FakeAgent]:
+    return {name: FakeAgent(**kwargs) for name in db.members}  # type: ignore[arg-type]
+
+
+def run_until_failed_over(leader: Leader, zk: FakeZooKeeper, rounds: int = 10) -> None:
+    for _ in range(rounds):
+        leader.cycle.run_once()
+        state = zk.states["payments"][0]
+        if state.primary != "dc1-a" and state.operation is None:
+            return
+    raise AssertionError(f"no failover; events: {leader.log.events}")
+
+
+def index(db: FakeCluster, action: str, member: str | None = None) -> int:
+    return next(i for i, (a, m, _) in enumerate(db.actions) if a == action and (member is None or m == member))
+
+
+def fence_detail(zk: FakeZooKeeper) -> str:
+    op = zk.states["payments"][0].history[-1]
+    return next(s.detail for s in op.steps if s.step is Step.FENCE)
+
+
+def test_a_silent_primary_without_an_agent_is_never_promoted_over(elect: Callable[..., Leader],
+                                                                  zk: FakeZooKeeper, db: FakeCluster) -> None:
+    leader = elect("dc2:a")
+    leader.cycle.run_once()
+    db.isolate("dc1-a")
+    for _ in range(8):
+        leader.cycle.run_once()
+    assert zk.states["payments"][0].primary == "dc1-a"
+    assert not [a for a in db.actions if a[0] == "promote"]
+    blocked = [f["reason"] for e, f in leader.log.events if e == "decision" and f.get("kind") == "blocked"]
+    assert blocked and "cannot prove dc1-a stopped acknowledging commits" in blocked[-1]
+
+
+def test_a_killed_primary_is_proven_by_the_refusal_without_reading_the_agents(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    agents = FakeAgents(zk, db, every_agent(db))
+    leader = elect("dc2:a", agents)
+    leader.cycle.run_once()
+    db.kill("dc1-a")
+    run_until_failed_over(leader, zk)
+    assert agents.view_calls == 0, "the kill -9 fast path reads nothing from ZooKeeper for the agents"
+    assert agents.instructions == []
+    assert "refuses connections" in fence_detail(zk)
+
+
+def test_a_silent_primary_is_fenced_by_its_agent_before_anything_is_promoted(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    agents = FakeAgents(zk, db, every_agent(db))
+    leader = elect("dc2:a", agents)
+    leader.cycle.run_once()
+    db.isolate("dc1-a")
+    run_until_failed_over(leader, zk)
+    assert agents.instructions == [("dc1-a", leader.term.epoch)]
+    assert index(db, "agent-fence", "dc1-a") < index(db, "promote")
+    assert "agent reports its postmaster gone" in fence_detail(zk)
+
+
+def test_a_cut_off_agent_is_waited_for_until_its_session_expires(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    """The agent cannot be reached either: it fences itself on its lease; the proof is its expiry."""
+    agents = FakeAgents(zk, db, every_agent(db, obeys=False), expire_after=4)
+    leader = elect("dc2:a", agents)
+    leader.cycle.run_once()
+    db.isolate("dc1-a")
+    run_until_failed_over(leader, zk)
+    assert index(db, "agent-session-expired", "dc1-a") < index(db, "promote")
+    assert "agent session ended" in fence_detail(zk)
+
+
+def test_a_primary_whose_agent_never_proves_anything_is_not_promoted_over(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    """A live agent that neither fences nor expires (within its session timeout and the margin):
+    the FENCE step gives up, nothing is promoted, the operation stays recorded to be resumed."""
+    agents = FakeAgents(zk, db, every_agent(db, obeys=False, session_timeout_s=0.0))
+    leader = elect("dc2:a", agents)
+    leader.cycle.run_once()
+    db.isolate("dc1-a")
+    for _ in range(3):
+        leader.cycle.run_once()
+    assert not [a for a in db.actions if a[0] == "promote"]
+    state = zk.states["payments"][0]
+    assert state.primary == "dc1-a" and state.operation is not None and state.operation.step is Step.INTENT
+    assert any(e == "action-failed" and "not proven stopped" in f["error"] for e, f in leader.log.events)
+
+
+def test_a_deposed_leader_cannot_instruct_a_fence(elect: Callable[..., Leader], zk: FakeZooKeeper,
+                                                  db: FakeCluster) -> None:
+    agents = FakeAgents(zk, db, every_agent(db, obeys=False))
+    old = elect("dc2:old", agents)
+    old.cycle.run_once()
+    db.isolate("dc1-a")
+    old.coord.expire()
+    elect("dc3:new")                        # a new term: the epoch moved on
+    with pytest.raises((LostLeadership, CoordinationUnavailable)):
+        for _ in range(4):
+            old.cycle.run_once()
+    assert agents.instructions == []
+    assert not [a for a in db.actions if a[0] in ("promote", "agent-fence")]
