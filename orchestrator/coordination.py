@@ -164,6 +164,33 @@ class _Session:
         return found
 
     @_translated
+    def agent_write_ages(self, cluster: str) -> dict[str, float]:
+        """Seconds since each live agent's last write landed, on ZooKeeper's own clock.
+
+        Writes ``clusters/<cluster>/clock`` (a scratch node: no state, no epoch) and reads each
+        agent node's ``mtime`` afterwards: both times come from the ensemble's leader, so no
+        clock of this host enters the difference, and a read after our own write sees every
+        agent write that landed before it.
+        """
+        clock = self.cluster_path(cluster, "clock")
+        try:
+            now = self._client.set(clock, b"").mtime
+        except NoNodeError:
+            self._client.create(clock, b"", makepath=True)
+            now = self._client.set(clock, b"").mtime
+        base = self.cluster_path(cluster, "agents")
+        try:
+            children = self._client.get_children(base)
+        except NoNodeError:
+            return {}
+        ages: dict[str, float] = {}
+        for child in children:
+            stat = self._client.exists(f"{base}/{child}")
+            if stat is not None:
+                ages[str(child)] = (now - stat.mtime) / 1000
+        return ages
+
+    @_translated
     def agent_registry(self, cluster: str) -> dict[str, dict[str, Any]]:
         """Every member an agent was ever set up for (persistent ``agent-registry/<member>``), with
         what it registered: a registered member without a live ``agents/<member>`` node has had its

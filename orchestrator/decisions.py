@@ -246,12 +246,21 @@ class AgentView:
     postmaster_alive: bool = True
     bound_s: float = 0.0
     session_timeout_s: float = 0.0
+    # Seconds since its last lease write landed, on ZooKeeper's clock (None: not read).
+    write_age_s: float | None = None
+
+
+# Allowance between the agent's clock and ZooKeeper's when judging a lease write's age: clock
+# rates and the ensemble leader's clock steps (the agent measures from the *send*, which precedes
+# the write's mtime, so the age is an underestimate before this margin).
+LEASE_CLOCK_MARGIN_S = 0.25
 
 
 class StopProof(StrEnum):
     REFUSED = "refused"                  # its host answered and nothing listens on the port
     POSTMASTER_GONE = "postmaster-gone"  # its live agent sees no postmaster
     AGENT_EXPIRED = "agent-expired"      # its agent's session expired: fenced within its bound
+    BOUND_PASSED = "bound-passed"        # its agent's last lease write is older than its fencing bound
     AGENT_WILL_FENCE = "agent-will-fence"  # not yet: a live agent can be told to fence, or expires
     UNPROVABLE = "unprovable"            # no agent and no refusal: nothing will ever prove it
 
@@ -263,7 +272,8 @@ class StopEvidence:
 
     @property
     def proven(self) -> bool:
-        return self.proof in (StopProof.REFUSED, StopProof.POSTMASTER_GONE, StopProof.AGENT_EXPIRED)
+        return self.proof in (StopProof.REFUSED, StopProof.POSTMASTER_GONE, StopProof.AGENT_EXPIRED,
+                              StopProof.BOUND_PASSED)
 
 
 def stop_evidence(member: str, status: MemberStatus | None, agent: AgentView | None) -> StopEvidence:
@@ -271,8 +281,9 @@ def stop_evidence(member: str, status: MemberStatus | None, agent: AgentView | N
 
     Only proof lets a promotion go ahead (never two servers acknowledging writes): a refused
     connection (a timeout proves nothing: the host may be cut off from us alone), the member's
-    own agent reporting its postmaster gone, or its agent's session expired. ``agent`` is None
-    when no agent was ever registered for the member.
+    own agent reporting its postmaster gone, its agent's session expired, or its agent's last lease
+    write older (on ZooKeeper's clock) than its fencing bound. ``agent`` is None when no agent was
+    ever registered for the member.
     """
     if status is not None and status.reachable:
         return StopEvidence(StopProof.UNPROVABLE if agent is None else StopProof.AGENT_WILL_FENCE,
@@ -285,6 +296,12 @@ def stop_evidence(member: str, status: MemberStatus | None, agent: AgentView | N
         return StopEvidence(StopProof.AGENT_EXPIRED,
                             f"{member}'s agent session ended: it stopped acknowledging within its "
                             f"{agent.bound_s:.2f}s fencing bound, before the session could expire")
+    if agent is not None and agent.write_age_s is not None \
+            and agent.write_age_s > agent.bound_s + LEASE_CLOCK_MARGIN_S:
+        return StopEvidence(StopProof.BOUND_PASSED,
+                            f"{member}'s agent confirmed no lease write for {agent.write_age_s:.2f}s (ZooKeeper's "
+                            f"clock), past its {agent.bound_s:.2f}s fencing bound: it fenced itself, or its "
+                            "watchdog did")
     if agent is not None:
         return StopEvidence(StopProof.AGENT_WILL_FENCE,
                             f"{member}'s agent still holds its session and sees a postmaster: it must fence "

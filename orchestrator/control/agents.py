@@ -27,12 +27,16 @@ class AgentStore(Protocol):
 
     def agent_facts(self, cluster: str) -> dict[str, bytes]: ...
 
+    def agent_write_ages(self, cluster: str) -> dict[str, float]: ...
+
     def instruct(self, lease: Lease, cluster: str, member: str, instruction: dict[str, Any]) -> None: ...
 
 
-def agent_views(registry: dict[str, dict[str, Any]], facts: dict[str, bytes]) -> dict[str, AgentView]:
+def agent_views(registry: dict[str, dict[str, Any]], facts: dict[str, bytes],
+                ages: dict[str, float] | None = None) -> dict[str, AgentView]:
     """Registered members only; a live node whose facts do not parse counts as live with a postmaster
-    (in doubt, nothing is proven by it)."""
+    (in doubt, nothing is proven by it). ``ages``: seconds since each agent's last write landed."""
+    ages = ages or {}
     views: dict[str, AgentView] = {}
     for member, record in registry.items():
         bound = float(record.get("bound_s", 0.0))
@@ -44,16 +48,19 @@ def agent_views(registry: dict[str, dict[str, Any]], facts: dict[str, bytes]) ->
         try:
             parsed = AgentFacts.model_validate_json(raw)
         except ValidationError:
-            views[member] = AgentView(live=True, bound_s=bound, session_timeout_s=session)
+            views[member] = AgentView(live=True, bound_s=bound, session_timeout_s=session,
+                                      write_age_s=ages.get(member))
             continue
         views[member] = AgentView(live=True, postmaster_alive=parsed.postmaster_alive,
-                                  bound_s=parsed.fencing_bound_s, session_timeout_s=session)
+                                  bound_s=parsed.fencing_bound_s, session_timeout_s=session,
+                                  write_age_s=ages.get(member))
     return views
 
 
 class AgentDirectory(Protocol):
-    def views(self, cluster: str) -> dict[str, AgentView]:
-        """Every member with a registered agent, read from ZooKeeper now.
+    def views(self, cluster: str, *, ages: bool = False) -> dict[str, AgentView]:
+        """Every member with a registered agent, read from ZooKeeper now; with ``ages``, also how
+        long ago each live agent's last write landed (one scratch write to read ZooKeeper's clock).
 
         :raises CoordinationUnavailable: ZooKeeper unreachable.
         """
@@ -72,8 +79,10 @@ class ZooKeeperAgents:
     def __init__(self, store: AgentStore) -> None:
         self._store = store
 
-    def views(self, cluster: str) -> dict[str, AgentView]:
-        return agent_views(self._store.agent_registry(cluster), self._store.agent_facts(cluster))
+    def views(self, cluster: str, *, ages: bool = False) -> dict[str, AgentView]:
+        registry = self._store.agent_registry(cluster)
+        write_ages = self._store.agent_write_ages(cluster) if ages and registry else None
+        return agent_views(registry, self._store.agent_facts(cluster), write_ages)
 
     def instruct_fence(self, lease: Lease, cluster: str, member: str) -> str:
         ident = uuid.uuid4().hex[:12]
@@ -84,7 +93,7 @@ class ZooKeeperAgents:
 class NoAgents:
     """No member runs an agent."""
 
-    def views(self, cluster: str) -> dict[str, AgentView]:
+    def views(self, cluster: str, *, ages: bool = False) -> dict[str, AgentView]:
         return {}
 
     def instruct_fence(self, lease: Lease, cluster: str, member: str) -> str:

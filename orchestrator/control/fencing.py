@@ -2,8 +2,9 @@
 
 Nothing is promoted while the old primary may still acknowledge commits. :func:`await_stopped`
 returns once :func:`orchestrator.decisions.stop_evidence` proves it stopped: its host refuses
-connections, its agent reports the postmaster gone, or its agent's session expired (the agent
-fenced within its bound before the server could expire it). Until then it tells a live agent,
+connections, its agent reports the postmaster gone, its agent's last lease write is older than
+its fencing bound on ZooKeeper's clock, or its agent's session expired (the agent fenced within
+its bound before the server could expire it). Until then it tells a live agent,
 once and under the current epoch, to fence, and keeps looking; a primary that answers again is
 stopped directly. The lease is confirmed before every side effect and the wait ends with the term.
 """
@@ -53,7 +54,7 @@ def await_stopped(ctx: ClusterContext, member: str, snapshot: ClusterSnapshot, *
             with ctx.term.guard(f"fence {member}, which answers again"):
                 ctx.db.fence(member)
             return False
-        agent = ctx.agents.views(ctx.cluster).get(member)
+        agent = ctx.agents.views(ctx.cluster, ages=True).get(member)
         evidence = d.stop_evidence(member, status, agent)
         if evidence.proven:
             return True

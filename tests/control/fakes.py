@@ -329,6 +329,8 @@ class FakeAgent:
     obeys: bool = True              # fences its member when instructed (False: cut off from it)
     bound_s: float = 0.1
     session_timeout_s: float = 0.3
+    # Seconds since its last lease write landed (ZooKeeper's clock), as the leader would read it.
+    write_age_s: float | None = None
 
 
 class FakeAgents:
@@ -346,7 +348,7 @@ class FakeAgents:
         self.instructions: list[tuple[str, int]] = []
         self.view_calls = 0
 
-    def views(self, cluster: str) -> dict[str, AgentView]:
+    def views(self, cluster: str, *, ages: bool = False) -> dict[str, AgentView]:
         self.view_calls += 1
         if self._expire_after is not None and self.view_calls >= self._expire_after:
             for name, agent in self.agents.items():
@@ -358,7 +360,8 @@ class FakeAgents:
             member = self._db.members[name]
             alive = agent.live and member.running
             found[name] = AgentView(live=agent.live, postmaster_alive=alive, bound_s=agent.bound_s,
-                                    session_timeout_s=agent.session_timeout_s)
+                                    session_timeout_s=agent.session_timeout_s,
+                                    write_age_s=agent.write_age_s if ages and agent.live else None)
         return found
 
     def instruct_fence(self, lease: Lease, cluster: str, member: str) -> str:

@@ -165,3 +165,17 @@ def test_a_deposed_leader_cannot_instruct_a_fence(elect: Callable[..., Leader], 
             old.cycle.run_once()
     assert agents.instructions == []
     assert not [a for a in db.actions if a[0] in ("promote", "agent-fence")]
+
+
+def test_a_cut_off_agent_past_its_fencing_bound_proves_the_stop_before_its_session_expires(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    """Its last lease write landed longer ago than its bound (ZooKeeper's clock): it fenced itself,
+    so the leader need not wait for the session to expire (seconds more)."""
+    agents = FakeAgents(zk, db, every_agent(db, obeys=False, bound_s=2.0, session_timeout_s=60.0,
+                                            write_age_s=2.0 + d.LEASE_CLOCK_MARGIN_S + 0.1))
+    leader = elect("dc2:a", agents)
+    leader.cycle.run_once()
+    db.isolate("dc1-a")
+    run_until_failed_over(leader, zk)
+    assert "past its 2.00s fencing bound" in fence_detail(zk)
+    assert not [a for a in db.actions if a[0] == "agent-session-expired"]

@@ -26,6 +26,14 @@ ANSWERS = MemberStatus("p", Health.HEALTHY, Role.PRIMARY)
                  id="agent session gone"),
     pytest.param(SILENT, d.AgentView(live=True, postmaster_alive=True), d.StopProof.AGENT_WILL_FENCE,
                  id="live agent, live postmaster: not yet"),
+    pytest.param(SILENT, d.AgentView(live=True, bound_s=2.0, write_age_s=2.0 + d.LEASE_CLOCK_MARGIN_S + 0.01),
+                 d.StopProof.BOUND_PASSED, id="last lease write older than the bound plus margin"),
+    pytest.param(SILENT, d.AgentView(live=True, bound_s=2.0, write_age_s=2.0 + d.LEASE_CLOCK_MARGIN_S),
+                 d.StopProof.AGENT_WILL_FENCE, id="exactly at the bound plus margin: not yet"),
+    pytest.param(SILENT, d.AgentView(live=True, bound_s=2.0, write_age_s=None), d.StopProof.AGENT_WILL_FENCE,
+                 id="age not read: not yet"),
+    pytest.param(ANSWERS, d.AgentView(live=True, bound_s=2.0, write_age_s=9.0), d.StopProof.AGENT_WILL_FENCE,
+                 id="it answers: an old lease write proves nothing"),
     pytest.param(ANSWERS, d.AgentView(live=False), d.StopProof.AGENT_WILL_FENCE,
                  id="it answers: nothing proven whatever the agent"),
     pytest.param(ANSWERS, None, d.StopProof.UNPROVABLE, id="it answers, no agent"),
@@ -37,7 +45,8 @@ def test_stop_evidence_table(status: MemberStatus | None, agent: d.AgentView | N
 statuses = st.one_of(st.none(), st.builds(
     MemberStatus, name=st.just("p"), health=st.sampled_from(Health), role=st.sampled_from(Role),
     refused=st.booleans(), error=st.sampled_from([None, "timeout expired", "connection refused"])))
-agents = st.one_of(st.none(), st.builds(d.AgentView, live=st.booleans(), postmaster_alive=st.booleans()))
+agents = st.one_of(st.none(), st.builds(d.AgentView, live=st.booleans(), postmaster_alive=st.booleans(),
+                                         bound_s=st.floats(0, 10), write_age_s=st.one_of(st.none(), st.floats(0, 20))))
 
 
 @given(statuses, agents)
@@ -47,7 +56,8 @@ def test_nothing_is_proven_without_a_refusal_or_an_agent_saying_so(status: Membe
     if evidence.proven:
         assert status is None or not status.reachable, "a member that answers is never proven stopped"
         refused = status is not None and status.refused
-        agent_says = agent is not None and (not agent.live or not agent.postmaster_alive)
+        agent_says = agent is not None and (not agent.live or not agent.postmaster_alive or (
+            agent.write_age_s is not None and agent.write_age_s > agent.bound_s + d.LEASE_CLOCK_MARGIN_S))
         assert refused or agent_says
     if agent is None and not (status is not None and status.refused):
         assert not evidence.proven
