@@ -448,6 +448,24 @@ def wal_at_risk(state: ClusterState, snapshot: ClusterSnapshot, source: str, tar
     return max(max(known) - target_lsn, 0) if known else None
 
 
+def fallback_from_first_commit(snapshot: ClusterSnapshot, policy: Policy, target: str, old_primary: str
+                               ) -> tuple[str, ...]:
+    """The fallback members a failover's ``target`` needs in its quorum from its first commit.
+
+    When fewer than ``quorum`` of its own quorum candidates are standbys that can attach to it
+    (reachable, and not the failed old primary), its first commits would wait for a
+    :class:`WidenQuorum` round (:data:`QUORUM_SHORTAGE_SECONDS` and a cycle): in the lab, dc1-a
+    promoted after dc2-a died, or dc2-a after dc1 was lost. Its fallbacks then go in at once.
+    Like any widening they are recorded in the cluster state before they can confirm a commit.
+    """
+    base, fallback = policy.quorum_for(target)
+    if policy.quorum == 0 or not fallback:
+        return ()
+    ready = [n for n in base if n not in (target, old_primary) and (s := snapshot.members.get(n)) is not None
+             and s.reachable and s.role is Role.STANDBY]
+    return fallback if len(ready) < policy.quorum else ()
+
+
 # How long the target may take to stream what a more advanced survivor holds before promoting.
 CATCH_UP_SECONDS = 3.0
 

@@ -77,7 +77,11 @@ def _promote(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> O
     # A switchover's FENCE already waited for the WAL.
     caught = _catch_up(ctx, op, snapshot) if op.kind is OperationKind.FAILOVER else ""
     slots = ctx.pool.submit(_ensure_peer_slots, ctx, op.target)
-    names = ctx.policy.standby_names(op.target)
+    extra = (d.fallback_from_first_commit(snapshot, ctx.policy, op.target, op.source)
+             if op.kind is OperationKind.FAILOVER else ())
+    if extra:
+        _record_fallback(ctx, extra)
+    names = ctx.policy.standby_names(op.target, extra)
     with ctx.term.guard(f"promote {op.target}"):
         if ctx.db.prepare_synchronous_names(op.target, names):
             ctx.log.emit("quorum-prepared", cluster=ctx.cluster, member=op.target, setting=names)
@@ -99,6 +103,16 @@ def _promote(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> O
     ctx.store.write(state.model_copy(update={"primary": op.target, "generation": state.generation + 1,
                                              "timeline": timeline, "operation": op}), version)
     return op
+
+
+def _record_fallback(ctx: ClusterContext, extra: tuple[str, ...]) -> None:
+    """Record fallback members before the promoted target's quorum includes them (see
+    :func:`decisions.fallback_from_first_commit`); any already recorded stay."""
+    state, version = ctx.store.get(ctx.cluster)
+    members = tuple(dict.fromkeys((*state.synchronous_extra, *extra)))
+    if members != state.synchronous_extra:
+        ctx.store.write(state.model_copy(update={"synchronous_extra": members}), version)
+        ctx.log.emit("quorum-widened", cluster=ctx.cluster, members=list(members), reason="at promotion")
 
 
 class PromotionHeld(DatabaseUnavailable):

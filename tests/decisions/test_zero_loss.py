@@ -170,3 +170,25 @@ def test_an_unproven_target_is_never_promoted_short_of_its_catch_up_without_acce
         assert not outcome.promote
     else:
         assert outcome.promote
+
+
+# ---- the promoted target's quorum from its first commit -------------------------------------------
+
+@pytest.fixture
+def policy(shipped_topology: Topology) -> d.Policy:
+    return d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+
+
+@pytest.mark.parametrize(("old", "target", "down", "expected"), [
+    pytest.param("dc1-a", "dc2-a", {"dc1-a"}, (), id="primary-crash-dc1-b-attaches-to-dc2-a"),
+    pytest.param("dc1-a", "dc2-a", {"dc1-a", "dc1-b"}, ("dc3-a",), id="dc1-lost-dc2-a-needs-dc3-a-at-once"),
+    pytest.param("dc2-a", "dc1-a", {"dc2-a"}, ("dc3-a",), id="dc2-a-crash-dc1-a-has-no-partner-left"),
+    pytest.param("dc2-a", "dc1-a", {"dc2-a", "dc3-a"}, ("dc3-a",), id="fallback-down-too-still-recorded"),
+])
+def test_a_target_without_a_quorum_partner_left_gets_its_fallback_from_the_first_commit(
+        policy: d.Policy, old: str, target: str, down: set[str], expected: tuple[str, ...]) -> None:
+    snapshot = ClusterSnapshot("payments", {n: _down(n) if n in down else _standby(n, 10) for n in policy.members})
+    assert d.fallback_from_first_commit(snapshot, policy, target, old) == expected
+    names = policy.standby_names(target, expected)
+    assert all(f'"{n}"' not in names for n in policy.members
+               if policy.members[n].datacenter == policy.members[target].datacenter)
