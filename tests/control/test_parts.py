@@ -295,3 +295,28 @@ def test_a_withdrawn_request_never_runs(elect: Callable[..., Leader], zk: FakeZo
     leader.cycle.run_once()
     assert zk.results == {} and "stop_writes" not in [a for a, _, _ in db.actions]
     assert recorded_primary(zk) == "dc1-a"
+
+
+def test_an_operator_failover_without_proven_zero_loss_is_refused_unless_data_loss_is_accepted(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    leader = elect("dc3:a")
+    db.members["dc1-a"].lsn = 1500
+    leader.cycle.run_once()                    # publishes dc1-a's position: the last one known of it
+    live = zk.submit("payments", {"kind": "failover", "to": "dc2-a"})
+    leader.cycle.run_once()
+    refused = zk.results["payments"][live]
+    assert not refused["ok"] and "zero loss is not proven for dc2-a (dc1-a still accepts writes" in refused["error"]
+    assert refused["error"].endswith("pass --accept-data-loss to promote it anyway")
+    db.kill("dc1-a")
+    db.kill("dc2-a")                           # dc1-a's only quorum partner: dc1-b may lack commits
+    asynchronous = zk.submit("payments", {"kind": "failover", "to": "dc1-b"})
+    leader.cycle.run_once()
+    assert "it is asynchronous (pass --accept-data-loss)" in zk.results["payments"][asynchronous]["error"]
+    assert "promote" not in [a for a, _, _ in db.actions]
+    forced = zk.submit("payments", {"kind": "failover", "to": "dc1-b", "accept_data_loss": True})
+    leader.cycle.run_once()
+    result = zk.results["payments"][forced]
+    assert result["ok"] and (result["proven"], result["wal_at_risk_bytes"]) == (False, 500), result
+    op = zk.states["payments"][0].history[-1]
+    assert (op.target, op.proven, op.accept_data_loss, op.wal_at_risk_bytes) == ("dc1-b", False, True, 500)
+    assert "only 0 of the 1 quorum standby(s) of dc1-a (dc2-a) seen" in op.proof
