@@ -73,6 +73,8 @@ def test_a_valid_rpo_zero_policy_proves_zero_loss_whichever_data_centre_goes(dat
         return
     cluster = topo.clusters[0]
     policy = d.Policy.from_topology(topo, cluster)
+    # The rendered file's list is the initial primary's own.
+    assert topo.synchronous_standby_names(cluster) == policy.standby_names(cluster.initial_primary.name)
     for primary in _may_lead(topo):
         lost_dc = cluster.member(primary).datacenter
         candidates, fallback = policy.quorum_for(primary)
