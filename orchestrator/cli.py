@@ -341,15 +341,26 @@ def switchover(
 def failover(
     cluster: str,
     to: Annotated[str, typer.Option("--to", help="The member to promote.")],
-    accept_data_loss: Annotated[bool, typer.Option(help="Allow promoting an asynchronous or lagging member.")] = False,
+    accept_data_loss: Annotated[bool, typer.Option(
+        help="Allow promoting a member whose zero loss is not proven (asynchronous, lagging, or too few "
+             "quorum members seen).")] = False,
     lab_dir: LabDirOpt = None,
     topology: TopologyOpt = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
 ) -> None:
-    """Operator failover (ignores pause and the anti-flap period); reports the WAL at risk."""
+    """Operator failover (ignores pause and the anti-flap period); reports the WAL at risk.
+
+    Refused unless zero loss is proven for TO, or --accept-data-loss is given.
+    """
     request = {"kind": "failover", "to": to, "accept_data_loss": accept_data_loss}
     result = _request(_topology(topology, lab_dir), cluster, request, timeout)
     console.print(f"failover done in {result['seconds']}s: primary is now {result['primary']}")
+    if result.get("proven"):
+        console.print(f"zero loss proven: {result.get('proof')}", markup=False)
+    else:
+        at_risk = result.get("wal_at_risk_bytes")
+        risk = "unknown" if at_risk is None else f"{at_risk} bytes"
+        console.print(f"zero loss NOT proven ({result.get('proof')}); WAL at risk: {risk}", markup=False)
 
 
 @app.command("pause")

@@ -13,6 +13,13 @@ typed :class:`Decision` back (each carries its ``reason``), and executes it. Rul
   never ``never_promote``; never an asynchronous member unless an operator accepts loss.
   Zero loss is *provable* only if enough quorum candidates are reachable that at least
   one of them confirmed every acknowledged commit.
+* **Data-centre-aware quorum** (:meth:`Policy.quorum_for`): with RPO 0 only members outside
+  the primary's data centre confirm its commits, so losing any one data centre leaves every
+  quorum candidate of the primary it held, and the proof goes through.
+* **Never an unproven automatic failover** (:func:`decide`): without proof the decision is
+  Blocked and names the operator's ``--accept-data-loss`` command; what such a promotion
+  risks is :func:`wal_at_risk`, and a catch-up that did not finish is judged by
+  :func:`after_catch_up`.
 """
 
 from __future__ import annotations
@@ -46,12 +53,13 @@ class Policy:
     failure_threshold: int
     anti_flap_seconds: float
     rejoin_delay_seconds: float
-    allow_unproven_failover: bool
     fallback: tuple[str, ...] = ()
     # The configured quorum candidates in topology order, and the region they (and the
     # initial primary) live in: a primary elsewhere gets its quorum from its own region.
     synchronous_order: tuple[str, ...] = ()
     home_region: str = ""
+    # RPO 0: only members outside the primary's data centre confirm its commits.
+    outside_datacenter: bool = False
 
     @classmethod
     def from_topology(cls, topology: Topology, cluster: Cluster) -> Policy:
@@ -75,11 +83,19 @@ class Policy:
             failure_threshold=topology.controller.failure_threshold,
             anti_flap_seconds=topology.controller.anti_flap_seconds,
             rejoin_delay_seconds=topology.controller.rejoin_delay_seconds,
-            allow_unproven_failover=cluster.replication.allow_unproven_failover,
             fallback=cluster.replication.fallback,
             synchronous_order=topology.synchronous_members(cluster),
             home_region=topology.region_of(cluster.initial_primary.datacenter),
+            outside_datacenter=cluster.targets.rpo_seconds == 0,
         )
+
+    def _confirming(self, primary: str, names: tuple[str, ...]) -> tuple[str, ...]:
+        """``names`` whose confirmation counts for ``primary``: with :attr:`outside_datacenter`,
+        those outside its data centre (the primary itself included among the dropped)."""
+        member = self.members.get(primary)
+        if not self.outside_datacenter or member is None:
+            return names
+        return tuple(n for n in names if n in self.members and self.members[n].datacenter != member.datacenter)
 
     def quorum_for(self, primary: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Who confirms ``primary``'s commits: (quorum candidates, fallback), in topology order.
@@ -88,18 +104,22 @@ class Policy:
         ``fallback``. A primary in another region (a planned switchover to the DR site) has
         the members of its own region, with every other member as fallback; when its region
         alone cannot make the quorum, every member is a candidate from the first commit, so
-        that commit neither waits for a widening nor goes unconfirmed. The primary itself is
-        listed too: a server never counts itself, and the list stays valid for any peer.
+        that commit neither waits for a widening nor goes unconfirmed.
+
+        With :attr:`outside_datacenter` (RPO 0) both lists keep only members outside the
+        primary's data centre: members beside it still stream, asynchronously. Without it
+        the primary itself is listed too: a server never counts itself.
         """
         member = self.members.get(primary)
         if member is None or not self.home_region or member.region == self.home_region:
             order = self.synchronous_order or tuple(n for n, m in self.members.items() if m.synchronous)
-            return order, tuple(f for f in self.fallback if f != primary)
+            return self._confirming(primary, order), self._confirming(primary, tuple(f for f in self.fallback
+                                                                                     if f != primary))
         names = tuple(self.members)
-        region = tuple(n for n in names if self.members[n].region == member.region)
-        if len(region) - 1 >= self.quorum:
-            return region, tuple(n for n in names if n not in region)
-        return names, ()
+        region = self._confirming(primary, tuple(n for n in names if self.members[n].region == member.region))
+        if len([n for n in region if n != primary]) >= self.quorum:
+            return region, self._confirming(primary, tuple(n for n in names if n not in region))
+        return self._confirming(primary, names), ()
 
     def quorum_members(self, extra: tuple[str, ...] = (), *, primary: str | None = None) -> frozenset[str]:
         """Members whose confirmation counts for ``primary``'s commits (the home quorum by
@@ -322,6 +342,7 @@ class Candidate:
     wal_lsn: int
     proven: bool           # enough quorum members seen to know it holds every acknowledged commit
     reason: str
+    proof: str = ""        # why it is proven, or why not: recorded with the operation
 
 
 @dataclass(frozen=True)
@@ -385,20 +406,41 @@ def choose_candidate(
         )
 
     best = max(eligible, key=rank)
-    # With ANY q of n standby candidates, every acknowledged commit is on at least q of them;
-    # seeing n - q + 1 of them guarantees one holds everything, so the most advanced does.
-    sync_standbys = [n for n in quorum if n != old_primary]
-    seen = [s for s in statuses if s.name != old_primary and s.name in quorum
-            and s.reachable and s.role is Role.STANDBY and s.wal_lsn is not None]
-    needed = len(sync_standbys) - policy.quorum + 1
-    proven = policy.quorum > 0 and len(seen) >= needed and best.wal_lsn == max(s.wal_lsn or 0 for s in seen)
-    if target is not None and (best.wal_lsn or 0) < max((s.wal_lsn or 0 for s in seen), default=0):
-        proven = False
+    proven, proof = _proof(snapshot, policy, old_primary, quorum, best)
     reason = (f"{best.name} has the most advanced WAL ({best.wal_lsn}) of "
               f"{', '.join(sorted(s.name for s in eligible))}"
-              + ("" if proven else f"; zero loss NOT provable: {len(seen)} of {len(sync_standbys)} quorum "
-                 f"standbys seen, {needed} needed"))
-    return Candidate(best.name, best.wal_lsn or 0, proven, reason)
+              + ("" if proven else f"; zero loss NOT provable: {proof}"))
+    return Candidate(best.name, best.wal_lsn or 0, proven, reason, proof)
+
+
+def _proof(snapshot: ClusterSnapshot, policy: Policy, old_primary: str, quorum: frozenset[str],
+           best: MemberStatus) -> tuple[bool, str]:
+    """Does ``best`` hold every commit ``old_primary`` acknowledged? (proven, why or why not).
+
+    With ANY q of n standby candidates, every acknowledged commit is on at least q of them;
+    seeing n - q + 1 of them guarantees one holds everything, so a member with at least the
+    WAL of each of them does too.
+    """
+    sync_standbys = sorted(n for n in quorum if n != old_primary)
+    seen = sorted((s for s in snapshot.members.values() if s.name != old_primary and s.name in quorum
+                   and s.reachable and s.role is Role.STANDBY and s.wal_lsn is not None), key=lambda s: s.name)
+    needed = max(len(sync_standbys) - policy.quorum + 1, 1)
+    of = f"{len(seen)} of the {len(sync_standbys)} quorum standby(s) of {old_primary} ({', '.join(sync_standbys)})"
+    if policy.quorum == 0:
+        return False, "replication is asynchronous (quorum 0): no commit waited for a standby"
+    old = snapshot.members.get(old_primary)
+    if old is not None and old.reachable and old.role is Role.PRIMARY:
+        return False, (f"{old_primary} still accepts writes, and a commit it acknowledges before it is stopped "
+                       f"may be on another quorum member only; use a switchover to move it without loss")
+    if len(seen) < needed:
+        return False, (f"only {of} seen, {needed} needed to know one of them holds every acknowledged commit "
+                       f"(ANY {policy.quorum})")
+    ahead = max(seen, key=lambda s: s.wal_lsn or 0)
+    if (best.wal_lsn or 0) < (ahead.wal_lsn or 0):
+        return False, (f"{best.name} is {(ahead.wal_lsn or 0) - (best.wal_lsn or 0)} bytes of WAL behind "
+                       f"{ahead.name}, which may hold acknowledged commits")
+    return True, (f"{of} seen ({needed} needed for ANY {policy.quorum}), so one holds every acknowledged commit; "
+                  f"{best.name} has at least the WAL of each")
 
 
 # ---- planned switchover ----------------------------------------------------------------------
@@ -456,7 +498,9 @@ def plan_switchover(snapshot: ClusterSnapshot, policy: Policy, primary: str, tar
                        f"and only {', '.join(ready) or 'none'} can confirm now; its commits would wait")
     return Candidate(target, new.wal_lsn, True, f"planned switchover to {target}: it waits for every WAL record "
                                                  f"of {primary}; {target}'s commits wait for ANY {policy.quorum} "
-                                                 f"of {', '.join(_confirmers(policy, target))}")
+                                                 f"of {', '.join(_confirmers(policy, target))}",
+                     f"planned switchover: {primary} stops writes and {target} is promoted only once it holds "
+                     f"every WAL record {primary} wrote")
 
 
 def finished(state: ClusterState, op: Operation, now: float) -> ClusterState:
@@ -471,6 +515,78 @@ def finished(state: ClusterState, op: Operation, now: float) -> ClusterState:
     if op.kind is OperationKind.FAILOVER:
         update["last_failover_at"] = now
     return state.model_copy(update=update)
+
+
+def wal_at_risk(state: ClusterState, snapshot: ClusterSnapshot, source: str, target_lsn: int) -> int | None:
+    """Bytes of WAL the old primary was last known to hold beyond the target's position.
+
+    The last known position is the highest of what this probe saw (if it still answers) and
+    what the leader last published in the cluster state. It is a lower bound: the published
+    one may be a second old. None when no position of the old primary is known. Only an
+    unproven promotion risks it; a proven one holds every acknowledged commit of it.
+    """
+    status, record = snapshot.members.get(source), state.members.get(source)
+    seen = status.wal_lsn if status is not None and status.reachable else None
+    published = record.wal_lsn if record is not None else None
+    known = [lsn for lsn in (seen, published) if lsn is not None]
+    return max(max(known) - target_lsn, 0) if known else None
+
+
+def fallback_from_first_commit(snapshot: ClusterSnapshot, policy: Policy, target: str, old_primary: str
+                               ) -> tuple[str, ...]:
+    """The fallback members a failover's ``target`` needs in its quorum from its first commit.
+
+    When fewer than ``quorum`` of its own quorum candidates are standbys that can attach to it
+    (reachable, and not the failed old primary), its first commits would wait for a
+    :class:`WidenQuorum` round (:data:`QUORUM_SHORTAGE_SECONDS` and a cycle): in the lab, dc1-a
+    promoted after dc2-a died, or dc2-a after dc1 was lost. Its fallbacks then go in at once.
+    Like any widening they are recorded in the cluster state before they can confirm a commit.
+    """
+    base, fallback = policy.quorum_for(target)
+    if policy.quorum == 0 or not fallback:
+        return ()
+    ready = [n for n in base if n not in (target, old_primary) and (s := snapshot.members.get(n)) is not None
+             and s.reachable and s.role is Role.STANDBY]
+    return fallback if len(ready) < policy.quorum else ()
+
+
+# How long the target may take to stream what a more advanced survivor holds before promoting.
+CATCH_UP_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What to do once the target's catch-up (see :func:`catch_up_source`) ended."""
+
+    promote: bool
+    detail: str   # recorded in the operation's promote step
+
+
+def after_catch_up(*, target: str, source: str, wanted: int, reached: int, source_in_quorum: bool, proven: bool,
+                   accept_data_loss: bool, waited: float) -> CatchUp:
+    """Promote ``target`` after catching up from ``source`` (or trying to), or hold the operation.
+
+    * Caught up (``reached >= wanted``): promote; nothing any survivor received is lost.
+    * Not caught up, zero loss proven and ``source`` outside the old primary's quorum: its
+      extra WAL was confirmed by no quorum member, so no commit in it was acknowledged.
+      Promote; the bytes left behind are recorded, and ``source`` is rewound when it rejoins.
+    * Not caught up, an operator accepted data loss: promote, recording the bytes left behind.
+    * Otherwise (the source may hold acknowledged commits, or the target's zero loss is not
+      proven): never promote automatically; hold, and say how to force it.
+    """
+    short = max(wanted - reached, 0)
+    if short == 0:
+        return CatchUp(True, f"caught up from {source} to {wanted}")
+    stopped = f"catch-up from {source} stopped {short} bytes short after {waited:.1f}s"
+    if proven and not source_in_quorum:
+        return CatchUp(True, f"{stopped}; {source} is not in the old primary's quorum, so no commit in those "
+                             "bytes was acknowledged: zero loss still proven, and it is rewound when it rejoins")
+    if accept_data_loss:
+        return CatchUp(True, f"{stopped}; promoting anyway: the operator accepted data loss")
+    why = (f"{source} is in the old primary's quorum and may hold acknowledged commits {target} lacks"
+           if source_in_quorum else f"zero loss is not proven for {target}")
+    return CatchUp(False, f"{stopped}; not promoting {target}: {why} (retry, or force with "
+                          f"drctl failover CLUSTER --to {target} --accept-data-loss)")
 
 
 def catch_up_source(snapshot: ClusterSnapshot, target: str, exclude: str) -> str | None:
@@ -510,6 +626,7 @@ class Failover:
     target: str
     proven: bool
     reason: str
+    proof: str = ""        # why zero loss is proven (an automatic failover always is)
 
 
 @dataclass(frozen=True)
@@ -597,14 +714,15 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
     choice = choose_candidate(snapshot, policy, state.primary, extra_synchronous=state.synchronous_extra)
     if isinstance(choice, Refusal):
         return Blocked(f"{why}; {choice.reason}")
-    if not choice.proven and not policy.allow_unproven_failover:
-        return Blocked(f"{why}; {choice.reason}; refusing automatic failover "
-                       f"(drctl failover {policy.cluster} --to {choice.name} --accept-data-loss)")
+    if not choice.proven:
+        # Never automatic: an unproven promotion is only ever an operator's explicit choice.
+        return Blocked(f"{why}; {choice.reason}; refusing automatic failover (to promote it anyway: "
+                       f"drctl failover {policy.cluster} --to {choice.name} --accept-data-loss)")
     stopped = stop_evidence(state.primary, snapshot.members.get(state.primary), agents.get(state.primary))
     if stopped.proof is StopProof.UNPROVABLE:
         return Blocked(f"{why}; {stopped.reason}; refusing automatic failover (make sure it is down, then "
                        f"drctl failover {policy.cluster} --to {choice.name} --accept-data-loss)")
-    return Failover(state.primary, choice.name, choice.proven, f"{why}; {choice.reason}; {stopped.reason}")
+    return Failover(state.primary, choice.name, True, f"{why}; {choice.reason}; {stopped.reason}", choice.proof)
 
 
 def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, memory: Memory, now: float,

@@ -84,7 +84,11 @@ def recorded_topology(root: Path) -> Topology | None:
     path = root / STATE_FILE
     if not path.exists():
         return None
-    return Topology.model_validate(json.loads(path.read_text())["topology"])
+    data = json.loads(path.read_text())["topology"]
+    # A lab recorded before allow_unproven_failover was removed must still come down.
+    for cluster in data.get("clusters", ()):
+        cluster.get("replication", {}).pop("allow_unproven_failover", None)
+    return Topology.model_validate(data)
 
 
 class Lab:

@@ -119,6 +119,12 @@ class Operation(BaseModel):
     epoch: int = 0
     # When the controller first failed to reach the source (automatic failovers only).
     first_failure_at: float | None = None
+    # Zero loss: proven (the target holds every acknowledged commit) or not, and why. Only an
+    # operator's accept_data_loss ever runs an unproven one; wal_at_risk_bytes is then how far
+    # the old primary's last known WAL position was beyond the target's (None: unknown or proven).
+    proven: bool = False
+    proof: str = ""
+    wal_at_risk_bytes: int | None = None
 
     def advanced(self, step: Step, at: float, detail: str = "") -> Operation:
         return self.model_copy(

@@ -125,7 +125,18 @@ def _operation_json(op: Operation) -> dict[str, Any]:
         "step": op.step.value, "started_at": op.started_at,
         "duration_s": (op.steps[-1].at - op.steps[0].at) if op.steps else None,
         "steps": [{"step": s.step.value, "at": s.at, "detail": s.detail} for s in op.steps],
+        "proven": op.proven, "proof": op.proof, "accept_data_loss": op.accept_data_loss,
+        "wal_at_risk_bytes": op.wal_at_risk_bytes,
     }
+
+
+def proof_line(op: Operation) -> str:
+    """Whether ``op``'s zero loss was proven and why; for an unproven one, the WAL at risk."""
+    if op.proven:
+        return f"zero loss proven: yes ({op.proof or 'no reason recorded'})"
+    risk = "unknown" if op.wal_at_risk_bytes is None else human_bytes(op.wal_at_risk_bytes)
+    accepted = "; the operator accepted data loss" if op.accept_data_loss else ""
+    return f"zero loss proven: NO ({op.proof or 'not recorded'}){accepted}; WAL at risk: {risk}"
 
 
 def cluster_state_json(state: ClusterState) -> dict[str, Any]:
@@ -212,7 +223,14 @@ def cluster_state_view(console: Console, state: ClusterState, leader: str | None
         op = state.operation
         parts.append(Text.assemble(("in progress: ", "yellow"), f"{op.kind.value} {op.source} -> {op.target} "
                                    f"at step {op.step.value} ({op.reason})"))
+        parts.append(_proof_text(op))
     for op in state.history[-history:] if history else ():
         took = op.steps[-1].at - op.steps[0].at if op.steps else 0.0
         parts.append(Text(f"{op.kind.value} {op.source} -> {op.target}: {took * 1000:.0f} ms ({op.reason})"))
+    if state.operation is None and state.history and history:
+        parts.append(_proof_text(state.history[-1]))  # the last operation's
     return Group(*parts)
+
+
+def _proof_text(op: Operation) -> Text:
+    return Text("  " + proof_line(op), style="" if op.proven else "bold red")

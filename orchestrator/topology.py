@@ -160,15 +160,14 @@ class ReplicationPolicy(_Model):
 
     ``synchronous`` lists the quorum candidates; empty means every member in the initial
     primary's region. ``quorum`` is how many of them (besides the primary) must confirm
-    each commit: PostgreSQL's ``ANY n (...)``.
+    each commit: PostgreSQL's ``ANY n (...)``. With ``targets.rpo_seconds: 0`` only the
+    candidates outside the primary's data centre count (see :meth:`Topology.confirming_members`),
+    so losing any one data centre is provably lossless. There is no switch to promote
+    without that proof: only an operator's ``drctl failover --to M --accept-data-loss`` does.
     """
 
     quorum: int = Field(1, ge=0)
     synchronous: tuple[str, ...] = ()
-    # When too few quorum candidates survive to prove which one holds every acknowledged
-    # commit (e.g. a whole data centre with the primary and one candidate is gone), promote
-    # the most advanced survivor anyway (True) or wait for an operator (False, the default).
-    allow_unproven_failover: bool = False
     # Members (usually in the remote region) that join the quorum only while fewer than
     # ``quorum`` in-region candidates are attached to the primary: commits then wait for a
     # cross-region confirmation instead of stopping, and zero loss holds throughout.
@@ -266,17 +265,31 @@ class Topology(_Model):
         region = self.region_of(cluster.initial_primary.datacenter)
         return tuple(m.name for m in cluster.members if self.region_of(m.datacenter) == region)
 
-    def synchronous_standby_names(self, cluster: Cluster, extra: tuple[str, ...] = ()) -> str:
-        """PostgreSQL's quorum setting, identical on every member.
+    def confirming_members(self, cluster: Cluster, primary: Member, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Those of ``names`` whose confirmation counts for ``primary``'s commits.
 
-        A server never counts itself, so the same string stays valid after any promotion
-        inside the quorum: the new primary enforces zero loss from its first commit.
-        ``extra`` adds fallback members while the in-region quorum is short.
+        With ``targets.rpo_seconds: 0`` only members outside the primary's data centre: a
+        commit confirmed inside it could be lost with it. Otherwise every name (a server
+        never counts itself, so listing the primary is harmless).
+        """
+        if cluster.targets.rpo_seconds != 0:
+            return names
+        datacenter = {m.name: m.datacenter for m in cluster.members}
+        return tuple(n for n in names if datacenter.get(n) != primary.datacenter)
+
+    def synchronous_standby_names(self, cluster: Cluster, extra: tuple[str, ...] = ()) -> str:
+        """PostgreSQL's quorum setting for the initial primary, rendered into every member's file.
+
+        Without the data-centre rule (a positive RPO) the string is valid on any member, as a
+        server never counts itself. With it, every promotion first gives the target its own
+        list (``decisions.Policy.standby_names``), so the file's value only matters on the
+        initial primary. ``extra`` adds fallback members while the quorum is short.
         """
         if cluster.replication.quorum == 0:
             return ""
         members = self.synchronous_members(cluster)
-        names = ", ".join(f'"{name}"' for name in (*members, *(e for e in extra if e not in members)))
+        listed = (*members, *(e for e in extra if e not in members))
+        names = ", ".join(f'"{name}"' for name in self.confirming_members(cluster, cluster.initial_primary, listed))
         return f"ANY {cluster.replication.quorum} ({names})"
 
     # ---- ports ---------------------------------------------------------------------------
@@ -469,6 +482,34 @@ def _cluster_contradictions(topo: Topology, cluster: Cluster, known_dcs: str) ->
             f"{path}.targets.rpo_seconds: 0 needs synchronous replication; "
             "set replication.quorum to at least 1 or accept a positive RPO"
         )
+    yield from _outside_datacenter_contradictions(topo, cluster, sync)
+
+
+def _outside_datacenter_contradictions(topo: Topology, cluster: Cluster, sync: tuple[str, ...]) -> Iterator[str]:
+    """RPO 0: every member that may become primary needs ``quorum`` candidates outside its data centre.
+
+    Those are the initial primary and every synchronous member that is not never_promote
+    (a planned switchover elsewhere takes its quorum from every other data centre, and is
+    refused when that is too small).
+    """
+    quorum = cluster.replication.quorum
+    if cluster.targets.rpo_seconds != 0 or quorum == 0:
+        return
+    names = (cluster.initial_primary.name, *sync)
+    for name in dict.fromkeys(names):
+        member = cluster.member(name)
+        if member.never_promote and name != cluster.initial_primary.name:
+            continue
+        outside = topo.confirming_members(cluster, member, sync)
+        if len(outside) < quorum:
+            yield (
+                f"clusters.{cluster.name}.replication.synchronous: with targets.rpo_seconds 0 every commit must "
+                f"be confirmed outside the primary's data centre, but {name} (in {member.datacenter}) would have "
+                f"{len(outside)} quorum candidate(s) outside {member.datacenter} "
+                f"({', '.join(outside) or 'none'}) for quorum {quorum}; add members of another data centre "
+                f"to replication.synchronous, lower replication.quorum, mark {name} never_promote, "
+                "or accept a positive RPO"
+            )
 
 
 def _port_clashes(topo: Topology, plan: dict[str, int]) -> Iterator[str]:
@@ -490,11 +531,29 @@ def _port_clashes(topo: Topology, plan: dict[str, int]) -> Iterator[str]:
 # ---- loading ----------------------------------------------------------------------------
 
 
+# Fields a topology may still carry from an older release: why each went, and what to do.
+REMOVED_FIELDS = {
+    "allow_unproven_failover": (
+        "this field was removed: automatic failover now never promotes without proven zero loss, and an "
+        "unproven promotion is only an operator's 'drctl failover CLUSTER --to MEMBER --accept-data-loss'; "
+        "delete the field"
+    ),
+}
+
+
+def _removed(error: Any) -> str | None:
+    loc = error["loc"]
+    return REMOVED_FIELDS.get(str(loc[-1])) if error["type"] == "extra_forbidden" and loc else None
+
+
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    first = exc.errors()[0]
+    # A removed field is reported first: its message says why, where "unknown field" would not.
+    first = next((e for e in exc.errors() if _removed(e) is not None), exc.errors()[0])
     loc = ".".join(str(part) for part in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    if _removed(first) is not None:
+        message = str(_removed(first))
+    elif first["type"] == "extra_forbidden":
         message = "unknown field; remove it or check its spelling"
     elif first["type"] == "missing":
         message = "required field is missing; add it"

@@ -32,7 +32,8 @@ def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapsho
     if isinstance(decision, d.Failover):
         op = Operation(id=uuid.uuid4().hex[:12], kind=OperationKind.FAILOVER, source=decision.source,
                        target=decision.target, reason=decision.reason, started_at=ctx.clock(),
-                       epoch=ctx.term.epoch, first_failure_at=memory.first_failure_at.get(decision.source))
+                       epoch=ctx.term.epoch, first_failure_at=memory.first_failure_at.get(decision.source),
+                       proven=decision.proven, proof=decision.proof)
         operations.run(ctx, op, snapshot)
     elif isinstance(decision, d.Resume):
         operations.run(ctx, decision.operation, snapshot)

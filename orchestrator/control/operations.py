@@ -75,10 +75,14 @@ def _promote(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> O
     the new leader resumes from the last recorded step (promoting a primary is a no-op).
     One state write for both steps keeps ZooKeeper's fsync off the path to the first commit.
     """
-    if op.kind is OperationKind.FAILOVER:  # a switchover's FENCE already waited for the WAL
-        _catch_up(ctx, op, snapshot)
+    # A switchover's FENCE already waited for the WAL.
+    caught = _catch_up(ctx, op, snapshot) if op.kind is OperationKind.FAILOVER else ""
     slots = ctx.pool.submit(_ensure_peer_slots, ctx, op.target)
-    names = ctx.policy.standby_names(op.target)
+    extra = (d.fallback_from_first_commit(snapshot, ctx.policy, op.target, op.source)
+             if op.kind is OperationKind.FAILOVER else ())
+    if extra:
+        _record_fallback(ctx, extra)
+    names = ctx.policy.standby_names(op.target, extra)
     with ctx.term.guard(f"promote {op.target}"):
         if ctx.db.prepare_synchronous_names(op.target, names):
             ctx.log.emit("quorum-prepared", cluster=ctx.cluster, member=op.target, setting=names)
@@ -90,7 +94,7 @@ def _promote(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> O
         ctx.db.drop_synchronous_names(op.target)
         ctx.log.emit("sync-off", member=op.target,
                      reason="promoted an asynchronous member with accepted data loss: no quorum to wait for")
-    op = op.advanced(Step.PROMOTE, ctx.clock(), f"timeline {timeline}")
+    op = op.advanced(Step.PROMOTE, ctx.clock(), f"timeline {timeline}" + (f"; {caught}" if caught else ""))
     ctx.log.emit("promoted", cluster=ctx.cluster, operation=op.id, member=op.target, timeline=timeline)
     slots.result()  # the others attach through their slots on the target
     others = tuple(n for n in ctx.members if n not in (op.target, op.source))
@@ -102,26 +106,56 @@ def _promote(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> O
     return op
 
 
-def _catch_up(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> None:
-    """Let the target first take any WAL a more advanced survivor holds.
+def _record_fallback(ctx: ClusterContext, extra: tuple[str, ...]) -> None:
+    """Record fallback members before the promoted target's quorum includes them (see
+    :func:`decisions.fallback_from_first_commit`); any already recorded stay."""
+    state, version = ctx.store.get(ctx.cluster)
+    members = tuple(dict.fromkeys((*state.synchronous_extra, *extra)))
+    if members != state.synchronous_extra:
+        ctx.store.write(state.model_copy(update={"synchronous_extra": members}), version)
+        ctx.log.emit("quorum-widened", cluster=ctx.cluster, members=list(members), reason="at promotion")
+
+
+class PromotionHeld(DatabaseUnavailable):
+    """The target's catch-up did not finish and promoting it could lose acknowledged commits."""
+
+
+def _catch_up(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> str:
+    """Let the target first take any WAL a more advanced survivor holds; returns what happened
+    (for the promote step's detail), empty when no survivor was ahead.
 
     The snapshot that confirmed the failure is recent enough: with the primary gone, the
     survivors' received WAL no longer moves, so no second probe round on the fast path.
+    Whether to promote when the catch-up does not finish is :func:`decisions.after_catch_up`.
+
+    :raises PromotionHeld: not caught up, and promoting could lose acknowledged commits.
     """
     source = d.catch_up_source(snapshot, op.target, op.source)
     if source is None:
-        return
+        return ""
     want = snapshot.members[source].wal_lsn or 0
     with ctx.term.guard(f"catch {op.target} up from {source}"):
         ctx.db.repoint(op.target, source)
-    def caught_up() -> bool:
-        _still_leading(ctx, op)
-        return (ctx.db.probe_member(op.target).wal_lsn or 0) >= want
+    reached = 0
+    started = time.monotonic()
 
-    if poll_tight(caught_up, timeout=3.0, interval=0.005):
-        ctx.log.emit("caught-up", cluster=ctx.cluster, member=op.target, source=source, lsn=want)
-        return
-    ctx.log.emit("catch-up-timeout", cluster=ctx.cluster, member=op.target, source=source, lsn=want)
+    def caught_up() -> bool:
+        nonlocal reached
+        _still_leading(ctx, op)
+        reached = ctx.db.probe_member(op.target).wal_lsn or 0
+        return reached >= want
+
+    poll_tight(caught_up, timeout=d.CATCH_UP_SECONDS, interval=0.005)
+    state, _ = ctx.store.get(ctx.cluster)
+    quorum = ctx.policy.quorum_members(state.synchronous_extra, primary=op.source)
+    outcome = d.after_catch_up(target=op.target, source=source, wanted=want, reached=reached,
+                               source_in_quorum=source in quorum, proven=op.proven,
+                               accept_data_loss=op.accept_data_loss, waited=time.monotonic() - started)
+    ctx.log.emit("caught-up" if reached >= want else "catch-up-timeout", cluster=ctx.cluster, member=op.target,
+                 source=source, lsn=want, reached=reached, promote=outcome.promote, detail=outcome.detail)
+    if not outcome.promote:
+        raise PromotionHeld(outcome.detail)
+    return outcome.detail
 
 
 def _fence_source(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> str:

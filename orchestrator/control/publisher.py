@@ -1,4 +1,5 @@
-"""Member health and WAL positions in the cluster state, for ``drctl status``.
+"""Member health and WAL positions in the cluster state, for ``drctl status`` (an unreachable
+member keeps its last known position).
 
 At most once a second per cluster, the cycle hands its snapshot here; it is written with
 the state (an epoch-checked write like any other).
@@ -25,8 +26,12 @@ class Publisher:
         self._last[ctx.cluster] = now
         state, version = ctx.store.get(ctx.cluster)
         primary_lsn = snapshot.members[state.primary].wal_lsn if state.primary in snapshot.members else None
+        # An unreachable member keeps its last known WAL position: what an unproven promotion
+        # puts at risk is measured from the old primary's (decisions.wal_at_risk).
+        last = {name: rec.wal_lsn for name, rec in state.members.items()}
         members = {
-            name: MemberRecord(health=s.health, role=s.role, timeline=s.timeline, wal_lsn=s.wal_lsn,
+            name: MemberRecord(health=s.health, role=s.role, timeline=s.timeline,
+                               wal_lsn=s.wal_lsn if s.reachable else last.get(name),
                                streaming=s.streaming,
                                lag_bytes=(primary_lsn - s.wal_lsn) if primary_lsn and s.wal_lsn else None)
             for name, s in snapshot.members.items()

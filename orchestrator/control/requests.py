@@ -73,24 +73,27 @@ class Requests:
             choice = d.plan_switchover(snapshot, policy, state.primary, str(target))
             op_kind = OperationKind.SWITCHOVER
         else:
-            choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept)
+            choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept,
+                                        extra_synchronous=state.synchronous_extra)
             op_kind = OperationKind.FAILOVER
         if isinstance(choice, d.Refusal):
             return {"ok": False, "error": choice.reason}
         if kind == "failover":
-            at_risk = max((s.wal_lsn or 0) for s in snapshot.members.values()) - choice.wal_lsn
-            if at_risk > 0 and not accept:
-                return {"ok": False, "error": f"{target} is {at_risk} bytes of WAL behind; "
+            if not choice.proven and not accept:
+                return {"ok": False, "error": f"zero loss is not proven for {choice.name} ({choice.proof}); "
                                               "pass --accept-data-loss to promote it anyway"}
         elif kind != "switchover":
             return {"ok": False, "error": f"unknown request kind {kind!r}"}
+        at_risk = None if choice.proven else d.wal_at_risk(state, snapshot, state.primary, choice.wal_lsn)
         op = Operation(id=uuid.uuid4().hex[:12], kind=op_kind, source=state.primary, target=choice.name,
                        reason=f"operator {kind} to {choice.name}", started_at=ctx.clock(),
-                       accept_data_loss=accept, epoch=ctx.term.epoch)
+                       accept_data_loss=accept, epoch=ctx.term.epoch, proven=choice.proven, proof=choice.proof,
+                       wal_at_risk_bytes=at_risk)
         started = time.monotonic()
         done = operations.run(ctx, op, snapshot)
         if op_kind is OperationKind.SWITCHOVER:
             self._rejoins.start(ctx, op.source)
         return {"ok": True, "operation": done.id, "primary": done.target,
                 "seconds": round(time.monotonic() - started, 3),
-                "steps": {s.step.value: s.at for s in done.steps}}
+                "steps": {s.step.value: s.at for s in done.steps},
+                "proven": done.proven, "proof": done.proof, "wal_at_risk_bytes": done.wal_at_risk_bytes}

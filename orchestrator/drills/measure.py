@@ -26,6 +26,7 @@ from orchestrator.drills.verdict import Check as Check
 from orchestrator.drills.verdict import CheckName as CheckName
 from orchestrator.drills.verdict import Verdict as Verdict
 from orchestrator.drills.verdict import judge as judge
+from orchestrator.state import Operation
 from orchestrator.topology import Targets
 
 # Check, CheckName, Verdict and judge live in orchestrator.drills.verdict; the redundant
@@ -230,6 +231,40 @@ def server_phases(events: Iterable[TimelineEvent], *, fault_at: float, first_wri
         begin, end = times[source], times[target]
         steps.append(Step(source=source, target=target, seconds=None if begin is None or end is None else end - begin))
     return ServerPhases(marks=marks, steps=tuple(steps))
+
+
+# ---- zero loss proven: what the controller recorded about each promotion -----------------
+
+
+class Promotion(_Frozen):
+    """One failover or switchover the drill caused, as the controller recorded it."""
+
+    operation: str
+    kind: str
+    source: str
+    target: str
+    proven: bool
+    proof: str
+    accept_data_loss: bool
+    wal_at_risk_bytes: int | None
+
+    def words(self) -> str:
+        """``failover dc1-a -> dc2-a: zero loss proven: yes (why)``, with the WAL at risk when unproven."""
+        head = f"{self.kind} {self.source} -> {self.target}: zero loss proven: "
+        if self.proven:
+            return head + f"yes ({self.proof or 'no reason recorded'})"
+        risk = "unknown" if self.wal_at_risk_bytes is None else f"{self.wal_at_risk_bytes} bytes"
+        accepted = ", data loss accepted by the operator" if self.accept_data_loss else ""
+        return head + f"no ({self.proof or 'no reason recorded'}{accepted}); WAL at risk: {risk}"
+
+
+def promotions(history: Iterable[Operation], *, fault_at: float, until: float) -> tuple[Promotion, ...]:
+    """The operations started between the fault (1 s of slack before it) and ``until``: the drill's."""
+    return tuple(
+        Promotion(operation=op.id, kind=op.kind.value, source=op.source, target=op.target, proven=op.proven,
+                  proof=op.proof, accept_data_loss=op.accept_data_loss, wal_at_risk_bytes=op.wal_at_risk_bytes)
+        for op in history if fault_at - 1 <= op.started_at <= until
+    )
 
 
 # ---- RPO: acknowledged transfers missing after recovery ----------------------------------
@@ -481,6 +516,8 @@ class Measurement(_Frozen):
     budget: ErrorBudget
     events: tuple[TimelineEvent, ...]
     series: tuple[SeriesPoint, ...]
+    # Reports written before promotions were recorded read back with none.
+    promotions: tuple[Promotion, ...] = ()
 
 
 def measure(
@@ -496,9 +533,11 @@ def measure(
     events: Iterable[TimelineEvent] = (),
     window_start: float | None = None,
     expect_new_primary: bool | None = None,
+    operations: Iterable[Promotion] = (),
 ) -> Measurement:
     """Every figure of a drill. ``present_ids``: the journaled ids (:func:`ids_to_look_up`)
-    found on the new primary; the totals and duplicate count come from the bank.
+    found on the new primary; the totals and duplicate count come from the bank;
+    ``operations``: the drill's promotions (:func:`promotions`).
 
     :raises ValueError: ``window_end`` is before ``fault_at``.
     """
@@ -527,4 +566,5 @@ def measure(
         budget=error_budget(outage.rto_seconds, targets.availability_percent),
         events=evts,
         series=ack_series(recs, fault_at=fault_at, window_start=start, window_end=window_end),
+        promotions=tuple(operations),
     )

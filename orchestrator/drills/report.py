@@ -155,6 +155,14 @@ def _secs(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f} s"
 
 
+def proof_words(report: DrillReport) -> str:
+    """``zero loss proven: yes (why)`` per promotion the drill caused, WAL at risk when unproven."""
+    promotions = report.measurement.promotions
+    if not promotions:
+        return "zero loss proven: nothing to prove (the drill caused no promotion)"
+    return "; ".join(p.words() for p in promotions)
+
+
 def verdict_words(report: DrillReport) -> str:
     """The verdict as one paragraph an auditor can read without the figures."""
     m, t, v = report.measurement, report.targets, report.verdict
@@ -165,6 +173,7 @@ def verdict_words(report: DrillReport) -> str:
             f"(target {t.rto_seconds:g} s); none of the {m.loss.acked:,} acknowledged transfers was lost "
             f"(RPO target {t.rpo_seconds:g} s); the total balance was conserved, no transfer was applied twice "
             "and at no time did two servers accept writes."
+            + (f" Promotions: {proof_words(report)}." if m.promotions else "")
         )
     failed = v.failures
     return (
@@ -194,6 +203,7 @@ def summarize(report: DrillReport) -> list[str]:
         f"RPO {loss.lost} of {loss.acked:,} acknowledged transfers lost, spanning {loss.rpo_seconds:.2f} s "
         f"(target {t.rpo_seconds:g} s); indeterminate {loss.indeterminate}: "
         f"{loss.indeterminate_committed} committed, {loss.indeterminate_not_committed} not",
+        proof_words(report),
         f"invariants: balance {'conserved' if inv.money_conserved else 'NOT conserved'}, "
         f"{inv.duplicate_transfers} duplicate(s), {len(inv.writer_conflicts)} writer conflict(s)",
         f"availability {avail} of {m.availability.attempted:,} attempts",
@@ -234,11 +244,24 @@ def render_html(report: DrillReport, png: bytes) -> str:
         ["availability over the window",
          "—" if av.percent is None else f"{av.percent:.2f}% of {av.attempted:,} attempts", ""],
     ]
+    for p in m.promotions:
+        risk = "—" if p.proven else ("unknown" if p.wal_at_risk_bytes is None else f"{p.wal_at_risk_bytes:,} bytes")
+        figures += [
+            [f"zero loss proven: {p.kind} {p.source} → {p.target}",
+             f"{'yes' if p.proven else 'NO'} ({p.proof or 'no reason recorded'})"
+             + (", data loss accepted by the operator" if p.accept_data_loss and not p.proven else ""),
+             "yes" if t.rpo_seconds == 0 else ""],
+            [f"WAL at risk: {p.kind} {p.source} → {p.target}", risk, "—" if t.rpo_seconds == 0 else ""],
+        ]
+    if not m.promotions:
+        figures.append(["zero loss proven", "nothing to prove: the drill caused no promotion", ""])
     return _TEMPLATES.get_template("report.html.j2").render(
         report=report,
         verdict=report.verdict,
         started=datetime.fromtimestamp(report.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         verdict_words=verdict_words(report),
+        proof=proof_words(report),
+        proven=all(p.proven for p in m.promotions),
         figures=figures,
         budget=m.budget.sentence(),
         steps=[[s.label, _secs(s.seconds)] for s in m.phases.steps],

@@ -24,7 +24,7 @@ from orchestrator.drills import bank
 from orchestrator.drills.faults import Injected, inject
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, start_load
-from orchestrator.drills.measure import TimelineEvent, ids_to_look_up, judge, measure
+from orchestrator.drills.measure import Promotion, TimelineEvent, ids_to_look_up, judge, measure, promotions
 from orchestrator.drills.report import DrillReport, write_report
 from orchestrator.drills.spec import DrillSpec, Switchover, find_drill, load_drill
 from orchestrator.errors import DrillFileError, LabError, OrchestratorError
@@ -132,6 +132,7 @@ class DrillRunner:
             duplicate_transfers=bank.duplicate_transfers(conninfo),
             events=self._events(coord, cluster, fault_at, fault_at + spec.observe_s), window_start=started,
             expect_new_primary=spec.expects_new_primary(primary_dc),
+            operations=self._promotions(coord, cluster, fault_at, fault_at + spec.observe_s),
         )
         verdict = judge(measurement, targets, aborted=aborted or rollback)
         try:
@@ -274,6 +275,13 @@ class DrillRunner:
             for step in op.steps:
                 events.append(TimelineEvent(at=step.at, name=STEP_NAMES[step.step.value], detail=step.detail))
         return events
+
+    def _promotions(self, coord: Coordinator, cluster: Cluster, fault_at: float, until: float
+                    ) -> tuple[Promotion, ...]:
+        """The drill's operations with their zero-loss proof, as the controller recorded them."""
+        state, _ = coord.read_state(cluster.name)
+        history = (*state.history, *((state.operation,) if state.operation else ())) if state else ()
+        return promotions(history, fault_at=fault_at, until=until)
 
     def _versions(self, cluster: Cluster) -> dict[str, str]:
         versions = {"dr-orchestrator": __version__, "python": platform.python_version()}

@@ -28,6 +28,7 @@ class CheckName(StrEnum):
     NO_DUPLICATE_TRANSFER = "no-duplicate-transfer"
     SINGLE_WRITABLE_PRIMARY = "single-writable-primary"
     FAILED_NOT_COMMITTED = "failed-transfers-not-committed"
+    ZERO_LOSS_PROVEN = "zero-loss-proven"
 
 
 class Check(BaseModel):
@@ -72,6 +73,7 @@ def judge(measurement: Measurement, targets: Targets, *, aborted: str | None = N
         f"two writable primaries: {conflict.older} acknowledged {conflict.late_acks} transfer(s) started after "
         f"{conflict.newer} had acknowledged its first"
     )
+    proof_ok, proof_ok_words, proof_bad_words = _zero_loss_proven(measurement, rpo)
     rows: list[tuple[CheckName, bool, str, str]] = [
         (CheckName.COMPLETED, aborted is None,
          "the drill ran to the end of its observation window", f"the drill was aborted: {aborted}"),
@@ -96,6 +98,7 @@ def judge(measurement: Measurement, targets: Targets, *, aborted: str | None = N
          "no transfer reported as failed was committed",
          f"{loss.failed_but_committed} transfer(s) reported as failed were committed; "
          "the workload misclassifies errors"),
+        (CheckName.ZERO_LOSS_PROVEN, proof_ok, proof_ok_words, proof_bad_words),
     ]
     checks = tuple(
         Check(name=name, passed=passed, reason=ok if passed else bad)
@@ -104,3 +107,20 @@ def judge(measurement: Measurement, targets: Targets, *, aborted: str | None = N
         if name is not (CheckName.RPO if rpo == 0 else CheckName.NO_ACKED_WRITE_LOST)
     )
     return Verdict(passed=all(c.passed for c in checks), checks=checks)
+
+
+def _zero_loss_proven(measurement: Measurement, rpo: float) -> tuple[bool, str, str]:
+    """With an RPO of 0, every promotion the drill caused must have been proven lossless by the
+    controller, unless an operator explicitly accepted data loss: (passed, reason if passed, if not).
+
+    Counting no lost transfer is not enough: an unproven promotion that happened to lose
+    nothing would lose acknowledged commits on another day.
+    """
+    promotions = measurement.promotions
+    words = "; ".join(p.words() for p in promotions) or "the drill caused no promotion"
+    unforced = [p for p in promotions if not p.proven and not p.accept_data_loss]
+    if rpo > 0:
+        return True, f"the RPO target is {rpo:g} s, so a promotion need not prove zero loss: {words}", ""
+    return (not unforced, words,
+            f"{words}; with an RPO target of 0 a promotion without proven zero loss needs an operator's "
+            "--accept-data-loss")

@@ -87,7 +87,9 @@ def agent_lab() -> Iterator[Lab]:
         "regions": [{"name": "r", "datacenters": [{"name": "dc1"}]}],
         "ports": {"base": free_port_base(), "span": SPAN},
         "clusters": [{"name": CLUSTER, "members": [
-            {"name": "a", "datacenter": "dc1", "role": "primary"}, {"name": "b", "datacenter": "dc1"}]}],
+            {"name": "a", "datacenter": "dc1", "role": "primary"}, {"name": "b", "datacenter": "dc1"}],
+            # One data centre cannot promise RPO 0 (its loss takes every copy): a positive RPO.
+            "targets": {"rpo_seconds": 1}}],
     })
     lab = Lab(topo, make_lab_dir("drctl-agent-"), controllers=False)
     try:

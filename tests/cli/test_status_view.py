@@ -122,7 +122,8 @@ def test_status_json_keys_are_the_documented_ones() -> None:
                             "updated_at", "fallback_synchronous", "members", "operation", "history"}
     assert set(cluster["members"][0]) == {"member", "health", "role", "timeline", "streaming", "lag_bytes", "wal_lsn"}
     assert set(cluster["operation"]) == {"id", "kind", "source", "target", "reason", "step", "started_at",
-                                         "duration_s", "steps"}
+                                         "duration_s", "steps", "proven", "proof", "accept_data_loss",
+                                         "wal_at_risk_bytes"}
     assert cluster["operation"]["step"] == "promote" and cluster["history"][0]["duration_s"] == 0.25
     assert cluster["fallback_synchronous"] == [MEMBERS[-1]]
 
@@ -130,3 +131,21 @@ def test_status_json_keys_are_the_documented_ones() -> None:
 def test_human_bytes() -> None:
     assert [statusview.human_bytes(v) for v in (None, 0, 1023, 1024, 8 * 1024 * 1024, 5 * 1024**4)] == [
         "-", "0 B", "1023 B", "1.0 KiB", "8.0 MiB", "5120.0 GiB"]
+
+
+def test_status_shows_whether_the_last_operation_proved_zero_loss_and_the_wal_at_risk() -> None:
+    state = cluster_state(MEMBERS)
+    op = state.history[0].model_copy(update={"kind": OperationKind.FAILOVER, "proven": False, "accept_data_loss": True,
+                                             "proof": "only 0 of the 1 quorum standby(s) of dc1-a seen",
+                                             "wal_at_risk_bytes": 3 * 1024 * 1024})
+    done = state.model_copy(update={"operation": None, "history": (op,)})
+    text = " ".join(render(console(200), statusview.cluster_state_view(console(200), done, "dc2:abcdef")))
+    assert ("zero loss proven: NO (only 0 of the 1 quorum standby(s) of dc1-a seen); the operator accepted data "
+            "loss; WAL at risk: 3.0 MiB") in text
+    proven = op.model_copy(update={"proven": True, "proof": "1 of the 1 quorum standby(s) seen",
+                                   "wal_at_risk_bytes": None})
+    in_progress = state.model_copy(update={"operation": proven.model_copy(update={"step": Step.PROMOTE})})
+    text = " ".join(render(console(200), statusview.cluster_state_view(console(200), in_progress, None)))
+    assert "zero loss proven: yes (1 of the 1 quorum standby(s) seen)" in text
+    document = statusview.cluster_state_json(done)
+    assert (document["history"][0]["proven"], document["history"][0]["wal_at_risk_bytes"]) == (False, 3145728)

@@ -118,9 +118,11 @@ def test_a_failover_on_fakes_promotes_re_points_and_records(elect: Callable[...,
     db.kill("dc1-a")
     fail_over(leader, zk)
     state = zk.states["payments"][0]
-    assert (state.primary, state.generation) == ("dc1-b", 2)
-    assert db.members["dc1-b"].role is Role.PRIMARY
-    assert {db.members[n].upstream for n in ("dc2-a", "dc3-a")} == {"dc1-b"}
+    # dc1-a's commits are confirmed outside dc1 only (RPO 0): dc2-a holds them all.
+    assert (state.primary, state.generation) == ("dc2-a", 2)
+    assert db.members["dc2-a"].role is Role.PRIMARY
+    assert {db.members[n].upstream for n in ("dc1-b", "dc3-a")} == {"dc2-a"}
+    assert state.history[-1].proven and "(dc2-a) seen" in state.history[-1].proof
     assert [s.step for s in state.history[-1].steps] == [Step.INTENT, Step.FENCE, Step.PROMOTE, Step.REPOINT,
                                                          Step.DONE]
     assert leader.coord.reads >= 3, "the lease was read before the side effects"
@@ -135,14 +137,14 @@ def test_a_leader_paused_past_its_session_wakes_and_changes_nothing(
     new = elect("dc3:new")
     db.kill("dc1-a")
     fail_over(new, zk)
-    assert recorded_primary(zk) == "dc1-b"
+    assert recorded_primary(zk) == "dc2-a"
     actions, writes = list(db.actions), list(zk.writes)
     with pytest.raises((LostLeadership, CoordinationUnavailable)):
         old.cycle.run_once()                # wakes mid-loop with its cached view (dc1-a primary)
     assert db.actions == actions, "the stale leader touched PostgreSQL"
     assert zk.writes == writes, "the stale leader wrote to ZooKeeper"
     assert old.term.ended
-    assert db.members["dc1-b"].running and db.members["dc1-b"].role is Role.PRIMARY
+    assert db.members["dc2-a"].running and db.members["dc2-a"].role is Role.PRIMARY
 
 
 def test_the_stray_primary_rule_reads_the_epoch_before_it_fences(
@@ -156,11 +158,11 @@ def test_the_stray_primary_rule_reads_the_epoch_before_it_fences(
     fail_over(new, zk)
     old.coord.reconnect()                    # its client got a fresh session before it looked
     actions = list(db.actions)
-    stray = d.FenceStray("dc1-b", "dc1-b accepts writes but dc1-a is the primary of generation 1")
+    stray = d.FenceStray("dc2-a", "dc2-a accepts writes but dc1-a is the primary of generation 1")
     with pytest.raises(LostLeadership, match="superseded"):
         executors.fence_stray(old.ctx, stray)
     assert db.actions == actions
-    assert db.members["dc1-b"].running
+    assert db.members["dc2-a"].running
 
 
 def test_lease_lost_right_after_promote_the_stale_leader_re_points_and_records_nothing(
@@ -260,14 +262,14 @@ def test_a_suspended_session_mid_failover_stops_it_and_the_next_rounds_finish_it
     with pytest.raises(LeaseInDoubt):
         for _ in range(10):
             leader.cycle.run_once()
-    assert blipped == ["dc1-b"] and not leader.term.ended
+    assert blipped == ["dc2-a"] and not leader.term.ended
     assert not [a for a in db.actions if a[0] == "repoint"], "nothing re-pointed while the lease was in doubt"
     assert zk.states["payments"][0].operation is not None, "the operation stays recorded"
     leader.coord.resume()
     fail_over(leader, zk)                     # resumed from its recorded step: promoting a primary is a no-op
     state = zk.states["payments"][0]
-    assert (state.primary, state.generation, state.operation) == ("dc1-b", 2, None)
-    assert {db.members[n].upstream for n in ("dc2-a", "dc3-a")} == {"dc1-b"}
+    assert (state.primary, state.generation, state.operation) == ("dc2-a", 2, None)
+    assert {db.members[n].upstream for n in ("dc1-b", "dc3-a")} == {"dc2-a"}
 
 
 def test_an_expired_request_is_answered_never_run(elect: Callable[..., Leader], zk: FakeZooKeeper,
@@ -293,3 +295,28 @@ def test_a_withdrawn_request_never_runs(elect: Callable[..., Leader], zk: FakeZo
     leader.cycle.run_once()
     assert zk.results == {} and "stop_writes" not in [a for a, _, _ in db.actions]
     assert recorded_primary(zk) == "dc1-a"
+
+
+def test_an_operator_failover_without_proven_zero_loss_is_refused_unless_data_loss_is_accepted(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    leader = elect("dc3:a")
+    db.members["dc1-a"].lsn = 1500
+    leader.cycle.run_once()                    # publishes dc1-a's position: the last one known of it
+    live = zk.submit("payments", {"kind": "failover", "to": "dc2-a"})
+    leader.cycle.run_once()
+    refused = zk.results["payments"][live]
+    assert not refused["ok"] and "zero loss is not proven for dc2-a (dc1-a still accepts writes" in refused["error"]
+    assert refused["error"].endswith("pass --accept-data-loss to promote it anyway")
+    db.kill("dc1-a")
+    db.kill("dc2-a")                           # dc1-a's only quorum partner: dc1-b may lack commits
+    asynchronous = zk.submit("payments", {"kind": "failover", "to": "dc1-b"})
+    leader.cycle.run_once()
+    assert "it is asynchronous (pass --accept-data-loss)" in zk.results["payments"][asynchronous]["error"]
+    assert "promote" not in [a for a, _, _ in db.actions]
+    forced = zk.submit("payments", {"kind": "failover", "to": "dc1-b", "accept_data_loss": True})
+    leader.cycle.run_once()
+    result = zk.results["payments"][forced]
+    assert result["ok"] and (result["proven"], result["wal_at_risk_bytes"]) == (False, 500), result
+    op = zk.states["payments"][0].history[-1]
+    assert (op.target, op.proven, op.accept_data_loss, op.wal_at_risk_bytes) == ("dc1-b", False, True, 500)
+    assert "only 0 of the 1 quorum standby(s) of dc1-a (dc2-a) seen" in op.proof

@@ -94,8 +94,13 @@ def test_most_advanced_synchronous_standby_wins(policy: d.Policy) -> None:
 
 
 def test_same_region_then_priority_break_ties(policy: d.Policy) -> None:
-    choice = d.choose_candidate(dead_primary(dc1_b=200, dc2_a=200), policy, "dc1-a")
+    anywhere = d.Policy(**{**policy.__dict__, "outside_datacenter": False})  # a positive RPO: no DC rule
+    choice = d.choose_candidate(dead_primary(dc1_b=200, dc2_a=200), anywhere, "dc1-a")
     assert isinstance(choice, d.Candidate) and choice.name == "dc1-b"
+    preferred = d.Policy(**{**anywhere.__dict__, "members": {
+        **policy.members, "dc2-a": d.MemberPolicy(**{**policy.members["dc2-a"].__dict__, "priority": 200})}})
+    choice = d.choose_candidate(dead_primary(dc1_b=200, dc2_a=200), preferred, "dc1-a")
+    assert isinstance(choice, d.Candidate) and choice.name == "dc2-a"
 
 
 def test_async_dr_member_is_never_chosen_automatically(policy: d.Policy) -> None:
@@ -112,9 +117,39 @@ def test_operator_may_choose_async_only_when_accepting_loss(policy: d.Policy) ->
     assert isinstance(forced, d.Candidate) and forced.name == "dc3-a" and not forced.proven
 
 
-def test_one_surviving_quorum_member_cannot_prove_zero_loss(policy: d.Policy) -> None:
+def test_losing_the_primarys_whole_data_centre_still_proves_zero_loss(policy: d.Policy) -> None:
+    """dc1-b never confirmed dc1-a's commits (same data centre): dc2-a alone holds them all."""
     choice = d.choose_candidate(snap(down("dc1-a"), down("dc1-b"), up_standby("dc2-a", 100)), policy, "dc1-a")
+    assert isinstance(choice, d.Candidate) and choice.name == "dc2-a" and choice.proven
+    assert "1 of the 1 quorum standby(s) of dc1-a (dc2-a) seen" in choice.proof
+
+
+def test_a_member_beside_the_primary_is_asynchronous_and_never_promoted_automatically(policy: d.Policy) -> None:
+    choice = d.choose_candidate(snap(down("dc1-a"), up_standby("dc1-b", 900), down("dc2-a")), policy, "dc1-a")
+    assert isinstance(choice, d.Refusal)
+    forced = d.choose_candidate(snap(down("dc1-a"), up_standby("dc1-b", 900), down("dc2-a")), policy, "dc1-a",
+                                target="dc1-b", allow_async=True)
+    assert isinstance(forced, d.Candidate) and not forced.proven and "only 0 of the 1" in forced.proof
+
+
+def test_one_surviving_quorum_member_of_two_cannot_prove_zero_loss(policy: d.Policy) -> None:
+    """dc2-a's commits wait for ANY 1 (dc1-a, dc1-b): with dc1-a gone too, dc1-b may lack some."""
+    choice = d.choose_candidate(snap(down("dc2-a"), down("dc1-a"), up_standby("dc1-b", 100)), policy, "dc2-a")
+    assert isinstance(choice, d.Candidate) and choice.name == "dc1-b" and not choice.proven
+    assert "only 1 of the 2 quorum standby(s) of dc2-a (dc1-a, dc1-b) seen, 2 needed" in choice.proof
+
+
+def test_a_failover_away_from_a_primary_that_still_takes_writes_is_not_proven(policy: d.Policy) -> None:
+    live = snap(_primary("dc1-a"), up_standby("dc1-b", 100), up_standby("dc2-a", 100))
+    choice = d.choose_candidate(live, policy, "dc1-a", target="dc2-a")
+    assert isinstance(choice, d.Candidate) and not choice.proven and "switchover" in choice.proof
+
+
+def test_a_target_behind_a_quorum_member_is_not_proven(policy: d.Policy) -> None:
+    behind = snap(down("dc2-a"), up_standby("dc1-a", 100), up_standby("dc1-b", 70))
+    choice = d.choose_candidate(behind, policy, "dc2-a", target="dc1-b")
     assert isinstance(choice, d.Candidate) and not choice.proven
+    assert choice.proof == "dc1-b is 30 bytes of WAL behind dc1-a, which may hold acknowledged commits"
 
 
 statuses = st.builds(
@@ -123,23 +158,26 @@ statuses = st.builds(
 )
 
 
-@given(st.fixed_dictionaries({"dc1-b": statuses, "dc2-a": statuses, "dc3-a": statuses}))
+@given(st.sampled_from(["dc1-a", "dc1-b", "dc2-a"]),
+       st.fixed_dictionaries({n: statuses for n in ("dc1-a", "dc1-b", "dc2-a", "dc3-a")}))
 def test_choice_is_never_behind_an_eligible_member_and_never_async(
-    shipped_topology: Topology, members: dict[str, tuple[bool, int, bool]]
+    shipped_topology: Topology, primary: str, members: dict[str, tuple[bool, int, bool]]
 ) -> None:
     policy = d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
-    snapshot = snap(down("dc1-a"), *[
+    snapshot = snap(down(primary), *[
         up_standby(name, lsn, streaming=streaming) if reach else down(name)
-        for name, (reach, lsn, streaming) in members.items()
+        for name, (reach, lsn, streaming) in members.items() if name != primary
     ])
-    choice = d.choose_candidate(snapshot, policy, "dc1-a")
-    eligible = [n for n in ("dc1-b", "dc2-a") if members[n][0]]
+    choice = d.choose_candidate(snapshot, policy, primary)
+    quorum = policy.quorum_for(primary)[0]
+    eligible = [n for n in quorum if n != primary and members[n][0]]
     if not eligible:
         assert isinstance(choice, d.Refusal)
         return
     assert isinstance(choice, d.Candidate)
-    assert choice.name != "dc3-a"
+    assert choice.name in eligible  # never dc3-a, never a member of the primary's data centre
     assert all(choice.wal_lsn >= members[n][1] for n in eligible)
+    assert choice.proven is (len(eligible) == len([n for n in quorum if n != primary]))
 
 
 # ---- the decision table ---------------------------------------------------------------------------
@@ -165,14 +203,20 @@ def test_anti_flap_blocks_a_second_failover(policy: d.Policy) -> None:
     assert isinstance(later, d.Failover)
 
 
-def test_unprovable_failover_waits_for_an_operator_unless_allowed(policy: d.Policy) -> None:
-    snapshot = snap(down("dc1-a"), down("dc1-b"), up_standby("dc2-a", 100))
-    strict = d.Policy(**{**policy.__dict__, "allow_unproven_failover": False})
-    blocked = d.decide(snapshot, STATE, strict, FAILED, now=100.0)
-    assert isinstance(blocked, d.Blocked) and "--accept-data-loss" in blocked.reason
-    lenient = d.Policy(**{**policy.__dict__, "allow_unproven_failover": True})
-    decision = d.decide(snapshot, STATE, lenient, FAILED, now=100.0)
-    assert isinstance(decision, d.Failover) and not decision.proven
+def test_an_unprovable_failover_is_never_automatic_and_names_the_command_to_force_it(policy: d.Policy) -> None:
+    snapshot = snap(down("dc2-a"), down("dc1-a"), up_standby("dc1-b", 100), up_standby("dc3-a", 100))
+    state = STATE.model_copy(update={"primary": "dc2-a"})
+    blocked = d.decide(snapshot, state, policy, d.Memory(failures={"dc2-a": 2}), now=100.0)
+    assert isinstance(blocked, d.Blocked)
+    assert "zero loss NOT provable: only 1 of the 2 quorum standby(s)" in blocked.reason
+    assert blocked.reason.endswith("(to promote it anyway: drctl failover payments --to dc1-b --accept-data-loss)")
+
+
+def test_an_automatic_failover_carries_its_proof(policy: d.Policy) -> None:
+    decision = d.decide(snap(down("dc1-a"), down("dc1-b"), up_standby("dc2-a", 100)), STATE, policy, FAILED,
+                        now=100.0)
+    assert isinstance(decision, d.Failover) and decision.proven and decision.target == "dc2-a"
+    assert decision.proof.startswith("1 of the 1 quorum standby(s) of dc1-a (dc2-a) seen")
 
 
 def test_half_done_operation_is_resumed_first(policy: d.Policy) -> None:
@@ -198,8 +242,11 @@ def test_standby_pointing_elsewhere_is_repointed_and_a_dead_one_rejoined(policy:
     dead = snap(primary, up_standby("dc1-b", 10, streaming=True), down("dc2-a"),
                 up_standby("dc3-a", 10, streaming=True))
     memory = d.remember(d.Memory(), dead, now=100.0)
-    assert isinstance(d.decide(dead, STATE, policy, memory, now=100.5), d.Idle)
-    later = d.decide(dead, STATE, policy, memory, now=100.0 + policy.rejoin_delay_seconds)
+    # dc2-a is dc1-a's only quorum partner: the fallback joins first, then dc2-a is rejoined.
+    assert isinstance(d.decide(dead, STATE, policy, memory, now=100.5), d.WidenQuorum)
+    widened = STATE.model_copy(update={"synchronous_extra": ("dc3-a",)})
+    assert isinstance(d.decide(dead, widened, policy, memory, now=100.5), d.Idle)
+    later = d.decide(dead, widened, policy, memory, now=100.0 + policy.rejoin_delay_seconds)
     assert isinstance(later, d.Rejoin) and later.member == "dc2-a"
 
 
@@ -243,14 +290,18 @@ def test_fallback_leaves_the_quorum_once_an_in_region_standby_is_back(policy: d.
 
 
 def test_a_fallback_in_the_quorum_counts_as_a_candidate_that_may_hold_commits(policy: d.Policy) -> None:
-    """With dc3-a in the quorum, only it may hold the last commits: it must be chosen, proven."""
+    """With dc3-a in the quorum it may hold the last commits: it counts in the proof and may be chosen."""
     widened = STATE.model_copy(update={"primary": "dc2-a", "synchronous_extra": ("dc3-a",)})
-    snapshot = snap(down("dc2-a"), down("dc1-a"), down("dc1-b"), up_standby("dc3-a", 50))
     failed = d.Memory(failures={"dc2-a": 2})
-    decision = d.decide(snapshot, widened, policy, failed, now=100.0)
-    assert isinstance(decision, d.Failover) and decision.target == "dc3-a"
-    plain = d.decide(snapshot, STATE.model_copy(update={"primary": "dc2-a"}), policy, failed, now=100.0)
-    assert isinstance(plain, d.Blocked)
+    everyone = snap(down("dc2-a"), up_standby("dc1-a", 10), up_standby("dc1-b", 10), up_standby("dc3-a", 50))
+    decision = d.decide(everyone, widened, policy, failed, now=100.0)
+    assert isinstance(decision, d.Failover) and decision.target == "dc3-a" and decision.proven
+    # Only dc3-a left: dc1-b may have confirmed commits dc3-a lacks, so no automatic failover.
+    alone = snap(down("dc2-a"), down("dc1-a"), down("dc1-b"), up_standby("dc3-a", 50))
+    blocked = d.decide(alone, widened, policy, failed, now=100.0)
+    assert isinstance(blocked, d.Blocked) and "--to dc3-a --accept-data-loss" in blocked.reason
+    plain = d.decide(alone, STATE.model_copy(update={"primary": "dc2-a"}), policy, failed, now=100.0)
+    assert isinstance(plain, d.Blocked) and "no reachable synchronous standby" in plain.reason
 
 
 def test_the_candidate_first_catches_up_from_a_survivor_that_received_more() -> None:
@@ -267,27 +318,45 @@ def _primary(name: str) -> MemberStatus:
 
 
 @pytest.mark.parametrize(("primary", "candidates", "fallback"), [
+    pytest.param("dc1-a", ("dc2-a",), ("dc3-a",), id="home-primary-outside-its-dc"),
+    pytest.param("dc1-b", ("dc2-a",), ("dc3-a",), id="its-dc-peer-likewise"),
+    pytest.param("dc2-a", ("dc1-a", "dc1-b"), ("dc3-a",), id="other-dc-same-region"),
+    pytest.param("dc3-a", ("dc1-a", "dc1-b", "dc2-a"), (), id="dr-site-without-peers-uses-everyone-else"),
+])
+def test_quorum_is_formed_outside_the_primarys_data_centre(policy: d.Policy, primary: str,
+                                                           candidates: tuple[str, ...], fallback: tuple[str, ...]
+                                                           ) -> None:
+    assert policy.quorum_for(primary) == (candidates, fallback)
+
+
+@pytest.mark.parametrize(("primary", "candidates", "fallback"), [
     pytest.param("dc1-a", ("dc1-a", "dc1-b", "dc2-a"), ("dc3-a",), id="home-region-configured-set"),
     pytest.param("dc2-a", ("dc1-a", "dc1-b", "dc2-a"), ("dc3-a",), id="other-dc-same-region"),
     pytest.param("dc3-a", ("dc1-a", "dc1-b", "dc2-a", "dc3-a"), (), id="dr-site-without-peers-uses-everyone"),
 ])
-def test_quorum_is_formed_around_the_primarys_region(policy: d.Policy, primary: str, candidates: tuple[str, ...],
-                                                     fallback: tuple[str, ...]) -> None:
-    assert policy.quorum_for(primary) == (candidates, fallback)
+def test_with_a_positive_rpo_the_quorum_is_formed_around_the_primarys_region(
+        policy: d.Policy, primary: str, candidates: tuple[str, ...], fallback: tuple[str, ...]) -> None:
+    anywhere = d.Policy(**{**policy.__dict__, "outside_datacenter": False})
+    assert anywhere.quorum_for(primary) == (candidates, fallback)
 
 
-def test_a_dr_region_with_peers_uses_them_first_and_the_home_region_as_fallback(policy: d.Policy) -> None:
-    west_b = d.MemberPolicy("dc3-b", "dc3", "west", "127.0.0.1:1", False, 100, False)
-    wider = d.Policy(**{**policy.__dict__, "members": {**policy.members, "dc3-b": west_b}})
-    assert wider.quorum_for("dc3-a") == (("dc3-a", "dc3-b"), ("dc1-a", "dc1-b", "dc2-a"))
-    assert wider.standby_names("dc3-a") == 'ANY 1 ("dc3-a", "dc3-b")'
+def test_a_dr_region_with_peers_in_another_dc_uses_them_first_and_the_home_region_as_fallback(
+        policy: d.Policy) -> None:
+    west_b = d.MemberPolicy("dc4-a", "dc4", "west", "127.0.0.1:1", False, 100, False)
+    wider = d.Policy(**{**policy.__dict__, "members": {**policy.members, "dc4-a": west_b}})
+    assert wider.quorum_for("dc3-a") == (("dc4-a",), ("dc1-a", "dc1-b", "dc2-a"))
+    assert wider.standby_names("dc3-a") == 'ANY 1 ("dc4-a")'
+    beside = d.MemberPolicy("dc3-b", "dc3", "west", "127.0.0.1:1", False, 100, False)
+    same_dc = d.Policy(**{**policy.__dict__, "members": {**policy.members, "dc3-b": beside}})
+    assert same_dc.quorum_for("dc3-a") == (("dc1-a", "dc1-b", "dc2-a"), ())
 
 
 def test_home_quorum_list_equals_the_rendered_configuration(shipped_topology: Topology, policy: d.Policy) -> None:
     cluster = shipped_topology.cluster("payments")
-    assert policy.standby_names("dc1-b") == shipped_topology.synchronous_standby_names(cluster)
+    assert policy.standby_names("dc1-a") == shipped_topology.synchronous_standby_names(cluster) == 'ANY 1 ("dc2-a")'
     assert policy.standby_names("dc1-a", ("dc3-a",)) == shipped_topology.synchronous_standby_names(cluster, ("dc3-a",))
-    assert policy.standby_names("dc3-a") == 'ANY 1 ("dc1-a", "dc1-b", "dc2-a", "dc3-a")'
+    assert policy.standby_names("dc2-a") == 'ANY 1 ("dc1-a", "dc1-b")'
+    assert policy.standby_names("dc3-a") == 'ANY 1 ("dc1-a", "dc1-b", "dc2-a")'
 
 
 HEALTHY = snap(_primary("dc1-a"), up_standby("dc1-b", 100, streaming=True), up_standby("dc2-a", 100, streaming=True),

@@ -33,6 +33,14 @@ def test_drill_passes_with_zero_loss(lab: Lab, tmp_path: Path, drill: str) -> No
     assert not m.invariants.writer_conflicts
     assert not m.outage.unrecovered
     assert report.verdict.passed, report.verdict.failures
+    # Zero loss is not only measured but proven: the controller recorded each promotion as proven.
+    promotions = report.measurement.promotions
+    assert promotions and all(p.proven and not p.accept_data_loss for p in promotions), promotions
+    if drill == "datacenter-outage":
+        lost = {m.name for m in lab.topology.cluster("payments").members
+                if m.datacenter == lab.topology.cluster("payments").member(promotions[0].source).datacenter}
+        assert [p.kind for p in promotions] == ["failover"] and promotions[0].target not in lost, promotions
+        assert "quorum standby(s)" in promotions[0].proof and "seen" in promotions[0].proof
     assert (path / "report.json").is_file() and (path / "report.html").is_file()
     assert (path / "timeline.png").read_bytes().startswith(b"\x89PNG")
 

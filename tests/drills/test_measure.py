@@ -21,11 +21,13 @@ from orchestrator.drills.measure import (
     error_budget,
     ids_to_look_up,
     measure,
+    promotions,
     server_phases,
     write_outage,
     writer_conflicts,
 )
 from orchestrator.drills.verdict import CheckName, Verdict, judge
+from orchestrator.state import Operation, OperationKind
 from orchestrator.topology import Targets
 
 A, B = "127.0.0.1:25410", "127.0.0.1:25411"
@@ -459,3 +461,43 @@ def test_measurement_round_trips_through_json_and_availability_is_a_ratio(
     assert Measurement.model_validate_json(m.model_dump_json()) == m
     assert m.availability.percent is None or 0 <= m.availability.percent <= 100
     assert judge(m, TARGETS).passed == all(c.passed for c in judge(m, TARGETS).checks)
+
+
+# ---- zero loss proven -------------------------------------------------------------------------
+
+
+def _op(started_at: float, *, proven: bool = True, accepted: bool = False, kind: OperationKind = OperationKind.FAILOVER
+        ) -> Operation:
+    return Operation(id=f"op{started_at}", kind=kind, source="dc1-a", target="dc2-a", reason="r",
+                     started_at=started_at, proven=proven, proof="why" if proven else "why not",
+                     accept_data_loss=accepted, wal_at_risk_bytes=None if proven else 4096)
+
+
+def test_the_drills_promotions_are_the_operations_started_in_its_window() -> None:
+    history = [_op(FAULT - 30), _op(FAULT - 0.5), _op(FAULT + 1, kind=OperationKind.SWITCHOVER), _op(END + 30)]
+    found = promotions(history, fault_at=FAULT, until=END)
+    assert [(p.operation, p.kind) for p in found] == [(f"op{FAULT - 0.5}", "failover"),
+                                                       (f"op{FAULT + 1}", "switchover")]
+
+
+@pytest.mark.parametrize(("ops", "rpo", "passed", "words"), [
+    pytest.param([_op(FAULT)], 0.0, True, "failover dc1-a -> dc2-a: zero loss proven: yes (why)", id="proven"),
+    pytest.param([], 0.0, True, "the drill caused no promotion", id="no-promotion"),
+    pytest.param([_op(FAULT, proven=False)], 0.0, False,
+                 "zero loss proven: no (why not); WAL at risk: 4096 bytes; with an RPO target of 0 a promotion "
+                 "without proven zero loss needs an operator's --accept-data-loss", id="unproven-automatic-fails"),
+    pytest.param([_op(FAULT, proven=False, accepted=True)], 0.0, True,
+                 "no (why not, data loss accepted by the operator); WAL at risk: 4096 bytes",
+                 id="unproven-but-accepted-by-an-operator"),
+    pytest.param([_op(FAULT), _op(FAULT + 2, proven=False)], 0.0, False, "zero loss proven: yes (why); failover",
+                 id="one-unproven-of-two"),
+    pytest.param([_op(FAULT, proven=False)], 1.0, True, "the RPO target is 1 s, so a promotion need not prove",
+                 id="positive-rpo-needs-no-proof"),
+])
+def test_an_rpo_zero_drill_fails_when_a_promotion_was_not_proven_lossless(
+        ops: list[Operation], rpo: float, passed: bool, words: str) -> None:
+    m = run(failover_journal(), operations=promotions(ops, fault_at=FAULT, until=END))
+    verdict = judge(m, TARGETS.model_copy(update={"rpo_seconds": rpo}))
+    check = next(c for c in verdict.checks if c.name is CheckName.ZERO_LOSS_PROVEN)
+    assert check.passed is passed and verdict.passed is passed
+    assert words in check.reason

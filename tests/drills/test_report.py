@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.drills.journal import JournalRecord, Outcome
-from orchestrator.drills.measure import TimelineEvent, measure
+from orchestrator.drills.measure import Promotion, TimelineEvent, measure
 from orchestrator.drills.report import (
     REPORT_HTML,
     REPORT_JSON,
@@ -52,7 +52,15 @@ def _journal() -> list[JournalRecord]:
     return records
 
 
-def make_report(topology: Topology, *, lose: bool = False, started_at: float = START) -> DrillReport:
+PROVEN = Promotion(operation="op1", kind="failover", source="dc1-a", target="dc2-a", proven=True,
+                   proof="1 of the 1 quorum standby(s) of dc1-a (dc2-a) seen", accept_data_loss=False,
+                   wal_at_risk_bytes=None)
+UNPROVEN = PROVEN.model_copy(update={"proven": False, "proof": "only 0 of the 1 quorum standby(s) seen",
+                                     "wal_at_risk_bytes": 8192})
+
+
+def make_report(topology: Topology, *, lose: bool = False, started_at: float = START,
+                promotion: Promotion | None = PROVEN) -> DrillReport:
     spec = load_drill(REPO / "drills" / "primary-crash.yaml", topology)
     targets = spec.effective_targets(topology.cluster(spec.cluster))
     journal = _journal()
@@ -69,6 +77,7 @@ def make_report(topology: Topology, *, lose: bool = False, started_at: float = S
     m = measure(
         journal, fault_at=FAULT, window_end=FAULT + spec.observe_s, present_ids=present,
         expected_total=10_000, observed_total=10_000, targets=targets, events=events, expect_new_primary=True,
+        operations=() if promotion is None else (promotion,),
     )
     return DrillReport(
         drill=spec.name, description=spec.description, cluster=spec.cluster, fault=spec.fault.kind,
@@ -104,6 +113,8 @@ def test_report_directory_holds_json_png_and_html(shipped_topology: Topology, tm
     assert "52.56 min" in page and "such incident(s) a year" in page
     assert 'src="data:image/png;base64,' in page and f'href="{TIMELINE_PNG}"' in page
     assert "<script>" not in page   # event details are escaped
+    assert "zero loss proven: failover dc1-a → dc2-a</td><td>yes (1 of the 1 quorum standby(s)" in page
+    assert "failover dc1-a -&gt; dc2-a: zero loss proven: yes (1 of the 1 quorum" in page
 
 
 def test_failed_report_says_why_in_words(shipped_topology: Topology, tmp_path: Path) -> None:
@@ -111,20 +122,50 @@ def test_failed_report_says_why_in_words(shipped_topology: Topology, tmp_path: P
     assert not report.verdict.passed
     page = (write_report(report, tmp_path) / REPORT_HTML).read_text()
     assert "FAILED. When the primary" in page
-    assert "1 of 8 checks failed" in page
+    assert "1 of 9 checks failed" in page
     assert "acknowledged transfers are missing from the new primary (first t10)" in page
 
 
 def test_summary_lines(shipped_topology: Topology) -> None:
     lines = summarize(make_report(shipped_topology))
-    assert lines[0] == "primary-crash on payments: PASSED (8/8 checks)"
+    assert lines[0] == "primary-crash on payments: PASSED (9/9 checks)"
     assert re.match(r"RTO 2\.5\d s \(target 5 s\)", lines[1])
     assert lines[2].startswith("phases since the fault: detected +0.25 s, fenced +0.40 s, promoted +1.10 s")
     assert any(line.startswith("RPO 0 of ") for line in lines)
     assert not any(line.startswith("failed") for line in lines)
     failed = summarize(make_report(shipped_topology, lose=True))
-    assert failed[0].endswith("FAILED (7/8 checks)")
+    assert failed[0].endswith("FAILED (8/9 checks)")
     assert failed[-1].startswith("failed no-acknowledged-write-lost: 1 of")
+    assert "failover dc1-a -> dc2-a: zero loss proven: yes (1 of the 1 quorum standby(s) of dc1-a (dc2-a) seen)" \
+        in lines
+
+
+def test_an_unproven_promotion_fails_an_rpo_zero_drill_that_lost_nothing_and_says_what_was_at_risk(
+        shipped_topology: Topology, tmp_path: Path) -> None:
+    report = make_report(shipped_topology, promotion=UNPROVEN)
+    assert [c.name.value for c in report.verdict.failures] == ["zero-loss-proven"]
+    assert report.measurement.loss.lost == 0
+    words = ("failover dc1-a -> dc2-a: zero loss proven: no (only 0 of the 1 quorum standby(s) seen); "
+             "WAL at risk: 8192 bytes")
+    assert words in summarize(report)
+    assert summarize(report)[-1].startswith("failed zero-loss-proven: " + words)
+    page = (write_report(report, tmp_path) / REPORT_HTML).read_text()
+    assert "<td>WAL at risk: failover dc1-a → dc2-a</td><td>8,192 bytes</td>" in page
+    assert "NO (only 0 of the 1 quorum standby(s) seen)" in page
+    accepted = make_report(shipped_topology, promotion=UNPROVEN.model_copy(update={"accept_data_loss": True}))
+    assert accepted.verdict.passed
+    assert "data loss accepted by the operator" in " ".join(summarize(accepted))
+    nothing = make_report(shipped_topology, promotion=None)
+    assert nothing.verdict.passed and "the drill caused no promotion" in " ".join(summarize(nothing))
+
+
+def test_a_report_written_before_promotions_were_recorded_reads_back_with_none(
+        shipped_topology: Topology, tmp_path: Path) -> None:
+    run_dir = write_report(make_report(shipped_topology), tmp_path)
+    data = json.loads((run_dir / REPORT_JSON).read_text())
+    del data["measurement"]["promotions"]
+    (run_dir / REPORT_JSON).write_text(json.dumps(data))
+    assert load_report(run_dir).measurement.promotions == ()
 
 
 def test_history_lists_runs_newest_first_and_finds_them(shipped_topology: Topology, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.lab import Lab
 from orchestrator.processes import is_running, port_in_use
@@ -58,7 +59,9 @@ def test_replication_states_follow_the_policy(lab: Lab) -> None:
     primaries = [r for r in status.members if r.role is Role.PRIMARY]
     assert len(primaries) == 1
     cluster = lab.topology.cluster("payments")
-    sync = set(lab.topology.synchronous_members(cluster))
+    # RPO 0: only members outside the primary's data centre confirm its commits.
+    sync = set(d.Policy.from_topology(lab.topology, cluster).quorum_for(primaries[0].member)[0])
+    assert sync and all(cluster.member(n).datacenter != primaries[0].datacenter for n in sync)
     for member in cluster.members:
         row = by_name[member.name]
         if row.role is Role.PRIMARY:
@@ -93,7 +96,9 @@ def test_down_stops_every_process_and_frees_every_port() -> None:
         "regions": [{"name": "r", "datacenters": [{"name": "dc1"}]}],
         "ports": {"base": TEST_PORT_BASE + 300, "span": 20},
         "clusters": [{"name": "mini", "members": [
-            {"name": "a", "datacenter": "dc1", "role": "primary"}, {"name": "b", "datacenter": "dc1"}]}],
+            {"name": "a", "datacenter": "dc1", "role": "primary"}, {"name": "b", "datacenter": "dc1"}],
+            # One data centre cannot promise RPO 0 (its loss takes every copy): a positive RPO.
+            "targets": {"rpo_seconds": 1}}],
     })
     root = make_lab_dir("drctl-mini-")
     lab = Lab(topo, root, controllers=False)

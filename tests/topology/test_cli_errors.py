@@ -22,6 +22,19 @@ def test_contradictory_topology_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and "clusters.payments.replication.quorum: 5 is larger" in lines[0]
 
 
+def test_a_topology_still_allowing_unproven_failover_is_told_to_delete_the_field(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    text = (Path(__file__).resolve().parents[2] / "topology" / "lab.yaml").read_text()
+    field = "      allow_unproven_failover: true\n"
+    old.write_text(text.replace("      fallback: [dc3-a]\n", "      fallback: [dc3-a]\n" + field))
+    proc = drctl("validate", str(old))
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "clusters.0.replication.allow_unproven_failover: this field was removed" in lines[0]
+    assert "delete the field" in lines[0] and "--accept-data-loss" in lines[0]
+
+
 def test_unknown_flag_is_a_usage_error() -> None:
     proc = drctl("lab", "up", "--bogus")
     assert proc.returncode == 2

@@ -30,7 +30,9 @@ def test_shipped_topology_validates(shipped_topology: Topology) -> None:
     assert [dc.name for dc in shipped_topology.datacenters] == ["dc1", "dc2", "dc3"]
     assert cluster.initial_primary.name == "dc1-a"
     assert shipped_topology.synchronous_members(cluster) == ("dc1-a", "dc1-b", "dc2-a")
-    assert shipped_topology.synchronous_standby_names(cluster) == 'ANY 1 ("dc1-a", "dc1-b", "dc2-a")'
+    # RPO 0: the initial primary's commits are confirmed outside dc1 only.
+    assert shipped_topology.synchronous_standby_names(cluster) == 'ANY 1 ("dc2-a")'
+    assert shipped_topology.synchronous_standby_names(cluster, ("dc3-a",)) == 'ANY 1 ("dc2-a", "dc3-a")'
     assert shipped_topology.region_of("dc3") == "west"
     assert shipped_topology.zookeeper_datacenters == ("dc1", "dc2", "dc3")
 
@@ -102,6 +104,23 @@ def _unknown_sync_member(d: dict[str, Any]) -> None:
     d["clusters"][0]["replication"]["synchronous"] = ["dc1-a", "dc1-z"]
 
 
+def _quorum_inside_one_dc(d: dict[str, Any]) -> None:
+    d["clusters"][0]["replication"]["synchronous"] = ["dc1-a", "dc1-b"]
+
+
+def _synchronous_standby_alone_in_its_dc_with_quorum_2(d: dict[str, Any]) -> None:
+    d["clusters"][0]["replication"]["quorum"] = 2   # dc1-a has only dc2-a outside dc1
+
+
+def _removed_allow_unproven(d: dict[str, Any]) -> None:
+    d["clusters"][0]["replication"]["allow_unproven_failover"] = True
+
+
+def _removed_allow_unproven_among_other_errors(d: dict[str, Any]) -> None:
+    d["clusters"][0]["replica"] = 3
+    d["clusters"][0]["replication"]["allow_unproven_failover"] = False
+
+
 def _range_too_small(d: dict[str, Any]) -> None:
     d["ports"]["span"] = 10
 
@@ -132,6 +151,20 @@ def _short_session(d: dict[str, Any]) -> None:
         pytest.param(_bad_name, r"is not a valid name", id="bad-name"),
         pytest.param(_zero_rpo_async, r"targets\.rpo_seconds: 0 needs synchronous replication", id="rpo0-async"),
         pytest.param(_unknown_sync_member, r"replication\.synchronous: unknown member 'dc1-z'", id="unknown-sync"),
+        pytest.param(_quorum_inside_one_dc,
+                     r"^lab\.yaml: clusters\.payments\.replication\.synchronous: with targets\.rpo_seconds 0 every "
+                     r"commit must be confirmed outside the primary's data centre, but dc1-a \(in dc1\) would have 0 "
+                     r"quorum candidate\(s\) outside dc1 \(none\) for quorum 1; add members of another data centre "
+                     r"to replication\.synchronous", id="rpo0-quorum-inside-the-primarys-dc"),
+        pytest.param(_synchronous_standby_alone_in_its_dc_with_quorum_2,
+                     r"replication\.synchronous: .* but dc1-a \(in dc1\) would have 1 quorum candidate\(s\) outside "
+                     r"dc1 \(dc2-a\) for quorum 2", id="rpo0-quorum-2-with-one-outside"),
+        pytest.param(_removed_allow_unproven,
+                     r"^lab\.yaml: clusters\.0\.replication\.allow_unproven_failover: this field was removed: .*"
+                     r"--accept-data-loss'; delete the field", id="removed-allow-unproven-failover"),
+        pytest.param(_removed_allow_unproven_among_other_errors,
+                     r"clusters\.0\.replication\.allow_unproven_failover: this field was removed",
+                     id="removed-field-reported-first"),
         pytest.param(_range_too_small, r"ports: the range 25400-25409 is too small", id="range-too-small"),
         pytest.param(_short_session, r"session_timeout_ms: 500 is below 2 x tick_time_ms", id="short-session"),
     ],
@@ -184,7 +217,9 @@ def _topology(member_names: list[str], quorum: int, base: int, explicit: dict[in
         "name": "prop",
         "regions": [{"name": "r", "datacenters": [{"name": "dc1"}]}],
         "ports": {"base": base, "span": 40},
-        "clusters": [{"name": "c", "members": members, "replication": {"quorum": quorum}}],
+        # One data centre: only a positive RPO lets its members confirm each other's commits.
+        "clusters": [{"name": "c", "members": members, "replication": {"quorum": quorum},
+                      "targets": {"rpo_seconds": 1}}],
     }
 
 
@@ -212,3 +247,24 @@ def test_port_plan_is_unique_and_in_range(member_names: list[str], base: int, da
     assert all(base <= port < base + 40 for port in plan.values())
     for index, port in explicit_ports.items():
         assert plan[f"pg:c:m-{member_names[index]}"] == port
+
+
+def test_a_one_dc_cluster_cannot_promise_rpo_zero() -> None:
+    data = _topology(["a", "b", "c"], 1, 20000, {})
+    data["clusters"][0]["targets"] = {"rpo_seconds": 0}
+    with pytest.raises(TopologyError, match=r"clusters\.c\.replication\.synchronous: with targets\.rpo_seconds 0"):
+        parse_topology(data)
+
+
+def test_a_never_promote_member_needs_no_quorum_outside_its_dc(raw: dict[str, Any]) -> None:
+    """With ANY 2 of three dc2 members, a dc2 primary would have only dc1-a outside dc2: never_promote fixes it."""
+    data = copy.deepcopy(raw)
+    data["clusters"][0]["members"] += [{"name": "dc2-b", "datacenter": "dc2"}, {"name": "dc2-c", "datacenter": "dc2"}]
+    data["clusters"][0]["replication"].update(quorum=2, synchronous=["dc1-a", "dc2-a", "dc2-b", "dc2-c"])
+    with pytest.raises(TopologyError, match=r"but dc2-a \(in dc2\) would have 1 quorum candidate\(s\) outside dc2 "
+                                            r"\(dc1-a\) for quorum 2; .* mark dc2-a never_promote"):
+        parse_topology(copy.deepcopy(data))
+    for name in ("dc2-a", "dc2-b", "dc2-c"):
+        _member(data, name)["never_promote"] = True
+    topo = parse_topology(data)
+    assert topo.synchronous_standby_names(topo.clusters[0]) == 'ANY 2 ("dc2-a", "dc2-b", "dc2-c")'
