@@ -346,6 +346,23 @@ def failover(
     console.print(f"failover done in {result['seconds']}s: primary is now {result['primary']}")
 
 
+@app.command("abort")
+def abort(
+    cluster: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the history and the event log.")] = "",
+    lab_dir: LabDirOpt = None,
+    topology: TopologyOpt = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
+) -> None:
+    """End CLUSTER's stuck operation before promotion: a switchover rolls back, a failover is dropped."""
+    import getpass
+    import socket
+
+    by = f"{getpass.getuser()}@{socket.gethostname()}"
+    result = _request(_topology(topology, lab_dir), cluster, {"kind": "abort", "by": by, "reason": reason}, timeout)
+    console.print(f"{cluster}: {result['detail']}")
+
+
 @app.command("pause")
 def pause(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
     """Maintenance: no automatic failover of CLUSTER until resumed."""
