@@ -650,8 +650,9 @@ def plan_resume(op: Operation, snapshot: ClusterSnapshot, policy: Policy, now: f
             if now >= deadline:
                 return RollBack(f"{gone} and the switchover's {SWITCHOVER_DEADLINE_SECONDS:.0f}s deadline passed; "
                                 f"rolling back: {op.source} takes writes again")
-            return Hold(f"{gone}; switchover {op.id} rolls back in {deadline - now:.1f}s unless it returns "
-                        f"(drctl abort {policy.cluster} rolls back now)")
+            # One wording per operation (no countdown): the cycle logs a hold once per reason.
+            return Hold(f"{gone}; switchover {op.id} rolls back once its {SWITCHOVER_DEADLINE_SECONDS:.0f}s "
+                        f"deadline passes unless {op.target} returns (drctl abort {policy.cluster} rolls back now)")
         if not _new_timeline_seen(snapshot, op.target, source_timeline):
             return RollBack(f"{gone} after its promotion started, and no member reports a newer timeline, so it "
                             f"acknowledged nothing; rolling back: {op.source} takes writes again")
