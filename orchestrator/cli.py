@@ -306,7 +306,7 @@ def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: 
         raise InvalidInput(f"--to: {name} has no member {target!r}; use one of {known}")
     coord = _coordinator(topo)
     try:
-        request_id = coord.submit_request(name, request)
+        request_id = coord.submit_request(name, request, ttl=timeout)  # never runs after drctl gave up
         result = coord.wait_result(name, request_id, timeout)
     finally:
         coord.stop()
