@@ -122,7 +122,7 @@ def test_status_json_keys_are_the_documented_ones() -> None:
                             "updated_at", "fallback_synchronous", "members", "operation", "history"}
     assert set(cluster["members"][0]) == {"member", "health", "role", "timeline", "streaming", "lag_bytes", "wal_lsn"}
     assert set(cluster["operation"]) == {"id", "kind", "source", "target", "reason", "step", "started_at",
-                                         "duration_s", "steps"}
+                                         "duration_s", "steps", "running", "outcome", "outcome_detail", "replans"}
     assert cluster["operation"]["step"] == "promote" and cluster["history"][0]["duration_s"] == 0.25
     assert cluster["fallback_synchronous"] == [MEMBERS[-1]]
 
