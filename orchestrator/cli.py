@@ -312,7 +312,7 @@ def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: 
         raise InvalidInput(f"--to: {name} has no member {target!r}; use one of {known}")
     coord = _coordinator(topo)
     try:
-        request_id = coord.submit_request(name, request)
+        request_id = coord.submit_request(name, request, ttl=timeout)  # never runs after drctl gave up
         result = coord.wait_result(name, request_id, timeout)
     finally:
         coord.stop()
@@ -361,6 +361,23 @@ def failover(
         at_risk = result.get("wal_at_risk_bytes")
         risk = "unknown" if at_risk is None else f"{at_risk} bytes"
         console.print(f"zero loss NOT proven ({result.get('proof')}); WAL at risk: {risk}", markup=False)
+
+
+@app.command("abort")
+def abort(
+    cluster: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the history and the event log.")] = "",
+    lab_dir: LabDirOpt = None,
+    topology: TopologyOpt = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
+) -> None:
+    """End CLUSTER's stuck operation before promotion: a switchover rolls back, a failover is dropped."""
+    import getpass
+    import socket
+
+    by = f"{getpass.getuser()}@{socket.gethostname()}"
+    result = _request(_topology(topology, lab_dir), cluster, {"kind": "abort", "by": by, "reason": reason}, timeout)
+    console.print(f"{cluster}: {result['detail']}")
 
 
 @app.command("pause")

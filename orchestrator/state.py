@@ -94,6 +94,25 @@ class Step(StrEnum):
     DONE = "done"
 
 
+class Outcome(StrEnum):
+    """How an operation ended, as its history entry says."""
+
+    DONE = "done"                  # the target was promoted and the others re-pointed
+    ABORTED = "aborted"            # an operator ended it before promotion (drctl abort)
+    ROLLED_BACK = "rolled-back"    # a switchover gave up before promotion; the old primary takes writes
+
+
+class Replan(BaseModel):
+    """A failover's target was replaced before it was promoted (it died or became unreachable)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: float
+    old_target: str
+    new_target: str
+    reason: str
+
+
 class StepRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -125,11 +144,30 @@ class Operation(BaseModel):
     proven: bool = False
     proof: str = ""
     wal_at_risk_bytes: int | None = None
+    # The step persisted as started and not yet as finished: a new leader knows it may be
+    # half done (PROMOTE: the target may already be primary). None between steps.
+    running: Step | None = None
+    replans: tuple[Replan, ...] = ()
+    outcome: Outcome | None = None
+    outcome_detail: str = ""     # who/why for an abort, why for a roll-back
 
     def advanced(self, step: Step, at: float, detail: str = "") -> Operation:
         return self.model_copy(
-            update={"step": step, "steps": (*self.steps, StepRecord(step=step, at=at, detail=detail))}
+            update={"step": step, "steps": (*self.steps, StepRecord(step=step, at=at, detail=detail)),
+                    "running": None}
         )
+
+    def starting(self, step: Step) -> Operation:
+        """Marked as running ``step`` (persist it before the step's first side effect)."""
+        return self.model_copy(update={"running": step})
+
+    def replanned(self, target: str, at: float, reason: str) -> Operation:
+        """The same operation with a new target, its promotion not started."""
+        record = Replan(at=at, old_target=self.target, new_target=target, reason=reason)
+        return self.model_copy(update={"target": target, "replans": (*self.replans, record), "running": None})
+
+    def ended(self, outcome: Outcome, detail: str = "") -> Operation:
+        return self.model_copy(update={"outcome": outcome, "outcome_detail": detail, "running": None})
 
 
 class MemberRecord(BaseModel):

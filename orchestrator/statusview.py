@@ -25,7 +25,7 @@ from rich.text import Text
 
 from orchestrator.decisions import AgentView
 from orchestrator.lab import LabStatus
-from orchestrator.state import ClusterState, Operation
+from orchestrator.state import ClusterState, Operation, Outcome
 
 JSON_VERSION = 1
 
@@ -127,6 +127,10 @@ def _operation_json(op: Operation) -> dict[str, Any]:
         "steps": [{"step": s.step.value, "at": s.at, "detail": s.detail} for s in op.steps],
         "proven": op.proven, "proof": op.proof, "accept_data_loss": op.accept_data_loss,
         "wal_at_risk_bytes": op.wal_at_risk_bytes,
+        "running": op.running.value if op.running is not None else None,
+        "outcome": op.outcome.value if op.outcome is not None else None, "outcome_detail": op.outcome_detail,
+        "replans": [{"at": r.at, "old_target": r.old_target, "new_target": r.new_target, "reason": r.reason}
+                    for r in op.replans],
     }
 
 
@@ -222,11 +226,14 @@ def cluster_state_view(console: Console, state: ClusterState, leader: str | None
     if state.operation is not None:
         op = state.operation
         parts.append(Text.assemble(("in progress: ", "yellow"), f"{op.kind.value} {op.source} -> {op.target} "
-                                   f"at step {op.step.value} ({op.reason})"))
+                                   f"at step {op.step.value}"
+                                   + (f", {op.running.value} started" if op.running is not None else "")
+                                   + f" ({op.reason})"))
         parts.append(_proof_text(op))
     for op in state.history[-history:] if history else ():
         took = op.steps[-1].at - op.steps[0].at if op.steps else 0.0
-        parts.append(Text(f"{op.kind.value} {op.source} -> {op.target}: {took * 1000:.0f} ms ({op.reason})"))
+        ended = "" if op.outcome in (None, Outcome.DONE) else f" {op.outcome} ({op.outcome_detail})"
+        parts.append(Text(f"{op.kind.value} {op.source} -> {op.target}{ended}: {took * 1000:.0f} ms ({op.reason})"))
     if state.operation is None and state.history and history:
         parts.append(_proof_text(state.history[-1]))  # the last operation's
     return Group(*parts)

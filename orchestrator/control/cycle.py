@@ -91,6 +91,8 @@ class ClusterCycle:
         except StateConflict as exc:
             ctx.log.emit("state-conflict", cluster=ctx.cluster, error=str(exc))
             ctx.store.forget(ctx.cluster)
+        except operations.OperationHeld as exc:
+            self._note("operation-held", str(exc))  # once per reason, not every round
         except DatabaseUnavailable as exc:
             ctx.log.emit("action-failed", cluster=ctx.cluster, error=str(exc))
         if ctx.store.cached(ctx.cluster) is not None:

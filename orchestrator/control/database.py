@@ -9,12 +9,14 @@ parallel. Created by the controller, one per cluster; the parts see only
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from orchestrator import pgserver
 from orchestrator import postgres as pg
-from orchestrator.errors import DatabaseUnavailable
+from orchestrator.errors import DatabaseUnavailable, OrchestratorError
 from orchestrator.pgserver import InstanceLayout, member_endpoint
 from orchestrator.state import ClusterSnapshot, MemberStatus
 from orchestrator.topology import Cluster, Topology
@@ -80,6 +82,13 @@ class PostgresCluster:
 
     def stop_server(self, member: str) -> None:
         pg.stop_server(self.endpoints[member], self._creds, pg_ctl=self._pg_ctl, conn=self._conn(member))
+
+    def start_server(self, member: str) -> None:
+        # On the member's host as its OS user (the lab's hosts are this machine).
+        try:
+            pgserver.start(self.layout(member))
+        except (OrchestratorError, OSError, subprocess.SubprocessError) as exc:
+            raise DatabaseUnavailable(f"{member}: starting the server failed ({exc})") from exc
 
     def prepare_synchronous_names(self, member: str, names: str) -> bool:
         return pg.prepare_synchronous_names(self.endpoints[member], self._creds, names, conn=self._conn(member))

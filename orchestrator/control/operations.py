@@ -19,49 +19,93 @@ from orchestrator.control.context import ClusterContext
 from orchestrator.control.executors import repoint_all
 from orchestrator.control.fencing import await_stopped
 from orchestrator.errors import DatabaseUnavailable, LostLeadership
-from orchestrator.state import ClusterSnapshot, Operation, OperationKind, Step
-from orchestrator.waiting import poll_tight
+from orchestrator.state import ClusterSnapshot, Operation, OperationKind, Outcome, Step
+from orchestrator.waiting import poll, poll_tight
 
 
 class SwitchoverAborted(DatabaseUnavailable):
     """A switchover gave up before promoting anything; the old primary was made writable again."""
 
 
+class TargetLost(DatabaseUnavailable):
+    """The operation's target failed during a step, before its promotion was recorded."""
+
+
+class OperationHeld(DatabaseUnavailable):
+    """The recorded operation cannot go on this round (see its reason); it stays recorded."""
+
+
+# How often one run reconsiders an operation whose target failed before giving the round up.
+TARGET_ATTEMPTS = 3
+
+
 def run(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> Operation:
     """Drive ``op`` from its recorded step to DONE, persisting progress; idempotent per step.
 
+    Each step is persisted as started before its first side effect and as finished after it
+    (the fence's end and the promotion's start share one write; the promotion's end and the
+    re-point share the one write after promotion). A resumed operation, and one whose target
+    failed during a step, is reconsidered first (:func:`orchestrator.decisions.plan_resume`):
+    carry on, re-plan with another target, roll a switchover back, or hold.
+
     :raises LostLeadership: the lease was lost (or in doubt) before a step; nothing more done.
+    :raises OperationHeld: nothing can be done now; the operation stays recorded.
+    :raises SwitchoverAborted: the switchover ended without promotion (in the history as rolled back).
     :raises DatabaseUnavailable: a member did not do its part; the operation stays recorded.
     """
-    state, version = ctx.store.get(ctx.cluster)
     if op.step is Step.INTENT and not op.steps:
-        op = op.advanced(Step.INTENT, op.started_at, op.reason)
-        ctx.store.write(state.model_copy(update={"operation": op}), version)
+        op = op.advanced(Step.INTENT, op.started_at, op.reason).starting(Step.FENCE)
+        _save(ctx, op)
         ctx.log.emit("failover-intent" if op.kind is OperationKind.FAILOVER else "switchover-intent",
                      cluster=ctx.cluster, operation=op.id, source=op.source, target=op.target, reason=op.reason)
+    else:
+        op = _reconsider(ctx, op, snapshot)
+    for _ in range(TARGET_ATTEMPTS):
+        try:
+            return _steps(ctx, op, snapshot)
+        except TargetLost as exc:
+            ctx.log.emit("target-failed", cluster=ctx.cluster, operation=op.id, member=op.target, error=str(exc))
+            recorded = ctx.store.get(ctx.cluster)[0].operation
+            op = recorded if recorded is not None and recorded.id == op.id else op
+            snapshot = ctx.db.probe()
+            op = _reconsider(ctx, op, snapshot)
+    raise OperationHeld(f"{op.kind} {op.id}: its target failed {TARGET_ATTEMPTS} times in a row; "
+                        "reconsidered next round")
+
+
+def _steps(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> Operation:
     steps = [Step.FENCE, Step.PROMOTE, Step.REPOINT, Step.DONE]
     for step in steps[steps.index(op.step) + 1 if op.step in steps else 0:]:
         # No blanket lease check here: each side effect below has its own guard right
         # before it, and each state write is refused by ZooKeeper itself under a stale epoch.
         if step is Step.FENCE:
+            if op.running is not Step.FENCE:  # re-planned or resumed between steps
+                op = op.starting(Step.FENCE)
+                _save(ctx, op)
             try:
                 detail = _fence_source(ctx, op, snapshot)
             except SwitchoverAborted as exc:
-                state, version = ctx.store.get(ctx.cluster)
-                ctx.store.write(state.model_copy(update={"operation": None}), version)
+                _finish(ctx, op.ended(Outcome.ROLLED_BACK, str(exc)))
                 ctx.log.emit("switchover-aborted", cluster=ctx.cluster, operation=op.id, reason=str(exc))
                 raise
             op = op.advanced(Step.FENCE, ctx.clock(), detail)
             ctx.log.emit("fenced", cluster=ctx.cluster, operation=op.id, member=op.source, detail=detail)
         elif step is Step.PROMOTE:
-            op = _promote(ctx, op, snapshot)
+            if op.running is not Step.PROMOTE:
+                # "Promoting X" is recorded before X can become primary: a new leader then knows
+                # it may be, and neither drops the operation nor promotes someone else blindly.
+                op = op.starting(Step.PROMOTE)
+                _save(ctx, op)
+            try:
+                op = _promote(ctx, op, snapshot)
+            except DatabaseUnavailable as exc:
+                raise TargetLost(str(exc)) from exc
         elif step is Step.REPOINT and op.step is Step.PROMOTE:  # resuming one persisted right after promotion
             others = tuple(n for n in ctx.members if n not in (op.target, op.source))
             op = op.advanced(Step.REPOINT, ctx.clock(), ", ".join(repoint_all(ctx, others, op.target)))
         elif step is Step.DONE:
-            op = op.advanced(Step.DONE, ctx.clock())
-            state, version = ctx.store.get(ctx.cluster)
-            ctx.store.write(d.finished(state, op, ctx.clock()), version)
+            op = op.advanced(Step.DONE, ctx.clock()).ended(Outcome.DONE)
+            _finish(ctx, op)
             ctx.log.emit("done", cluster=ctx.cluster, operation=op.id, kind=op.kind.value,
                          steps={s.step.value: s.at for s in op.steps})
     return op
@@ -207,13 +251,20 @@ def _stop_for_switchover(ctx: ClusterContext, op: Operation) -> str:
         # its segment-aligned start until new WAL arrives, though it holds everything up to `last`.
         _still_leading(ctx, op)
         status = ctx.db.probe_member(op.target)
+        if not status.reachable:
+            # Writes stay stopped: the operation is reconsidered every round (the target may come
+            # back) until the deadline rolls it back, or an operator aborts it (drctl abort).
+            raise TargetLost(f"{op.target} became unreachable before it held {op.source}'s WAL up to {last} "
+                             f"({status.error})")
         return max(status.wal_lsn or 0, status.replay_lsn or 0) >= last
 
-    if not poll_tight(holds_all, timeout=10, interval=0.002):
+    remaining = op.started_at + d.SWITCHOVER_DEADLINE_SECONDS - ctx.clock()
+    if not poll_tight(holds_all, timeout=max(remaining, 0.5), interval=0.002):
         # Nothing was promoted: the old primary takes writes again and the switchover ends.
         _resume_writes(ctx, op.source)
-        raise SwitchoverAborted(f"switchover aborted: {op.target} did not receive the old primary's "
-                                f"WAL up to {last}; {op.source} accepts writes again")
+        raise SwitchoverAborted(f"switchover rolled back: {op.target} did not receive the old primary's "
+                                f"WAL up to {last} within the {d.SWITCHOVER_DEADLINE_SECONDS:.0f}s deadline; "
+                                f"{op.source} accepts writes again")
     marks.append(("target-has-wal", time.monotonic()))
     repointing.result()
 
@@ -268,3 +319,92 @@ def _ensure_peer_slots(ctx: ClusterContext, member: str) -> None:
         return
     if created:
         ctx.log.emit("slots-created", cluster=ctx.cluster, member=member, slots=created)
+
+
+# ---- steering: persistence, reconsidering, roll-back, abort ------------------------------------
+
+
+def _save(ctx: ClusterContext, op: Operation) -> None:
+    state, version = ctx.store.get(ctx.cluster)
+    ctx.store.write(state.model_copy(update={"operation": op}), version)
+
+
+def _finish(ctx: ClusterContext, op: Operation) -> None:
+    """Into the history with its outcome; no operation in progress any more."""
+    state, version = ctx.store.get(ctx.cluster)
+    ctx.store.write(d.finished(state, op, ctx.clock()), version)
+
+
+def _reconsider(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -> Operation:
+    """Carry on, re-plan, roll back or hold, as :func:`orchestrator.decisions.plan_resume` says.
+
+    :raises OperationHeld: hold: nothing to do this round.
+    :raises SwitchoverAborted: rolled back (recorded in the history).
+    """
+    state, _ = ctx.store.get(ctx.cluster)
+    plan = d.plan_resume(op, snapshot, ctx.policy, ctx.clock(), source_timeline=state.timeline,
+                         extra_synchronous=state.synchronous_extra)
+    if isinstance(plan, d.Proceed):
+        return op
+    if isinstance(plan, d.Hold):
+        raise OperationHeld(plan.reason)
+    if isinstance(plan, d.Replanned):
+        old = op.target
+        op = op.replanned(plan.target, ctx.clock(), plan.reason)
+        _save(ctx, op)
+        ctx.log.emit("replanned", cluster=ctx.cluster, operation=op.id, old_target=old, new_target=op.target,
+                     proven=plan.proven, reason=plan.reason)
+        return op
+    detail = f"{plan.reason}; {_roll_back(ctx, op)}"
+    _finish(ctx, op.ended(Outcome.ROLLED_BACK, detail))
+    ctx.log.emit("switchover-rolled-back", cluster=ctx.cluster, operation=op.id, source=op.source,
+                 target=op.target, reason=detail)
+    raise SwitchoverAborted(detail)
+
+
+def _roll_back(ctx: ClusterContext, op: Operation) -> str:
+    """A switchover's old primary takes writes again: restarted as primary if it was stopped.
+
+    Only ever before the target could acknowledge anything (see ``plan_resume`` and
+    ``plan_abort``). A fenced switchover's old primary was told to shut down (in the
+    background): that shutdown is waited for before it is started again.
+
+    :raises DatabaseUnavailable: it could not be restarted or made writable (retried next round).
+    :raises LostLeadership: the lease was lost before a step.
+    """
+    restarted = False
+    if op.step is Step.FENCE and not poll(lambda: not ctx.db.probe_member(op.source).reachable,
+                                          timeout=10, interval=0.05):
+        ctx.log.emit("rollback-source-still-up", cluster=ctx.cluster, member=op.source)
+    if not ctx.db.probe_member(op.source).reachable:
+        with ctx.term.guard(f"restart {op.source} as primary"):
+            ctx.db.start_server(op.source)
+        restarted = True
+    with ctx.term.guard(f"make {op.source} writable again"):
+        ctx.db.resume_writes(op.source)
+    return f"{op.source} {'restarted as primary and ' if restarted else ''}writable again"
+
+
+def abort(ctx: ClusterContext, snapshot: ClusterSnapshot, *, by: str, why: str) -> dict[str, object]:
+    """End the recorded operation at an operator's request, if it is safe (``drctl abort``).
+
+    Before promotion a switchover rolls back (its old primary writable again) and a failover is
+    dropped; both go into the history as aborted, with who and why. A dropped failover starts
+    the anti-flap period like a finished one, so the automatic rule does not start it again at
+    once: the operator decides (``drctl failover --to``). Refused once the target is (or is
+    becoming) primary. Returns the request's answer.
+
+    :raises DatabaseUnavailable: the roll-back could not make the old primary writable.
+    :raises LostLeadership: the lease was lost before a step.
+    """
+    state, _ = ctx.store.get(ctx.cluster)
+    op = state.operation
+    plan = d.plan_abort(op, snapshot, ctx.cluster, by=by, why=why)
+    if isinstance(plan, d.Refusal) or op is None:
+        return {"ok": False, "error": plan.reason if isinstance(plan, d.Refusal) else "nothing to abort"}
+    detail = f"{plan.reason}; {_roll_back(ctx, op)}" if plan.roll_back else plan.reason
+    _finish(ctx, op.ended(Outcome.ABORTED, detail))
+    ctx.log.emit("aborted", cluster=ctx.cluster, operation=op.id, kind=op.kind.value, source=op.source,
+                 target=op.target, by=by, why=why, detail=detail)
+    return {"ok": True, "operation": op.id, "outcome": Outcome.ABORTED.value, "primary": state.primary,
+            "detail": detail}

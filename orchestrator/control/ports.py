@@ -134,6 +134,14 @@ class ClusterDatabase(Protocol):
         """Have ``member`` shut down (fast); returns at once."""
         ...
 
+    def start_server(self, member: str) -> None:
+        """Start ``member``'s stopped server as it was (a rolled-back switchover's old primary);
+        returns once it accepts connections.
+
+        :raises DatabaseUnavailable: it did not start.
+        """
+        ...
+
     def prepare_synchronous_names(self, member: str, names: str) -> bool:
         """Give standby ``member`` its own quorum list before promotion; False if it had it."""
         ...

@@ -1,4 +1,4 @@
-"""Operator requests (``drctl switchover`` / ``drctl failover``): validate, run, answer.
+"""Operator requests (``drctl switchover`` / ``failover`` / ``abort``): validate, run, answer.
 
 The cycle calls :meth:`Requests.serve` once per round with its fresh snapshot (an
 operator request also wakes the leader through a ZooKeeper watch). A request is claimed
@@ -6,6 +6,7 @@ operator request also wakes the leader through a ZooKeeper watch). A request is 
 anything runs, and an expired one is answered, never run. A request runs as an
 operation (:mod:`orchestrator.control.operations`) under the same lease checks as an
 automatic failover; a deposed leader neither runs nor answers one (the new leader will).
+``abort`` ends the operation in progress, when that is safe (``operations.abort``).
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ class Requests:
         state, _ = ctx.store.get(ctx.cluster)
         policy = ctx.policy
         kind, target = request.get("kind"), request.get("to")
+        if kind == "abort":  # the one request served while an operation is in progress
+            return operations.abort(ctx, snapshot, by=str(request.get("by") or "an operator"),
+                                    why=str(request.get("reason") or ""))
         if state.operation is not None:
-            return {"ok": False, "error": f"{state.operation.kind} {state.operation.id} is in progress; retry later"}
+            return {"ok": False, "error": f"{state.operation.kind} {state.operation.id} is in progress; retry later "
+                                          f"(or end it: drctl abort {ctx.cluster})"}
         if target == state.primary:
             return {"ok": False, "error": f"{target} is already the primary"}
         accept = bool(request.get("accept_data_loss"))

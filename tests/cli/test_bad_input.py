@@ -87,7 +87,8 @@ def test_unreachable_zookeeper_is_one_line_without_kazoo_noise(tmp_path: Path, t
 
 
 def test_unknown_cluster_before_anything_is_contacted(topology_file: Path, tmp_path: Path) -> None:
-    for args in (["status", "nosuch"], ["pause", "nosuch"], ["switchover", "nosuch", "--to", "dc1-b"]):
+    for args in (["status", "nosuch"], ["pause", "nosuch"], ["switchover", "nosuch", "--to", "dc1-b"],
+                 ["abort", "nosuch"]):
         line = one_line(drctl(*args, "--topology", str(topology_file), "--lab-dir", str(tmp_path)))
         assert line == "error: cluster: no cluster 'nosuch'; clusters are payments", args
 

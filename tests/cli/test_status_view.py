@@ -123,7 +123,7 @@ def test_status_json_keys_are_the_documented_ones() -> None:
     assert set(cluster["members"][0]) == {"member", "health", "role", "timeline", "streaming", "lag_bytes", "wal_lsn"}
     assert set(cluster["operation"]) == {"id", "kind", "source", "target", "reason", "step", "started_at",
                                          "duration_s", "steps", "proven", "proof", "accept_data_loss",
-                                         "wal_at_risk_bytes"}
+                                         "wal_at_risk_bytes", "running", "outcome", "outcome_detail", "replans"}
     assert cluster["operation"]["step"] == "promote" and cluster["history"][0]["duration_s"] == 0.25
     assert cluster["fallback_synchronous"] == [MEMBERS[-1]]
 

@@ -274,6 +274,12 @@ class FakeCluster:
     def stop_server(self, member: str) -> None:
         self._act("stop_server", member).running = False
 
+    def start_server(self, member: str) -> None:
+        if self.before is not None:
+            self.before("start_server", member)
+        self.actions.append(("start_server", member, ""))
+        self.members[member].running = True
+
     def prepare_synchronous_names(self, member: str, names: str) -> bool:
         record = self._act("prepare_synchronous_names", member, names)
         changed, record.sync_names = record.sync_names != names, names

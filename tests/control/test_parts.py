@@ -186,8 +186,9 @@ def test_lease_lost_right_after_promote_the_stale_leader_re_points_and_records_n
     after = db.actions[[a for a, _, _ in db.actions].index("promote") + 1:]
     assert not [a for a in after if a[0] == "repoint"], f"re-pointed after losing the lease: {after}"
     state = zk.states["payments"][0]
-    assert state.primary == "dc1-a" and state.operation is not None and state.operation.step is Step.INTENT, \
-        "only the intent (written under the valid lease) is recorded; the new leader resumes it"
+    assert state.primary == "dc1-a" and state.operation is not None, "the new leader resumes the operation"
+    assert (state.operation.step, state.operation.running) == (Step.FENCE, Step.PROMOTE), \
+        "only 'fenced, promoting dc1-b' (written under the valid lease) is recorded"
 
 
 def test_losing_leadership_cancels_a_rejoin_and_waits_for_it(
