@@ -15,7 +15,11 @@ T0 = 1000.0
 
 @pytest.fixture
 def policy(shipped_topology: Topology) -> d.Policy:
-    return d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+    """Each member its own data centre; dc1-a's commits wait for ANY 2 of (dc1-b, dc2-a), so a
+    re-plan to either one alone proves zero loss. ``quorum=1`` (ANY 1 of the two) makes it unprovable."""
+    base = d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+    members = {name: dataclasses.replace(m, datacenter=name) for name, m in base.members.items()}
+    return dataclasses.replace(base, members=members, quorum=2)
 
 
 def standby(name: str, lsn: int = 100, timeline: int = 1) -> MemberStatus:
@@ -27,7 +31,7 @@ def primary(name: str, timeline: int = 2) -> MemberStatus:
 
 
 def down(name: str) -> MemberStatus:
-    return MemberStatus(name, Health.UNREACHABLE, error="connection refused")
+    return MemberStatus(name, Health.UNREACHABLE, error="connection refused", refused=True)
 
 
 def snap(*members: MemberStatus) -> ClusterSnapshot:
@@ -49,7 +53,7 @@ DEAD_B = snap(down("dc1-a"), down("dc1-b"), standby("dc2-a"), standby("dc3-a", 9
 LIVE_B = snap(down("dc1-a"), standby("dc1-b"), standby("dc2-a"), standby("dc3-a", 90))
 
 
-@pytest.mark.parametrize(("operation", "snapshot", "now", "allow_unproven", "expected", "words"), [
+@pytest.mark.parametrize(("operation", "snapshot", "now", "provable", "expected", "words"), [
     (op(), LIVE_B, T0, True, d.Proceed, "answers as standby"),
     (op(step=Step.FENCE, running=Step.PROMOTE), snap(down("dc1-a"), primary("dc1-b")), T0, True, d.Proceed,
      "answers as primary"),
@@ -73,8 +77,8 @@ LIVE_B = snap(down("dc1-a"), standby("dc1-b"), standby("dc2-a"), standby("dc3-a"
         "unproven-holds", "no-candidate-holds", "switchover-waits", "switchover-deadline",
         "switchover-promotion-unseen-rolls-back", "switchover-new-timeline-replans"])
 def test_plan_resume(policy: d.Policy, operation: Operation, snapshot: ClusterSnapshot, now: float,
-                     allow_unproven: bool, expected: type, words: str) -> None:
-    policy = dataclasses.replace(policy, allow_unproven_failover=allow_unproven)
+                     provable: bool, expected: type, words: str) -> None:
+    policy = dataclasses.replace(policy, quorum=2 if provable else 1)
     plan = d.plan_resume(operation, snapshot, policy, now, source_timeline=1)
     assert isinstance(plan, expected), plan
     assert words in plan.reason
@@ -101,8 +105,7 @@ def test_plan_abort(operation: Operation | None, snapshot: ClusterSnapshot, expe
 def test_a_replan_never_picks_an_asynchronous_member_even_after_accepted_loss(policy: d.Policy) -> None:
     accepted = op(target="dc3-a").model_copy(update={"accept_data_loss": True})
     snapshot = snap(down("dc1-a"), down("dc1-b"), down("dc2-a"), down("dc3-a"))
-    plan = d.plan_resume(accepted, snapshot, dataclasses.replace(policy, allow_unproven_failover=True), T0,
-                         source_timeline=1)
+    plan = d.plan_resume(accepted, snapshot, policy, T0, source_timeline=1)
     assert isinstance(plan, d.Hold)
     only_async = snap(down("dc1-a"), down("dc1-b"), down("dc2-a"), standby("dc3-a"))
     plan = d.replan(accepted.model_copy(update={"target": "dc2-a"}), only_async, policy, why="dc2-a is gone")
