@@ -800,6 +800,7 @@ class Replanned:
     target: str
     proven: bool
     reason: str
+    proof: str = ""   # why the new target holds every acknowledged commit (recorded with the operation)
 
 
 @dataclass(frozen=True)
@@ -888,7 +889,8 @@ def replan(op: Operation, snapshot: ClusterSnapshot, policy: Policy, *, why: str
         return Hold(f"{why}; {choice.reason}; not re-planning to an unproven candidate "
                     f"(drctl abort {policy.cluster}, then drctl failover {policy.cluster} --to {choice.name} "
                     "--accept-data-loss)")
-    return Replanned(choice.name, choice.proven, f"{why}; re-planned to {choice.name}: {choice.reason}")
+    return Replanned(choice.name, choice.proven, f"{why}; re-planned to {choice.name}: {choice.reason}",
+                     choice.proof)
 
 
 @dataclass(frozen=True)

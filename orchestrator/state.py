@@ -161,10 +161,12 @@ class Operation(BaseModel):
         """Marked as running ``step`` (persist it before the step's first side effect)."""
         return self.model_copy(update={"running": step})
 
-    def replanned(self, target: str, at: float, reason: str) -> Operation:
-        """The same operation with a new target, its promotion not started."""
+    def replanned(self, target: str, at: float, reason: str, *, proven: bool, proof: str) -> Operation:
+        """The same operation with a new target, its promotion not started, and the new target's proof
+        (an operator's accepted loss is not carried over: see decisions.replan)."""
         record = Replan(at=at, old_target=self.target, new_target=target, reason=reason)
-        return self.model_copy(update={"target": target, "replans": (*self.replans, record), "running": None})
+        return self.model_copy(update={"target": target, "replans": (*self.replans, record), "running": None,
+                                       "proven": proven, "proof": proof, "wal_at_risk_bytes": None})
 
     def ended(self, outcome: Outcome, detail: str = "") -> Operation:
         return self.model_copy(update={"outcome": outcome, "outcome_detail": detail, "running": None})

@@ -350,7 +350,7 @@ def _reconsider(ctx: ClusterContext, op: Operation, snapshot: ClusterSnapshot) -
         raise OperationHeld(plan.reason)
     if isinstance(plan, d.Replanned):
         old = op.target
-        op = op.replanned(plan.target, ctx.clock(), plan.reason)
+        op = op.replanned(plan.target, ctx.clock(), plan.reason, proven=plan.proven, proof=plan.proof)
         _save(ctx, op)
         ctx.log.emit("replanned", cluster=ctx.cluster, operation=op.id, old_target=old, new_target=op.target,
                      proven=plan.proven, reason=plan.reason)

@@ -76,6 +76,7 @@ def test_a_failover_whose_target_dies_before_promotion_promotes_the_next_candida
     assert op.outcome is Outcome.DONE and op.target == "dc2-a"
     assert [(r.old_target, r.new_target) for r in op.replans] == [("dc1-b", "dc2-a")]
     assert "dc1-b is unreachable" in op.replans[0].reason
+    assert op.proven and "dc2-a" in op.proof, "the re-planned target's own proof is recorded"
     assert "replanned" in leader.log.names()
     assert db.members["dc3-a"].upstream == "dc2-a"
 
