@@ -43,6 +43,7 @@ class Requests:
             if not claimed:
                 continue  # its operator withdrew it (gave up waiting): it must never run
             expires_at = request.get("expires_at")
+            version = ctx.store.get(ctx.cluster)[1]
             try:
                 if isinstance(expires_at, int | float) and ctx.clock() > expires_at:
                     result = {"ok": False, "error": f"the request expired {ctx.clock() - expires_at:.0f}s ago "
@@ -53,7 +54,9 @@ class Requests:
                 raise
             except OrchestratorError as exc:
                 result = {"ok": False, "error": str(exc)}
-            ran |= "operation" in result
+            # A request that recorded anything (an operation held or rolled back too) leaves this
+            # round's snapshot stale: deciding on it would resume that operation from before it ran.
+            ran |= "operation" in result or ctx.store.get(ctx.cluster)[1] != version
             with ctx.term.guard(f"answer request {request_id}"):
                 self._coord.answer_request(ctx.cluster, request_id, result)
             ctx.log.emit("request", cluster=ctx.cluster, id=request_id, request=request, result=result)

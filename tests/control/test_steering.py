@@ -208,6 +208,8 @@ def test_abort_of_a_switchover_whose_target_stopped_makes_the_old_primary_writab
     held = state(zk).operation
     assert held is not None and held.kind is OperationKind.SWITCHOVER and held.running is Step.FENCE
     assert "resume_writes" not in [a for a, _, _ in db.actions], "writes stay stopped while it may return"
+    assert [a for a, _, _ in db.actions].count("stop_writes") == 1, \
+        "the round that answered the request decided on its stale snapshot (and stopped writes again)"
     leader.cycle.run_once()                    # held, not retried blindly
     assert state(zk).operation == held
     request_id = zk.submit("payments", {"kind": "abort", "by": "ops@host"})

@@ -81,6 +81,11 @@ class Solo:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [f for e, f in self.log.seen if e == name]
 
+    def tail(self, count: int = 25) -> str:
+        """The controller's last events, for a failure message."""
+        quiet = {"publish", "session"}
+        return "\n".join(f"{e} {f}" for e, f in self.log.seen if e not in quiet)[-6000:]
+
 
 @pytest.fixture
 def solo(lab: Lab) -> Iterator[Callable[[Topology], Solo]]:
@@ -223,9 +228,12 @@ def test_abort_of_a_switchover_whose_target_is_stopped_makes_the_old_primary_wri
     assert answer is not None and not answer["ok"] and "drctl abort payments" in answer["error"], answer
     stuck = recorded(lab)
     assert stuck.operation is not None and stuck.operation.target == target and stuck.primary == old
-    with psycopg.connect(pg_conninfo(lab, old), autocommit=True) as conn, \
-            pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-        conn.execute("INSERT INTO ctl_writes VALUES ('during-the-stuck-switchover')")
+    try:
+        with psycopg.connect(pg_conninfo(lab, old), autocommit=True) as conn, \
+                pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO ctl_writes VALUES ('during-the-stuck-switchover')")
+    except psycopg.Error as exc:
+        raise AssertionError(f"{exc}; controller events:\n{one.tail()}") from exc
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "abort", "payments", "--reason", "target down",
                            "--lab-dir", str(lab.root)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -255,3 +263,33 @@ def pg_conninfo(lab: Lab, member: str) -> str:
     creds = lab.credentials
     return endpoint(lab, member).conninfo(creds.app_user, creds.app_password,
                                           dbname=lab.topology.cluster("payments").database)
+
+
+def test_a_switchover_whose_target_dies_at_promotion_restarts_the_stopped_old_primary(
+        lab: Lab, writer: Writer, solo: Callable[[Topology], Solo]) -> None:
+    old = healthy(lab)
+    target = sync_standbys(lab, old)[0]
+    one = solo(lab.topology)
+    # "fenced": the old primary's writes are stopped and its shutdown issued; nothing promoted yet.
+    one.log.hooks["fenced"] = lambda _: kill(lab, target)
+    coord = coordinator(lab.topology)
+    try:
+        request_id = coord.submit_request("payments", {"kind": "switchover", "to": target}, ttl=60)
+        answer = coord.wait_result("payments", request_id, timeout=60)
+    finally:
+        coord.stop()
+    assert answer is not None and not answer["ok"] and "rolling back" in answer["error"], answer
+    rolled_back_at = time.time()
+    state = recorded(lab)
+    assert state.operation is None and state.primary == old
+    assert state.history[-1].outcome is Outcome.ROLLED_BACK
+    assert f"{old} restarted as primary" in state.history[-1].outcome_detail
+    assert primary_of(lab) == old
+    assert poll(lambda: any(t > rolled_back_at for _, t in writer.acked[-5:]), timeout=30, interval=0.05), \
+        "no write acknowledged after the roll-back"
+    writer.stop.set()
+    assert_all_present(lab, list(writer.acked))
+    one.controller.stop_event.set()
+    one.thread.join(20)
+    lab.restart_services()
+    assert poll(lambda: all_rejoined(lab, old), timeout=120, interval=0.5), f"{target} did not rejoin"
