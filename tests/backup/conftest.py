@@ -1,0 +1,85 @@
+"""Fixtures for the backup tests: one real SeaweedFS S3 store and one real PostgreSQL 15 primary per session.
+
+Both live in one lab directory (the store under ``s3/``, as ``drctl`` expects): a one-member
+cluster ``ledger`` whose topology has a ``backup:`` section pointing at the store over HTTPS.
+Ports: the store from DRCTL_TEST_PORT_BASE+1500 (8 ports), the lab from +1520 (20 ports; the
+member gets +1523, scratch restores +1540 upwards). Every process is stopped by PID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import postgres as pg
+from orchestrator.backup.service import BackupService, lab_store
+from orchestrator.backup.store import SeaweedStore
+from orchestrator.lab import Lab
+from orchestrator.topology import Topology, parse_topology
+from tests.conftest import TEST_PORT_BASE, make_lab_dir
+
+STORE_PORT = TEST_PORT_BASE + 1500
+LAB_BASE = TEST_PORT_BASE + 1520
+SCRATCH_PORT = TEST_PORT_BASE + 1540
+CLUSTER = "ledger"
+
+
+def backup_topology(**backup: Any) -> dict[str, Any]:
+    spec = {"endpoint": f"https://127.0.0.1:{STORE_PORT}", "bucket": "drctl-test", "credentials_file":
+            "s3/credentials.json", "ca_file": "s3/tls/cert.pem", "retention_full": 2, "compression": "lz4", **backup}
+    return {
+        "name": "bk",
+        "regions": [{"name": "east", "datacenters": [{"name": "dc1"}]}],
+        "ports": {"base": LAB_BASE, "span": 20},
+        "clusters": [{
+            "name": CLUSTER,
+            "members": [{"name": "n1", "datacenter": "dc1", "role": "primary"}],
+            "replication": {"quorum": 0},
+            "targets": {"rpo_seconds": 1},
+            "backup": spec,
+        }],
+    }
+
+
+@dataclass
+class BackupLab:
+    lab: Lab
+    store: SeaweedStore
+    service: BackupService
+
+    @property
+    def topology(self) -> Topology:
+        return self.lab.topology
+
+    @property
+    def root(self) -> Path:
+        return self.lab.root
+
+    @property
+    def primary(self) -> pg.Endpoint:
+        return self.service.layout("n1").endpoint
+
+    def connect(self, dbname: str = "postgres") -> pg.Connection:
+        return pg.connect(self.primary, self.lab.credentials, dbname=dbname, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def backup_lab() -> Iterator[BackupLab]:
+    """The store, a one-member cluster archiving to it, and the stanza created."""
+    topology = parse_topology(backup_topology())
+    lab = Lab(topology, make_lab_dir("drctl-backup-"), controllers=False, agents=False)
+    store = lab_store(topology, lab.root)
+    assert store is not None
+    try:
+        store.start()
+        lab.up()
+        service = BackupService(topology, CLUSTER, lab.root, lab.credentials)
+        service.setup()
+        yield BackupLab(lab, store, service)
+    finally:
+        store.stop()
+        lab.down()
