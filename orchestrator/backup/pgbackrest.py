@@ -95,6 +95,8 @@ class EngineConfig:
             f"repo1-s3-key={self.keys.access_key}",
             f"repo1-s3-key-secret={self.keys.secret_key}",
             "repo1-s3-uri-style=path",
+            # Small files travel bundled: one object per batch, not one request per file.
+            "repo1-bundle=y",
             f"repo1-retention-full={spec.retention_full}",
             f"compress-type={spec.compression.value}",
             f"process-max={spec.process_max}",

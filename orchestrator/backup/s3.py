@@ -150,7 +150,8 @@ class ObjectStore:
         :raises BackupConfigError: rejected keys, TLS failure, no such bucket.
         :raises BackupFailed: endpoint unreachable or failing.
         """
-        self._call("checking the bucket", "head_bucket", Bucket=self.spec.bucket)
+        # A listing, not HEAD: its error body names the cause (SignatureDoesNotMatch, NoSuchBucket, ...).
+        self._call("checking the bucket", "list_objects_v2", Bucket=self.spec.bucket, MaxKeys=1)
 
     def ensure_bucket(self) -> bool:
         """Create the bucket unless it exists; True when it was created."""

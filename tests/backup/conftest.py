@@ -8,6 +8,7 @@ member gets +1523, scratch restores +1540 upwards). Every process is stopped by 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ from orchestrator import postgres as pg
 from orchestrator.backup.service import BackupService, lab_store
 from orchestrator.backup.store import SeaweedStore
 from orchestrator.lab import Lab
+from orchestrator.processes import read_pid, stop
 from orchestrator.topology import Topology, parse_topology
+from orchestrator.waiting import poll
 from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 STORE_PORT = TEST_PORT_BASE + 1500
@@ -66,6 +69,24 @@ class BackupLab:
     def connect(self, dbname: str = "postgres") -> pg.Connection:
         return pg.connect(self.primary, self.lab.credentials, dbname=dbname, timeout=10)
 
+    def switch_wal(self) -> str:
+        """Complete the current segment (after writing something into it); return its file name."""
+        with self.connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS archive_probe (id serial PRIMARY KEY, at timestamptz "
+                         "DEFAULT now())")
+            conn.execute("INSERT INTO archive_probe DEFAULT VALUES")
+            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def archived(self, segment: str, timeout: float = 30.0) -> bool:
+        """Whether the primary reports ``segment`` (or a later one) archived within ``timeout``."""
+        def done() -> bool:
+            with self.connect() as conn:
+                row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            return row is not None and row[0] is not None and str(row[0]) >= segment
+        return bool(poll(done, timeout=timeout, interval=0.05))
+
 
 @pytest.fixture(scope="session")
 def backup_lab() -> Iterator[BackupLab]:
@@ -81,5 +102,19 @@ def backup_lab() -> Iterator[BackupLab]:
         service.setup()
         yield BackupLab(lab, store, service)
     finally:
+        lab.down()      # first: a stopping primary's archiver still pushes its last segments to the store
         store.stop()
-        lab.down()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """An empty directory the postgres user can use; any server restored into it is stopped by PID after the test."""
+    path = make_lab_dir("drctl-restore-")
+    try:
+        yield path
+    finally:
+        for pidfile in path.glob("pg/*/*/data/postmaster.pid"):
+            pid = read_pid(pidfile)
+            if pid is not None:
+                stop(pid, timeout=10)
+        shutil.rmtree(path, ignore_errors=True)
