@@ -617,8 +617,14 @@ def restore(
     from orchestrator.backup.restore import Target, parse_time
 
     target = Target(time=parse_time(target_time) if target_time else None, lsn=target_lsn)
-    report = _backup_service(cluster, topology, lab_dir).restore(to, target, scratch=scratch, port=port)
-    console.print(f"{cluster}: restored backup {report.backup} as {to} to the {report.target} in "
+    service = _backup_service(cluster, topology, lab_dir)
+    runner = None
+    if scratch is None:    # a member's own data directory, on its host: through the playbook
+        from orchestrator.playbooks import PlaybookRunner
+
+        runner = PlaybookRunner(service.topology, service.root / "ansible")
+    report = service.restore(to, target, scratch=scratch, port=port, runner=runner)
+    console.print(f"{cluster}: restored backup {report.backup} as {to} ({report.via}) to the {report.target} in "
                   f"{report.total_seconds:.1f}s: copy {report.restore_seconds:.1f}s "
                   f"({report.restored_bytes / 1e6:.1f} MB, {report.mb_per_s:.1f} MB/s), recovery "
                   f"{report.recovery_seconds:.1f}s; running on port {report.port} (pid {report.pid}), data "

@@ -204,6 +204,10 @@ class BackupSpec(_Model):
     retention_full: int = Field(2, ge=1, le=100)
     compression: Compression = Compression.LZ4
     process_max: int = Field(2, ge=1, le=32)
+    # Push WAL through the engine's asynchronous archiver (parallel, one connection for many
+    # segments: drains a backlog ≈ 2x faster) instead of one engine process per segment (the
+    # default: ≈ 4x lower lag in steady state, see the README). Neither mode ever drops WAL.
+    archive_async: bool = False
 
     @field_validator("endpoint")
     @classmethod

@@ -30,6 +30,7 @@ from pathlib import Path
 from orchestrator.backup.catalog import Catalog, parse_info
 from orchestrator.backup.errors import BackupConfigError, BackupFailed
 from orchestrator.backup.s3 import S3Keys, StoreSettings
+from orchestrator.waiting import poll
 
 _UNSAFE_PATH = re.compile(r"[\s'\"$`\\]")
 
@@ -103,7 +104,8 @@ class EngineConfig:
             # Fail within seconds when the store is unreachable: PostgreSQL retries archive_command itself.
             "io-timeout=10",
             "db-timeout=600",
-            "archive-timeout=60",
+            # A base backup waits this long for its last segment to be archived (behind a backlog too).
+            "archive-timeout=600",
             "start-fast=y",
             "log-level-console=warn",
             "log-level-stderr=off",
@@ -112,6 +114,9 @@ class EngineConfig:
             f"lock-path={self.home / 'lock'}",
             f"spool-path={self.home / 'spool'}",
         ]
+        if spec.archive_async:
+            # No archive-push-queue-max: when the store is down WAL waits in pg_wal, it is never dropped.
+            lines.append("archive-async=y")
         if self.store.ca_file is not None:
             lines.append(f"repo1-storage-ca-file={self.store.ca_file}")
         lines += [
@@ -160,8 +165,33 @@ class EngineConfig:
             raise BackupFailed(f"pgbackrest {command} for {self.stanza} failed: {cause} (log: {self.home / 'log'})")
         return proc.stdout
 
-    def stanza_create(self) -> None:
-        self.run("stanza-create", timeout=120)
+    def stanza_ready(self) -> bool:
+        """Whether the stanza exists in the repository (reading its info takes no lock)."""
+        try:
+            self.catalog()
+        except BackupFailed:
+            return False
+        return True
+
+    def stanza_create(self, *, timeout: float = 60.0) -> None:
+        """Create the stanza unless it exists. The asynchronous archiver holds the archive lock while it
+        pushes a backlog (e.g. the segments completed before set-up), so a lock conflict is retried."""
+        if self.stanza_ready():
+            return
+        last: list[BackupFailed] = []
+
+        def attempt() -> bool:
+            try:
+                self.run("stanza-create", timeout=120)
+            except BackupFailed as exc:
+                if "[050]" not in str(exc):
+                    raise
+                last[:] = [exc]
+                return False
+            return True
+
+        if not poll(attempt, timeout=timeout, interval=0.2):
+            raise last[0]
 
     def backup(self, kind: str = "full") -> None:
         self.run("backup", f"--type={kind}")

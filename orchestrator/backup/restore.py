@@ -11,20 +11,25 @@ configuration; nothing here decides which backup or which member.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import pgserver
 from orchestrator import postgres as pg
 from orchestrator.backup.catalog import Backup, parse_lsn
 from orchestrator.backup.errors import BackupConfigError, BackupFailed
-from orchestrator.backup.pgbackrest import EngineConfig
+from orchestrator.backup.pgbackrest import EngineConfig, binary
 from orchestrator.errors import DatabaseUnavailable, LabError
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.processes import is_running
 from orchestrator.waiting import poll
+
+if TYPE_CHECKING:
+    from orchestrator.playbooks import PlaybookRunner
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class RestoreReport:
     restored_bytes: int
     recovery_seconds: float     # server start until recovery reached the target and it promoted
     total_seconds: float
+    via: str = "direct"         # or the playbook that copied and started it
 
     @property
     def mb_per_s(self) -> float:
@@ -112,6 +118,39 @@ def tree_size(path: Path) -> int:
     return total
 
 
+RESTORE_TASK = "Restore the base backup (pgbackrest restore)"
+
+
+def restore_extravars(engine: EngineConfig, layout: InstanceLayout, options: list[str], postgresql_conf: str
+                      ) -> dict[str, str | int | float | bool]:
+    """What ``playbooks/restore.yml`` needs: the member's paths, the engine configuration, the restore options."""
+    pgspec = layout.topology.postgres
+    return {
+        "member": layout.member.name, "pgdata": str(layout.data), "socket_dir": str(layout.socket_dir),
+        "bin_dir": pgspec.bin_dir, "os_user": pgspec.os_user, "log_file": str(layout.log),
+        "engine_home": str(engine.home), "engine_conf": engine.render(), "engine_conf_file": str(engine.conf_file),
+        "pgbackrest": binary(), "stanza": engine.stanza, "restore_options": "\n".join(options),
+        "postgresql_conf": postgresql_conf,
+    }
+
+
+def _task_seconds(artifacts: Path | None, task: str) -> float | None:
+    """How long one task of a finished run took, from ansible-runner's job events (its ``delta``)."""
+    if artifacts is None:
+        return None
+    for path in (artifacts / "job_events").glob("*.json"):
+        try:
+            event = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        data = event.get("event_data", {})
+        delta = data.get("res", {}).get("delta") if event.get("event") == "runner_on_ok" else None
+        if data.get("task") == task and isinstance(delta, str):
+            hours, minutes, seconds = delta.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return None
+
+
 def restore_instance(
     engine: EngineConfig,
     layout: InstanceLayout,
@@ -122,6 +161,7 @@ def restore_instance(
     creds: pg.Credentials,
     port: int,
     archive: bool,
+    runner: PlaybookRunner | None = None,
     timeout: float = 1800.0,
 ) -> RestoreReport:
     """Restore ``backup`` into ``layout``'s data directory, recover to ``target``, start and promote it.
@@ -129,34 +169,49 @@ def restore_instance(
     The data directory must be absent or empty, or hold a stopped server (then the engine
     restores in delta mode, rewriting only what differs). With ``archive=False`` the restored
     server does not archive (a scratch copy must not add a timeline to the cluster's archive).
+    With ``runner`` the copy and start run on the member's host through ``playbooks/restore.yml``;
+    without, here, directly.
 
     :raises BackupConfigError: the member's server runs.
     :raises BackupFailed: the engine failed, or recovery stopped before the target (the server log says why).
+    :raises PlaybookFailed: the playbook failed (one line: task and cause).
     """
     if layout.postmaster_pid() is not None:
         raise BackupConfigError(f"--to: {layout.member.name}'s server runs (pid {layout.postmaster_pid()}) on "
                                 f"{layout.data}; stop it first, restore never overwrites a running server")
     delta = layout.data.exists() and any(layout.data.iterdir())
-    started = time.monotonic()
-    pgserver.prepare_home(layout)
-    engine.write()
     options = [f"--set={backup.label}", *target.engine_options(),
                f"--recovery-option=restore_command={engine.restore_command()}"]
     if not archive:
         options.append("--archive-mode=off")
     if delta:
         options.append("--delta")
-    engine.run("restore", *options)
-    restore_seconds = time.monotonic() - started
-    restored = tree_size(layout.data)
-    user = layout.topology.postgres.os_user
-    pgserver.write_owned(layout.data / "postgresql.conf", postgresql_conf, user)
-    (layout.data / "standby.signal").unlink(missing_ok=True)
-    recovery_started = time.monotonic()
-    try:
-        pid = pgserver.start(layout, timeout=min(timeout, 600))
-    except LabError as exc:
-        raise BackupFailed(f"restored server did not start: {exc}; {_log_tail(layout)}") from None
+    started = time.monotonic()
+    if runner is not None:
+        from orchestrator.playbooks import member_host
+
+        result = runner.run("restore.yml", limit=member_host(layout.topology, layout.member),
+                            extravars=restore_extravars(engine, layout, options, postgresql_conf))
+        restore_seconds = _task_seconds(result.artifacts, RESTORE_TASK) or result.duration
+        restored = tree_size(layout.data)
+        recovery_started = time.monotonic()
+        pid = poll(layout.postmaster_pid, timeout=10, interval=0.05)
+        if pid is None:
+            raise BackupFailed(f"the restore playbook ended but {layout.member.name} runs no server; "
+                               f"{_log_tail(layout)}")
+    else:
+        pgserver.prepare_home(layout)
+        engine.write()
+        engine.run("restore", *options)
+        restore_seconds = time.monotonic() - started
+        restored = tree_size(layout.data)
+        pgserver.write_owned(layout.data / "postgresql.conf", postgresql_conf, layout.topology.postgres.os_user)
+        (layout.data / "standby.signal").unlink(missing_ok=True)
+        recovery_started = time.monotonic()
+        try:
+            pid = pgserver.start(layout, timeout=min(timeout, 600))
+        except LabError as exc:
+            raise BackupFailed(f"restored server did not start: {exc}; {_log_tail(layout)}") from None
     endpoint = pg.Endpoint(layout.member.name, layout.endpoint.address, port)
 
     def promoted() -> bool:
@@ -173,7 +228,7 @@ def restore_instance(
         raise BackupFailed(f"restored server still recovering after {timeout:.0f}s; see {layout.log}")
     now = time.monotonic()
     return RestoreReport(backup.label, target.describe(), layout.data, port, pid, restore_seconds, restored,
-                         now - recovery_started, now - started)
+                         now - recovery_started, now - started, "playbook restore.yml" if runner else "direct")
 
 
 def _log_tail(layout: InstanceLayout) -> str:

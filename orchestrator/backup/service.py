@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import pgserver
 from orchestrator import postgres as pg
@@ -28,6 +28,9 @@ from orchestrator.backup.store import SeaweedStore
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.topology import Cluster, Topology
+
+if TYPE_CHECKING:
+    from orchestrator.playbooks import PlaybookRunner
 
 STORE_DIR = "s3"
 
@@ -153,13 +156,14 @@ class BackupService:
         return [BackupRow(b, self.store.get_json(self._verified_key(b.label))) for b in self.catalog().backups]
 
     def restore(self, to: str, target: Target, *, scratch: Path | None = None, port: int | None = None,
-                label: str | None = None) -> RestoreReport:
+                label: str | None = None, runner: PlaybookRunner | None = None) -> RestoreReport:
         """Restore the best base backup for ``target`` (or backup ``label``) plus WAL as member ``to``, promoted.
 
         Into the member's own data directory (its server must be stopped; it archives again
         once promoted), or with ``scratch`` into ``scratch/pg/<cluster>/<member>/data`` on
         ``port`` (default: the first port past the topology's range), without archiving (a
         copy must not add a timeline to the cluster's archive) and without synchronous standbys.
+        With ``runner``, a member restore runs through ``playbooks/restore.yml`` on its host.
         """
         backups = self.catalog().backups
         if label is not None:
@@ -172,7 +176,8 @@ class BackupService:
         if scratch is None:
             layout = self.layout(to)
             return restore_instance(self.engine(layout), layout, backup, target, creds=self.creds, archive=True,
-                                    postgresql_conf=layout.postgresql_conf(), port=layout.endpoint.port)
+                                    postgresql_conf=layout.postgresql_conf(), port=layout.endpoint.port,
+                                    runner=runner)
         scratch = scratch.resolve()
         layout = self.layout(to, scratch)
         if layout.data.exists() and any(layout.data.iterdir()):

@@ -90,20 +90,18 @@ class BackupLab:
 
 @pytest.fixture(scope="session")
 def backup_lab() -> Iterator[BackupLab]:
-    """The store, a one-member cluster archiving to it, and the stanza created."""
+    """``lab up`` of a one-member cluster with a backup section: the store runs and the member archives to it."""
     topology = parse_topology(backup_topology())
     lab = Lab(topology, make_lab_dir("drctl-backup-"), controllers=False, agents=False)
     store = lab_store(topology, lab.root)
     assert store is not None
     try:
-        store.start()
-        lab.up()
-        service = BackupService(topology, CLUSTER, lab.root, lab.credentials)
-        service.setup()
-        yield BackupLab(lab, store, service)
+        lab.up()           # starts the store and creates the bucket and the stanza (Lab._start_backups)
+        assert store.pid() is not None
+        yield BackupLab(lab, store, BackupService(topology, CLUSTER, lab.root, lab.credentials))
     finally:
-        lab.down()      # first: a stopping primary's archiver still pushes its last segments to the store
-        store.stop()
+        lab.down()      # stops the store too, after the primary (whose archiver still pushes its last segments)
+        store.stop()    # a no-op unless lab.up failed half-way
 
 
 @pytest.fixture
