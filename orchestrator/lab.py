@@ -143,6 +143,8 @@ class Lab:
     def _start_backups(self) -> None:
         """When a cluster has a ``backup:`` section on the lab's own store: start the store, create the
         bucket and the stanza, so WAL archiving works from ``lab up`` on (orchestrator.backup)."""
+        if all(cluster.backup is None for cluster in self.topology.clusters):
+            return   # (and boto3 is not imported)
         from orchestrator.backup.service import BackupService, lab_store
 
         store = lab_store(self.topology, self.root)
