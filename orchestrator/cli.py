@@ -592,11 +592,16 @@ def backup_verify(
     lab_dir: LabDirOpt = None,
 ) -> None:
     """Restore a backup into a scratch directory, start and check it, record the verified restore, remove it."""
+    import shutil
     import tempfile
 
     service = _backup_service(cluster, topology, lab_dir)
     where = scratch or Path(tempfile.mkdtemp(prefix="drctl-verify-", dir=service.root))
-    record = service.verify(label, scratch=where, port=port)
+    try:
+        record = service.verify(label, scratch=where, port=port)
+    finally:
+        if scratch is None:
+            shutil.rmtree(where, ignore_errors=True)
     console.print(f"{cluster}: backup {record['label']} restored and checked: copy {record['restore_seconds']}s "
                   f"({record['mb_per_s']} MB/s), recovery {record['recovery_seconds']}s")
 

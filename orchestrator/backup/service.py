@@ -214,6 +214,7 @@ class BackupService:
         finally:
             pgserver.stop(layout, mode="immediate")
             shutil.rmtree(layout.home, ignore_errors=True)
+            shutil.rmtree(scratch.resolve() / "pgbackrest", ignore_errors=True)   # its configuration holds keys
         record = {"label": label, "verified_at": time.time(), "restore_seconds": round(report.restore_seconds, 3),
                   "recovery_seconds": round(report.recovery_seconds, 3), "mb_per_s": round(report.mb_per_s, 1),
                   "restored_bytes": report.restored_bytes, "checks": facts}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import pytest
 
 from orchestrator import pgserver
-from tests.backup.conftest import CLUSTER, BackupLab
+from tests.backup.conftest import CLUSTER, SCRATCH_PORT, BackupLab
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.lab
@@ -43,3 +44,24 @@ def test_a_wiped_member_is_restored_through_the_playbook_with_every_archived_com
     segment = backup_lab.switch_wal()
     assert int(segment[:8], 16) >= 2                # the restored server promoted onto a new timeline ...
     assert backup_lab.archived(segment)             # ... and archives again
+
+
+def test_the_cli_verifies_a_backup_and_lists_it_as_proven(backup_lab: BackupLab) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DRCTL_TOPOLOGY", "DRCTL_LAB_DIR")}
+
+    def drctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--lab-dir", str(backup_lab.root)],
+                              capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+                              env={**env, "COLUMNS": "300"})
+
+    label = backup_lab.service.run("full")[0].label
+    verify = drctl("backup", "verify", CLUSTER, "--set", label, "--port", str(SCRATCH_PORT))
+    listed = drctl("backup", "list", CLUSTER, "--json")
+
+    assert verify.returncode == 0, verify.stderr
+    assert f"backup {label} restored and checked" in verify.stdout
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["label"]: row for row in json.loads(listed.stdout)}
+    assert rows[label]["verified"]["checks"]["databases"] == ["ledger", "postgres", "template1"]
+    assert rows[label]["size"] > 0 and rows[label]["wal_start"] <= rows[label]["wal_stop"]
+    assert not list(backup_lab.root.glob("drctl-verify-*"))   # the scratch copy is gone
