@@ -571,7 +571,7 @@ def backup_list(cluster: str, topology: TopologyOpt = None, lab_dir: LabDirOpt =
         return
     table = Table()
     for column in ("backup", "type", "finished (UTC)", "size MB", "stored MB", "WAL", "verified restore"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("backup", "finished (UTC)"), overflow="fold")
     for row in rows:
         b = row.backup
         verified = (Text(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(row.verified['verified_at']))} in "
