@@ -2,7 +2,7 @@
 
 Why pgBackRest (measured with ``make backup-bench``; see the README's "Backups" section): its
 synchronous ``archive-push`` made 1 MB segments durable in the store with p50 0.06-0.6 s and p99
-0.24-2.7 s at 6 MB/s of WAL on the loaded 2-core lab machine (its asynchronous mode had higher lag
+0.24-2.7 s (three runs) at 6 MB/s of WAL on the loaded 2-core lab machine (its asynchronous mode had higher lag
 but drains a backlog ≈ 2x faster: ``archive_async``); it never drops WAL when the store is down (we
 set no ``archive-push-queue-max``: PostgreSQL keeps the segment and retries); its restore is parallel
 and its ``archive-get`` prefetches WAL asynchronously, which a per-segment Python
