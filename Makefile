@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 DRCTL := $(VENV)/bin/drctl
 # Debian packages the lab needs; only missing ones are installed.
 APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headless python3-venv \
-	postgresql-15-auto-failover pg-auto-failover-cli
+	postgresql-15-auto-failover pg-auto-failover-cli pgbackrest
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test drill bench lint unit lab-up lab-down clean
+.PHONY: setup test drill bench backup-bench lint unit lab-up lab-down clean
 
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -52,3 +52,7 @@ lab-down: setup
 clean:
 	-$(DRCTL) lab down
 	rm -rf reports .bench .pytest_cache .mypy_cache .ruff_cache
+
+# Archive lag under load, backup and restore at two database sizes (orchestrator/backup/bench.py).
+backup-bench: setup
+	$(PY) -m orchestrator.backup.bench --scales 10,60 --seconds 60

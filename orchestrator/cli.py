@@ -30,6 +30,7 @@ from orchestrator.topology import Topology, load_topology
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from orchestrator.backup.service import BackupService
     from orchestrator.coordination import Coordinator
     from orchestrator.pgserver import InstanceLayout
     from orchestrator.postgres import Endpoint
@@ -514,6 +515,160 @@ def bench_failover(
     failed = [r for r in run.result.rounds if not r.ok or r.lost]
     if failed:
         raise typer.Exit(1)
+
+
+# ---- backups and restore (orchestrator.backup) ----------------------------------------------
+
+backup_app = typer.Typer(no_args_is_help=True, help="Base backups and WAL archive in the cluster's S3 store "
+                         "(the topology's backup: section).")
+app.add_typer(backup_app, name="backup")
+store_app = typer.Typer(no_args_is_help=True, help="The lab's own S3 store (SeaweedFS on loopback, by PID).")
+backup_app.add_typer(store_app, name="store")
+ScratchOpt = Annotated[Path | None, typer.Option("--scratch", help="Restore into this directory instead of the "
+                                                 "member's data directory (not archived, on --port).")]
+PortOpt = Annotated[int | None, typer.Option("--port", min=1024, max=65535, help="Port of a scratch restore "
+                                             "(default: the first port past the topology's range).")]
+
+
+def _backup_service(cluster: str, topology: Path | None, lab_dir: Path | None) -> BackupService:
+    from orchestrator.backup.service import BackupService
+    from orchestrator.lab import load_credentials
+
+    root = _lab_dir(lab_dir)
+    topo = _topology(topology, lab_dir)
+    return BackupService(topo, _cluster(topo, cluster), root, load_credentials(root))
+
+
+@store_app.command("up")
+def backup_store_up(topology: TopologyOpt = None, lab_dir: LabDirOpt = None) -> None:
+    """Start the lab's S3 store for the topology's loopback backup endpoint (idempotent)."""
+    from orchestrator.backup.service import lab_store
+
+    root = _lab_dir(lab_dir)
+    store = lab_store(_topology(topology, lab_dir), root)
+    if store is None:
+        raise InvalidInput("clusters.*.backup: no cluster backs up to a loopback endpoint with credentials_file under "
+                           "s3/; see topology/lab-backup.yaml")
+    started = time.monotonic()
+    pid = store.start()
+    console.print(f"S3 store up at {store.endpoint} (pid {pid}) in {time.monotonic() - started:.1f}s; keys in "
+                  f"{store.credentials_file}, CA {store.ca_file}")
+
+
+@store_app.command("down")
+def backup_store_down(topology: TopologyOpt = None, lab_dir: LabDirOpt = None) -> None:
+    """Stop the lab's S3 store by its PID (its data stay in the lab directory)."""
+    from orchestrator.backup.service import lab_store
+
+    store = lab_store(_topology(topology, lab_dir), _lab_dir(lab_dir))
+    if store is None or store.pid() is None:
+        console.print("no S3 store runs; nothing to stop")
+        return
+    store.stop()
+    console.print("S3 store down")
+
+
+@backup_app.command("setup")
+def backup_setup(cluster: str, topology: TopologyOpt = None, lab_dir: LabDirOpt = None) -> None:
+    """Check the store, create the bucket if missing, write the members' engine configuration, create the stanza."""
+    service = _backup_service(cluster, topology, lab_dir)
+    created = service.setup()
+    console.print(f"{cluster}: archiving to {service.spec.endpoint}/{service.spec.bucket}{service.repo}"
+                  f"{' (bucket created)' if created else ''}")
+
+
+@backup_app.command("run")
+def backup_run(
+    cluster: str,
+    kind: Annotated[str, typer.Option("--type", help="full, diff or incr.")] = "full",
+    topology: TopologyOpt = None,
+    lab_dir: LabDirOpt = None,
+) -> None:
+    """Take a base backup of CLUSTER's primary into the store; expire those past retention."""
+    backup, seconds = _backup_service(cluster, topology, lab_dir).run(kind)
+    console.print(f"{cluster}: backup {backup.label} ({backup.kind}) in {seconds:.1f}s: {backup.size / 1e6:.1f} MB "
+                  f"({backup.size / 1e6 / max(seconds, 1e-3):.1f} MB/s), {backup.stored / 1e6:.1f} MB stored, "
+                  f"WAL {backup.wal_start}..{backup.wal_stop}")
+
+
+@backup_app.command("list")
+def backup_list(cluster: str, topology: TopologyOpt = None, lab_dir: LabDirOpt = None, as_json: JsonOpt = False
+                ) -> None:
+    """Each backup: type, time, size, WAL range, and whether a restore of it was verified."""
+    rows = _backup_service(cluster, topology, lab_dir).listing()
+    if as_json:
+        _print_json([{"label": r.backup.label, "type": r.backup.kind, "started": r.backup.started,
+                      "stopped": r.backup.stopped, "size": r.backup.size, "stored": r.backup.stored,
+                      "wal_start": r.backup.wal_start, "wal_stop": r.backup.wal_stop,
+                      "lsn_start": r.backup.lsn_start, "lsn_stop": r.backup.lsn_stop, "verified": r.verified}
+                     for r in rows])
+        return
+    table = Table()
+    for column in ("backup", "type", "finished (UTC)", "size MB", "stored MB", "WAL", "verified restore"):
+        table.add_column(column, no_wrap=column in ("backup", "finished (UTC)"), overflow="fold")
+    for row in rows:
+        b = row.backup
+        verified = (Text(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(row.verified['verified_at']))} in "
+                         f"{row.verified['restore_seconds'] + row.verified['recovery_seconds']:.1f}s", style="green")
+                    if row.verified else Text("unproven", style="yellow"))
+        table.add_row(b.label, b.kind, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b.stopped)),
+                      f"{b.size / 1e6:.1f}", f"{b.stored / 1e6:.1f}", f"{b.wal_start}..{b.wal_stop}", verified)
+    console.print(table)
+
+
+@backup_app.command("verify")
+def backup_verify(
+    cluster: str,
+    label: Annotated[str | None, typer.Option("--set", help="The backup to verify (default: the newest).")] = None,
+    scratch: ScratchOpt = None,
+    port: PortOpt = None,
+    topology: TopologyOpt = None,
+    lab_dir: LabDirOpt = None,
+) -> None:
+    """Restore a backup into a scratch directory, start and check it, record the verified restore, remove it."""
+    import shutil
+    import tempfile
+
+    service = _backup_service(cluster, topology, lab_dir)
+    where = scratch or Path(tempfile.mkdtemp(prefix="drctl-verify-", dir=service.root))
+    try:
+        record = service.verify(label, scratch=where, port=port)
+    finally:
+        if scratch is None:
+            shutil.rmtree(where, ignore_errors=True)
+    console.print(f"{cluster}: backup {record['label']} restored and checked: copy {record['restore_seconds']}s "
+                  f"({record['mb_per_s']} MB/s), recovery {record['recovery_seconds']}s")
+
+
+@app.command("restore")
+def restore(
+    cluster: str,
+    to: Annotated[str, typer.Option("--to", help="The member to restore as (its server must be stopped).")],
+    target_time: Annotated[str | None, typer.Option("--target-time", help="Recover to this ISO 8601 time (with a "
+                                                    "zone); default: the end of the archive.")] = None,
+    target_lsn: Annotated[str | None, typer.Option("--target-lsn", help="Recover to this LSN.")] = None,
+    scratch: ScratchOpt = None,
+    port: PortOpt = None,
+    topology: TopologyOpt = None,
+    lab_dir: LabDirOpt = None,
+) -> None:
+    """Build a data directory from the best base backup plus WAL, start it, recover to the target, promote it."""
+    from orchestrator.backup.restore import Target, parse_time
+
+    target = Target(time=parse_time(target_time) if target_time else None, lsn=target_lsn)
+    service = _backup_service(cluster, topology, lab_dir)
+    runner = None
+    if scratch is None:    # a member's own data directory, on its host: through the playbook
+        from orchestrator.playbooks import PlaybookRunner
+
+        runner = PlaybookRunner(service.topology, service.root / "ansible")
+    report = service.restore(to, target, scratch=scratch, port=port, runner=runner)
+    console.print(f"{cluster}: restored backup {report.backup} as {to} ({report.via}) to the {report.target} in "
+                  f"{report.total_seconds:.1f}s: copy {report.restore_seconds:.1f}s "
+                  f"({report.restored_bytes / 1e6:.1f} MB, {report.mb_per_s:.1f} MB/s), recovery "
+                  f"{report.recovery_seconds:.1f}s; running on port {report.port} (pid {report.pid}), data "
+                  f"{report.data_dir}")
+
 
 
 def main() -> None:

@@ -144,12 +144,28 @@ class Lab:
         self._start_zookeeper(timeout)
         for cluster in self.topology.clusters:
             self._up_cluster(cluster, timeout)
+        self._start_backups()
         if self.with_agents:
             self._start_agents()
             self._wait_agents(timeout)
         if self.with_controllers:
             self._start_controllers()
             self._wait_controllers(timeout)
+
+    def _start_backups(self) -> None:
+        """When a cluster has a ``backup:`` section on the lab's own store: start the store, create the
+        bucket and the stanza, so WAL archiving works from ``lab up`` on (orchestrator.backup)."""
+        if all(cluster.backup is None for cluster in self.topology.clusters):
+            return   # (and boto3 is not imported)
+        from orchestrator.backup.service import BackupService, lab_store
+
+        store = lab_store(self.topology, self.root)
+        if store is None:
+            return
+        store.start()
+        for cluster in self.topology.clusters:
+            if cluster.backup is not None:
+                BackupService(self.topology, cluster.name, self.root, self.credentials).setup()
 
     def _wait_controllers(self, timeout: float) -> None:
         """Until a leader has recorded every cluster's state: then failover is armed."""

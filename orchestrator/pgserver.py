@@ -93,6 +93,14 @@ class InstanceLayout:
             "log_line_prefix": "%m [%p] %q%a ",
             "log_connections": "off",
         }
+        if self.cluster.backup is not None:
+            # Continuous WAL archiving to the cluster's S3 store (orchestrator.backup): every member
+            # archives once it is primary; a segment is switched at least once a minute.
+            from orchestrator.backup.pgbackrest import archive_command, conf_dir
+
+            conf = conf_dir(self.root, self.cluster.name, self.member.name) / "pgbackrest.conf"
+            settings.update(archive_mode="on", archive_command=archive_command(conf, self.cluster.name),
+                            archive_timeout="60s")
         lines = ["# Rendered by dr-orchestrator from the topology; rewritten after every rewind."]
         lines += [f"{key} = '{value}'" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
