@@ -32,6 +32,11 @@ def test_the_shipped_backup_topology_is_valid() -> None:
     topo = load_topology(REPO / "topology" / "lab-backup.yaml")
     spec = topo.cluster("payments").backup
     assert spec is not None and spec.host == "127.0.0.1" and spec.compression is Compression.LZ4
+    # It is the shipped lab plus a backup section, nothing else: the two files never drift apart.
+    shipped = load_topology(REPO / "topology" / "lab.yaml")
+    without = topo.model_copy(update={"clusters": tuple(c.model_copy(update={"backup": None})
+                                                        for c in topo.clusters)})
+    assert without == shipped
 
 
 def test_defaults_and_parsed_endpoint() -> None:
