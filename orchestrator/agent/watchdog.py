@@ -61,8 +61,21 @@ def stop_postmaster(pid: int, *, fast_wait_s: float = 2.0, immediate_wait_s: flo
     """Fast shutdown by PID, then immediate, then SIGKILL; return how it ended.
 
     Acknowledgements stop with the first signal (the postmaster terminates every backend and
-    refuses connections); the waits only bound how long the process may take to exit.
+    refuses connections); the waits only bound how long the process may take to exit. A stalled
+    postmaster (stopped: SIGSTOP, a debugger) acts on no signal but SIGKILL, so it and its stopped
+    children get SIGKILL at once: its port closes, and no backend is left holding shared memory
+    for the restart (a stopped process acknowledges nothing while it stays stopped).
     """
+    if _state(pid) in ("T", "t"):
+        for victim in (pid, *(child for child in _children(pid) if _state(child) in ("T", "t"))):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return "stopped by SIGKILL (it was stalled)"
+            time.sleep(0.01)
+        return "survived SIGKILL"
     for sig, wait in ((signal.SIGINT, fast_wait_s), (signal.SIGQUIT, immediate_wait_s), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
@@ -76,12 +89,34 @@ def stop_postmaster(pid: int, *, fast_wait_s: float = 2.0, immediate_wait_s: flo
     return "survived SIGKILL"
 
 
-def _alive(pid: int) -> bool:
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, then the parent), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def _alive(pid: int) -> bool:
+    state = _state(pid)
+    return state is not None and state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Every process whose parent is ``pid`` (a postmaster's backends and auxiliary processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and len(fields) > 1 and fields[1] == str(pid):
+                found.append(int(entry.name))
+    return found
 
 
 def _emit(event: str, **fields: object) -> None:

@@ -90,6 +90,11 @@ class Requests:
             if not choice.proven and not accept:
                 return {"ok": False, "error": f"zero loss is not proven for {choice.name} ({choice.proof}); "
                                               "pass --accept-data-loss to promote it anyway"}
+            stopped = _stop_evidence(ctx, state.primary, snapshot)
+            if stopped is not None and stopped.proof is d.StopProof.UNPROVABLE and not accept:
+                # Refused before anything is recorded: its FENCE step could never complete.
+                return {"ok": False, "error": f"{stopped.reason}; make sure it is down, then pass "
+                                              "--accept-data-loss to promote anyway"}
         elif kind != "switchover":
             return {"ok": False, "error": f"unknown request kind {kind!r}"}
         at_risk = None if choice.proven else d.wal_at_risk(state, snapshot, state.primary, choice.wal_lsn)
@@ -105,3 +110,12 @@ class Requests:
                 "seconds": round(time.monotonic() - started, 3),
                 "steps": {s.step.value: s.at for s in done.steps},
                 "proven": done.proven, "proof": done.proof, "wal_at_risk_bytes": done.wal_at_risk_bytes}
+
+
+def _stop_evidence(ctx: ClusterContext, primary: str, snapshot: ClusterSnapshot) -> d.StopEvidence | None:
+    """For an unreachable primary, what proves it stopped (None: it answers; the FENCE step stops it)."""
+    status = snapshot.members.get(primary)
+    if status is not None and status.reachable:
+        return None
+    agents = ctx.agents.views(ctx.cluster) if status is None or not status.refused else {}
+    return d.stop_evidence(primary, status, agents.get(primary))

@@ -10,6 +10,7 @@ keep committing straight to PostgreSQL over TCP. Rounds of the isolation test: `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -412,3 +414,38 @@ def test_a_second_agent_for_the_same_member_refuses_to_run(agent_lab: Lab, watch
         assert facts.agent_pid == agent.pid  # the first one's liveness node was left alone
     finally:
         agent.stop()
+
+
+def test_a_stalled_primary_is_fenced_when_its_agent_is_told(agent_lab: Lab, watcher: AgentSession) -> None:
+    """Every postgres process of the primary SIGSTOPped (a stall): the fence's SQL never gets an
+    answer, so it must not wait for one; the signals fence it and the agent's loop goes on."""
+    restore(agent_lab, "a", None)
+    topo = agent_lab.topology
+    agent = start_agent(agent_lab, watcher, "a")
+    postmaster = layout(agent_lab, "a").postmaster_pid()
+    assert postmaster is not None
+    stalled = [postmaster, *(c.pid for c in psutil.Process(postmaster).children())]
+    coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity="test-leader")
+    coord.start()
+    try:
+        for pid in stalled:
+            os.kill(pid, signal.SIGSTOP)
+        lease = coord.bump_epoch()
+        watcher.instruct(lease, CLUSTER, "a", {"epoch": lease.epoch, "action": "fence", "id": uuid.uuid4().hex})
+        wait_for(lambda: layout(agent_lab, "a").postmaster_pid() is None, 15, "the stalled postmaster to go")
+        wait_for(lambda: not AgentFacts.model_validate_json(watcher.agent_facts(CLUSTER)["a"]).postmaster_alive,
+                 10, "the agent to report the postmaster gone (its loop was not stuck in the fence)")
+        wait_for(lambda: not any(is_running(pid) for pid in stalled), 15, "every stalled process to be gone")
+        # Whoever got there first stopped it as stalled: the agent's fence, or (the agent's local
+        # probe blocks on the stalled server too) its watchdog, once the agent's loop stopped petting it.
+        dog_log = agent_lab.root / "agent" / f"{CLUSTER}-a.watchdog.log"
+        reports = [str(e.get("shutdown")) for e in agent.events("fenced")] + [
+            line for line in dog_log.read_text().splitlines() if '"event": "fenced"' in line]
+        assert any("stalled" in r for r in reports), reports
+    finally:
+        for pid in stalled:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        agent.stop()
+        coord.stop()
+    restore(agent_lab, "a", None)

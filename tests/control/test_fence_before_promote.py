@@ -179,3 +179,23 @@ def test_a_cut_off_agent_past_its_fencing_bound_proves_the_stop_before_its_sessi
     run_until_failed_over(leader, zk)
     assert "past its 2.00s fencing bound" in fence_detail(zk)
     assert not [a for a in db.actions if a[0] == "agent-session-expired"]
+
+
+def test_an_operator_failover_from_a_silent_primary_without_an_agent_needs_the_flag(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    """Refused before anything is recorded (its FENCE step could never complete); with the flag the
+    operator vouches that it is down, and the promotion goes ahead."""
+    leader = elect("dc2:a")
+    leader.cycle.run_once()
+    db.isolate("dc1-a")
+    refused = zk.submit("payments", {"kind": "failover", "to": "dc2-a", "accept_data_loss": False})
+    leader.cycle.run_once()
+    answer = zk.results["payments"][refused]
+    assert not answer["ok"] and "cannot prove dc1-a stopped acknowledging commits" in answer["error"]
+    assert "--accept-data-loss" in answer["error"]
+    assert zk.states["payments"][0].operation is None and not [a for a in db.actions if a[0] == "promote"]
+    accepted = zk.submit("payments", {"kind": "failover", "to": "dc2-a", "accept_data_loss": True})
+    leader.cycle.run_once()
+    assert zk.results["payments"][accepted]["ok"], zk.results["payments"][accepted]
+    assert zk.states["payments"][0].primary == "dc2-a"
+    assert "the operator accepted the risk" in fence_detail(zk)
