@@ -421,16 +421,25 @@ def test_a_stalled_primary_is_fenced_when_its_agent_is_told(agent_lab: Lab, watc
     answer, so it must not wait for one; the signals fence it and the agent's loop goes on."""
     restore(agent_lab, "a", None)
     topo = agent_lab.topology
-    agent = start_agent(agent_lab, watcher, "a")
-    postmaster = layout(agent_lab, "a").postmaster_pid()
-    assert postmaster is not None
-    stalled = [postmaster, *(c.pid for c in psutil.Process(postmaster).children())]
     coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity="test-leader")
     coord.start()
+    stalled: list[int] = []
+    agent: AgentProcess | None = None
     try:
-        for pid in stalled:
-            os.kill(pid, signal.SIGSTOP)
         lease = coord.bump_epoch()
+        # The state names a primary (an earlier test may have left b recorded: a stray a is fenced at once).
+        state, version = coord.read_state(CLUSTER)
+        coord.write_state(lease, ClusterState(cluster=CLUSTER, primary="a", generation=1) if state is None
+                          else state.model_copy(update={"primary": "a", "generation": state.generation + 1,
+                                                        "operation": None}), version)
+        agent = start_agent(agent_lab, watcher, "a")
+        postmaster = layout(agent_lab, "a").postmaster_pid()
+        assert postmaster is not None
+        for pid in [postmaster, *(c.pid for c in psutil.Process(postmaster).children())]:
+            with contextlib.suppress(ProcessLookupError):  # a backend may end between the listing and now
+                os.kill(pid, signal.SIGSTOP)
+                stalled.append(pid)
+        assert stalled and stalled[0] == postmaster
         watcher.instruct(lease, CLUSTER, "a", {"epoch": lease.epoch, "action": "fence", "id": uuid.uuid4().hex})
         wait_for(lambda: layout(agent_lab, "a").postmaster_pid() is None, 15, "the stalled postmaster to go")
         wait_for(lambda: not AgentFacts.model_validate_json(watcher.agent_facts(CLUSTER)["a"]).postmaster_alive,
@@ -446,6 +455,7 @@ def test_a_stalled_primary_is_fenced_when_its_agent_is_told(agent_lab: Lab, watc
         for pid in stalled:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-        agent.stop()
+        if agent is not None:
+            agent.stop()
         coord.stop()
     restore(agent_lab, "a", None)
