@@ -258,12 +258,12 @@ def _stop_for_switchover(ctx: ClusterContext, op: Operation) -> str:
                              f"({status.error})")
         return max(status.wal_lsn or 0, status.replay_lsn or 0) >= last
 
-    remaining = op.started_at + d.SWITCHOVER_DEADLINE_SECONDS - ctx.clock()
+    remaining = d.switchover_deadline(op) - ctx.clock()
     if not poll_tight(holds_all, timeout=max(remaining, 0.5), interval=0.002):
         # Nothing was promoted: the old primary takes writes again and the switchover ends.
         _resume_writes(ctx, op.source)
         raise SwitchoverAborted(f"switchover rolled back: {op.target} did not receive the old primary's "
-                                f"WAL up to {last} within the {d.SWITCHOVER_DEADLINE_SECONDS:.0f}s deadline; "
+                                f"WAL up to {last} by the switchover's deadline; "
                                 f"{op.source} accepts writes again")
     marks.append(("target-has-wal", time.monotonic()))
     repointing.result()

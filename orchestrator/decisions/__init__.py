@@ -30,152 +30,112 @@ decision per round) and :mod:`.steering` (resume, re-plan, roll back, abort).
 from __future__ import annotations
 
 from orchestrator.decisions.candidates import (
-    CATCH_UP_SECONDS as CATCH_UP_SECONDS,
-)
-from orchestrator.decisions.candidates import (
-    Candidate as Candidate,
-)
-from orchestrator.decisions.candidates import (
-    CatchUp as CatchUp,
-)
-from orchestrator.decisions.candidates import (
-    Refusal as Refusal,
-)
-from orchestrator.decisions.candidates import (
-    after_catch_up as after_catch_up,
-)
-from orchestrator.decisions.candidates import (
-    catch_up_source as catch_up_source,
-)
-from orchestrator.decisions.candidates import (
-    choose_candidate as choose_candidate,
-)
-from orchestrator.decisions.candidates import (
-    fallback_from_first_commit as fallback_from_first_commit,
-)
-from orchestrator.decisions.candidates import (
-    finished as finished,
-)
-from orchestrator.decisions.candidates import (
-    plan_switchover as plan_switchover,
-)
-from orchestrator.decisions.candidates import (
-    switchover_refusal as switchover_refusal,
-)
-from orchestrator.decisions.candidates import (
-    wal_at_risk as wal_at_risk,
+    CATCH_UP_SECONDS,
+    Candidate,
+    CatchUp,
+    Refusal,
+    after_catch_up,
+    catch_up_source,
+    choose_candidate,
+    fallback_from_first_commit,
+    finished,
+    plan_switchover,
+    switchover_refusal,
+    wal_at_risk,
 )
 from orchestrator.decisions.detection import (
-    LEASE_CLOCK_MARGIN_S as LEASE_CLOCK_MARGIN_S,
+    LEASE_CLOCK_MARGIN_S,
+    AgentView,
+    Assessment,
+    Memory,
+    StopEvidence,
+    StopProof,
+    Verdict,
+    assess_primary,
+    remember,
+    stop_evidence,
 )
-from orchestrator.decisions.detection import (
-    AgentView as AgentView,
-)
-from orchestrator.decisions.detection import (
-    Assessment as Assessment,
-)
-from orchestrator.decisions.detection import (
-    Memory as Memory,
-)
-from orchestrator.decisions.detection import (
-    StopEvidence as StopEvidence,
-)
-from orchestrator.decisions.detection import (
-    StopProof as StopProof,
-)
-from orchestrator.decisions.detection import (
-    Verdict as Verdict,
-)
-from orchestrator.decisions.detection import (
-    assess_primary as assess_primary,
-)
-from orchestrator.decisions.detection import (
-    remember as remember,
-)
-from orchestrator.decisions.detection import (
-    stop_evidence as stop_evidence,
-)
-from orchestrator.decisions.lease import (
-    SessionState as SessionState,
-)
-from orchestrator.decisions.lease import (
-    may_act as may_act,
-)
-from orchestrator.decisions.lease import (
-    should_yield as should_yield,
-)
-from orchestrator.decisions.policy import (
-    MemberPolicy as MemberPolicy,
-)
-from orchestrator.decisions.policy import (
-    Policy as Policy,
-)
+from orchestrator.decisions.lease import SessionState, may_act, should_yield
+from orchestrator.decisions.policy import MemberPolicy, Policy
 from orchestrator.decisions.steering import (
-    SWITCHOVER_DEADLINE_SECONDS as SWITCHOVER_DEADLINE_SECONDS,
-)
-from orchestrator.decisions.steering import (
-    Abort as Abort,
-)
-from orchestrator.decisions.steering import (
-    Hold as Hold,
-)
-from orchestrator.decisions.steering import (
-    Proceed as Proceed,
-)
-from orchestrator.decisions.steering import (
-    Replanned as Replanned,
-)
-from orchestrator.decisions.steering import (
-    ResumePlan as ResumePlan,
-)
-from orchestrator.decisions.steering import (
-    RollBack as RollBack,
-)
-from orchestrator.decisions.steering import (
-    plan_abort as plan_abort,
-)
-from orchestrator.decisions.steering import (
-    plan_resume as plan_resume,
-)
-from orchestrator.decisions.steering import (
-    replan as replan,
+    SWITCHOVER_DEADLINE_SECONDS,
+    Abort,
+    Hold,
+    Proceed,
+    Replanned,
+    ResumePlan,
+    RollBack,
+    plan_abort,
+    plan_resume,
+    replan,
+    switchover_deadline,
 )
 from orchestrator.decisions.table import (
-    QUORUM_SHORTAGE_SECONDS as QUORUM_SHORTAGE_SECONDS,
+    QUORUM_SHORTAGE_SECONDS,
+    Blocked,
+    Decision,
+    Failover,
+    FenceStray,
+    Idle,
+    NarrowQuorum,
+    Rejoin,
+    Repoint,
+    Resume,
+    Wait,
+    WidenQuorum,
+    decide,
 )
-from orchestrator.decisions.table import (
-    Blocked as Blocked,
-)
-from orchestrator.decisions.table import (
-    Decision as Decision,
-)
-from orchestrator.decisions.table import (
-    Failover as Failover,
-)
-from orchestrator.decisions.table import (
-    FenceStray as FenceStray,
-)
-from orchestrator.decisions.table import (
-    Idle as Idle,
-)
-from orchestrator.decisions.table import (
-    NarrowQuorum as NarrowQuorum,
-)
-from orchestrator.decisions.table import (
-    Rejoin as Rejoin,
-)
-from orchestrator.decisions.table import (
-    Repoint as Repoint,
-)
-from orchestrator.decisions.table import (
-    Resume as Resume,
-)
-from orchestrator.decisions.table import (
-    Wait as Wait,
-)
-from orchestrator.decisions.table import (
-    WidenQuorum as WidenQuorum,
-)
-from orchestrator.decisions.table import (
-    decide as decide,
-)
+
+__all__ = [
+    "CATCH_UP_SECONDS",
+    "LEASE_CLOCK_MARGIN_S",
+    "QUORUM_SHORTAGE_SECONDS",
+    "SWITCHOVER_DEADLINE_SECONDS",
+    "Abort",
+    "AgentView",
+    "Assessment",
+    "Blocked",
+    "Candidate",
+    "CatchUp",
+    "Decision",
+    "Failover",
+    "FenceStray",
+    "Hold",
+    "Idle",
+    "MemberPolicy",
+    "Memory",
+    "NarrowQuorum",
+    "Policy",
+    "Proceed",
+    "Refusal",
+    "Rejoin",
+    "Replanned",
+    "Repoint",
+    "Resume",
+    "ResumePlan",
+    "RollBack",
+    "SessionState",
+    "StopEvidence",
+    "StopProof",
+    "Verdict",
+    "Wait",
+    "WidenQuorum",
+    "after_catch_up",
+    "assess_primary",
+    "catch_up_source",
+    "choose_candidate",
+    "decide",
+    "fallback_from_first_commit",
+    "finished",
+    "may_act",
+    "plan_abort",
+    "plan_resume",
+    "plan_switchover",
+    "remember",
+    "replan",
+    "should_yield",
+    "stop_evidence",
+    "switchover_deadline",
+    "switchover_refusal",
+    "wal_at_risk",
+]

@@ -15,6 +15,12 @@ from orchestrator.state import ClusterSnapshot, Operation, OperationKind, Role, 
 SWITCHOVER_DEADLINE_SECONDS = 10.0
 
 
+def switchover_deadline(op: Operation) -> float:
+    """When a switchover that has not promoted rolls back: the one deadline, for the decision here
+    and for the wait in ``control.operations``."""
+    return op.started_at + SWITCHOVER_DEADLINE_SECONDS
+
+
 @dataclass(frozen=True)
 class Proceed:
     """Carry on from the recorded step with the same target."""
@@ -88,8 +94,7 @@ def plan_resume(op: Operation, snapshot: ClusterSnapshot, policy: Policy, now: f
     gone = f"{op.target} is unreachable ({target.error if target is not None and target.error else 'no answer'})"
     if op.kind is OperationKind.SWITCHOVER:
         if op.running is not Step.PROMOTE:
-            deadline = op.started_at + SWITCHOVER_DEADLINE_SECONDS
-            if now >= deadline:
+            if now >= switchover_deadline(op):
                 return RollBack(f"{gone} and the switchover's {SWITCHOVER_DEADLINE_SECONDS:.0f}s deadline passed; "
                                 f"rolling back: {op.source} takes writes again")
             # One wording per operation (no countdown): the cycle logs a hold once per reason.

@@ -4,65 +4,20 @@ proves it stopped; a live agent is told to fence, under the current epoch only."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import pytest
 
 from orchestrator import decisions as d
-from orchestrator.control.agents import AgentDirectory, NoAgents
-from orchestrator.control.context import ClusterContext
-from orchestrator.control.cycle import ClusterCycle
-from orchestrator.control.publisher import Publisher
-from orchestrator.control.rejoin import Rejoins
-from orchestrator.control.requests import Requests
-from orchestrator.control.store import StateStore
-from orchestrator.control.term import Term
 from orchestrator.errors import CoordinationUnavailable, LostLeadership
 from orchestrator.state import Step
-from orchestrator.topology import Topology
-from tests.control.fakes import FakeAgent, FakeAgents, FakeCluster, FakeCoordinator, FakeZooKeeper
-from tests.control.test_parts import Clock, Leader, Log
-
-
-@pytest.fixture
-def policy(shipped_topology: Topology) -> d.Policy:
-    return d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        yield executor
-
-
-@pytest.fixture
-def zk() -> FakeZooKeeper:
-    return FakeZooKeeper()
-
-
-@pytest.fixture
-def db(policy: d.Policy) -> FakeCluster:
-    return FakeCluster(policy, "dc1-a")
-
-
-@pytest.fixture
-def elect(zk: FakeZooKeeper, db: FakeCluster, policy: d.Policy, pool: ThreadPoolExecutor
-          ) -> Callable[..., Leader]:
-    clock = Clock()
-
-    def make(identity: str, agents: AgentDirectory | None = None) -> Leader:
-        log = Log()
-        coord = FakeCoordinator(zk, identity)
-        term = Term(coord, coord.bump_epoch(), log=log, join_timeout=5)
-        coord.on_session_change(term.session_changed)
-        store = StateStore(coord, term, identity, clock=clock, log=log)
-        ctx = ClusterContext("payments", term, db, store, policy, log, clock, pool, agents=agents or NoAgents())
-        rejoins = Rejoins(None)
-        return Leader(coord, term, ctx, ClusterCycle(ctx, rejoins, Requests(coord, rejoins), Publisher(every=0.0)),
-                      rejoins, log)
-
-    return make
+from tests.control.fakes import FakeAgent, FakeAgents, FakeCluster, FakeZooKeeper
+from tests.control.test_parts import Leader
+from tests.control.test_parts import db as db  # the fixtures
+from tests.control.test_parts import elect as elect
+from tests.control.test_parts import policy as policy
+from tests.control.test_parts import pool as pool
+from tests.control.test_parts import zk as zk
 
 
 def every_agent(db: FakeCluster, **kwargs: object) -> dict[str, FakeAgent]:
@@ -103,7 +58,7 @@ def test_a_silent_primary_without_an_agent_is_never_promoted_over(elect: Callabl
 def test_a_killed_primary_is_proven_by_the_refusal_without_reading_the_agents(
         elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
     agents = FakeAgents(zk, db, every_agent(db))
-    leader = elect("dc2:a", agents)
+    leader = elect("dc2:a", agents=agents)
     leader.cycle.run_once()
     db.kill("dc1-a")
     run_until_failed_over(leader, zk)
@@ -115,7 +70,7 @@ def test_a_killed_primary_is_proven_by_the_refusal_without_reading_the_agents(
 def test_a_silent_primary_is_fenced_by_its_agent_before_anything_is_promoted(
         elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
     agents = FakeAgents(zk, db, every_agent(db))
-    leader = elect("dc2:a", agents)
+    leader = elect("dc2:a", agents=agents)
     leader.cycle.run_once()
     db.isolate("dc1-a")
     run_until_failed_over(leader, zk)
@@ -128,7 +83,7 @@ def test_a_cut_off_agent_is_waited_for_until_its_session_expires(
         elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
     """The agent cannot be reached either: it fences itself on its lease; the proof is its expiry."""
     agents = FakeAgents(zk, db, every_agent(db, obeys=False), expire_after=4)
-    leader = elect("dc2:a", agents)
+    leader = elect("dc2:a", agents=agents)
     leader.cycle.run_once()
     db.isolate("dc1-a")
     run_until_failed_over(leader, zk)
@@ -141,7 +96,7 @@ def test_a_primary_whose_agent_never_proves_anything_is_not_promoted_over(
     """A live agent that neither fences nor expires (within its session timeout and the margin):
     the FENCE step gives up, nothing is promoted, the operation stays recorded to be resumed."""
     agents = FakeAgents(zk, db, every_agent(db, obeys=False, session_timeout_s=0.0))
-    leader = elect("dc2:a", agents)
+    leader = elect("dc2:a", agents=agents)
     leader.cycle.run_once()
     db.isolate("dc1-a")
     for _ in range(3):
@@ -155,7 +110,7 @@ def test_a_primary_whose_agent_never_proves_anything_is_not_promoted_over(
 def test_a_deposed_leader_cannot_instruct_a_fence(elect: Callable[..., Leader], zk: FakeZooKeeper,
                                                   db: FakeCluster) -> None:
     agents = FakeAgents(zk, db, every_agent(db, obeys=False))
-    old = elect("dc2:old", agents)
+    old = elect("dc2:old", agents=agents)
     old.cycle.run_once()
     db.isolate("dc1-a")
     old.coord.expire()
@@ -173,7 +128,7 @@ def test_a_cut_off_agent_past_its_fencing_bound_proves_the_stop_before_its_sessi
     so the leader need not wait for the session to expire (seconds more)."""
     agents = FakeAgents(zk, db, every_agent(db, obeys=False, bound_s=2.0, session_timeout_s=60.0,
                                             write_age_s=2.0 + d.LEASE_CLOCK_MARGIN_S + 0.1))
-    leader = elect("dc2:a", agents)
+    leader = elect("dc2:a", agents=agents)
     leader.cycle.run_once()
     db.isolate("dc1-a")
     run_until_failed_over(leader, zk)

@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator import decisions as d
 from orchestrator.control import executors
+from orchestrator.control.agents import AgentDirectory, NoAgents
 from orchestrator.control.context import ClusterContext
 from orchestrator.control.cycle import ClusterCycle
 from orchestrator.control.publisher import Publisher
@@ -84,13 +85,13 @@ def elect(zk: FakeZooKeeper, db: FakeCluster, policy: d.Policy, pool: ThreadPool
           ) -> Callable[..., Leader]:
     clock = Clock()
 
-    def make(identity: str, runner: RejoinRunner | None = None) -> Leader:
+    def make(identity: str, runner: RejoinRunner | None = None, agents: AgentDirectory | None = None) -> Leader:
         log = Log()
         coord = FakeCoordinator(zk, identity)
         term = Term(coord, coord.bump_epoch(), log=log, join_timeout=5)
         coord.on_session_change(term.session_changed)
         store = StateStore(coord, term, identity, clock=clock, log=log)
-        ctx = ClusterContext("payments", term, db, store, policy, log, clock, pool)
+        ctx = ClusterContext("payments", term, db, store, policy, log, clock, pool, agents=agents or NoAgents())
         rejoins = Rejoins(runner)
         cycle = ClusterCycle(ctx, rejoins, Requests(coord, rejoins), Publisher(every=0.0))
         return Leader(coord, term, ctx, cycle, rejoins, log)

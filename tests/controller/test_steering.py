@@ -216,8 +216,7 @@ def test_abort_of_a_switchover_whose_target_is_stopped_makes_the_old_primary_wri
     old = healthy(lab)
     target = sync_standbys(lab, old)[0]
     # Far away, so that the operator's abort, not the deadline, ends it (in this process only).
-    monkeypatch.setattr(d, "SWITCHOVER_DEADLINE_SECONDS", 300.0)          # read by the operation's wait
-    monkeypatch.setattr(steering, "SWITCHOVER_DEADLINE_SECONDS", 300.0)   # read by decisions.plan_resume
+    monkeypatch.setattr(steering, "SWITCHOVER_DEADLINE_SECONDS", 300.0)
     one = solo(lab.topology)
     cluster = lab.topology.cluster("payments")
     one.log.hooks["switchover-intent"] = lambda _: pgserver.stop(lab.layout(cluster, cluster.member(target)))
