@@ -31,10 +31,14 @@ from orchestrator.topology import Cluster
 
 @dataclass(frozen=True)
 class Injected:
+    """A fault as injected. A timed fault (a stall, a cut link) is healed by its injector before
+    it returns, and ``healed_at`` records when: the fault window on the report's timeline."""
+
     at: float
     description: str
     pids: tuple[int, ...] = ()
     datacenter: str | None = None
+    healed_at: float | None = None
 
 
 def _kill(pids: list[int]) -> None:
