@@ -99,7 +99,7 @@ SELECT pg_is_in_recovery(),
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
        current_setting('default_transaction_read_only')::bool
 """
-_REPLICAS = "SELECT application_name, sync_state FROM pg_stat_replication WHERE state = 'streaming'"
+_REPLICAS = "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication"
 
 
 class Prober:
@@ -163,7 +163,10 @@ def _read_status(name: str, conn: Connection) -> MemberStatus:
             upstream=_upstream(str(conninfo or "")),
             read_only=True,
         )
-    replicas = {str(app): str(state) for app, state in conn.execute(_REPLICAS).fetchall()}
+    rows = conn.execute(_REPLICAS).fetchall()
+    replicas = {str(app): str(sync) for app, state, sync, _, _ in rows if state == "streaming"}
+    attached = {str(app): (lsn_to_int(flush), lsn_to_int(replay))  # type: ignore[arg-type]
+                for app, _, _, flush, replay in rows}
     return MemberStatus(
         name=name,
         health=Health.HEALTHY,
@@ -172,6 +175,7 @@ def _read_status(name: str, conn: Connection) -> MemberStatus:
         wal_lsn=lsn_to_int(current),  # type: ignore[arg-type]
         replay_lsn=lsn_to_int(current),  # type: ignore[arg-type]
         replicas=replicas,
+        attached=attached,
         read_only=bool(read_only),
     )
 

@@ -58,6 +58,9 @@ class MemberStatus:
     upstream: str | None = None
     # Primary only: application_name -> sync_state ('quorum', 'async', ...) of attached standbys.
     replicas: Mapping[str, str] = field(default_factory=dict)
+    # Primary only: application_name -> (flush, replay) LSN of every attached standby, whatever
+    # its state (catching up included): what the primary knows each one holds.
+    attached: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
     read_only: bool = False
     error: str | None = None
     # Unreachable because its host answered and refused the connection (TCP RST / no socket):
@@ -185,6 +188,49 @@ class MemberRecord(BaseModel):
     lag_bytes: int | None = None
 
 
+class DrMemberLag(BaseModel):
+    """One DR standby's lag as the leader measured it (see ``decisions.lag``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    receive_lsn: int | None = None
+    replay_lsn: int | None = None
+    # Seconds of the primary's WAL it lacks (received and flushed / replayed); None: unknown.
+    receive_lag_s: float | None = None
+    replay_lag_s: float | None = None
+    # False: the leader's WAL history is shorter than the (receive / replay) lag, and the seconds
+    # are a lower bound.
+    exact: bool = True
+    replay_exact: bool = True
+    attached: bool = False       # streams (or catches up) from the primary
+
+
+class DrLagRecord(BaseModel):
+    """The cross-region RPO bound's state: the DR standbys' lag, the alert, the hold."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_seconds: float
+    mode: str                             # alert | bounded
+    measured_at: float | None = None
+    # The cluster's lag: the best DR standby's receive lag (what a region loss would take now).
+    lag_seconds: float | None = None
+    members: dict[str, DrMemberLag] = Field(default_factory=dict)
+    # The alert: over the bound since ``over_changed_at`` (False: at or under resume_below since then).
+    over: bool = False
+    over_changed_at: float | None = None
+    # Bounded mode: the DR standby in the primary's synchronous set (recorded before it is added),
+    # for which primary, and since when.
+    holding: str | None = None
+    holding_primary: str = ""
+    holding_since: float | None = None
+
+    def held_by(self, primary: str) -> str | None:
+        """The DR standby holding ``primary``'s commits (a hold recorded for an older primary is void:
+        every promotion sets the new primary's synchronous list afresh)."""
+        return self.holding if self.holding_primary == primary else None
+
+
 class ClusterState(BaseModel):
     """The cluster's authoritative state in ZooKeeper."""
 
@@ -204,6 +250,8 @@ class ClusterState(BaseModel):
     operation: Operation | None = None
     history: tuple[Operation, ...] = Field(default=(), max_length=50)
     members: dict[str, MemberRecord] = Field(default_factory=dict)
+    # The DR lag bound's measurements and state (replication.dr_lag); None when not configured.
+    dr_lag: DrLagRecord | None = None
     leader: str = ""
     epoch: int = 0
     updated_at: float = 0.0

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from orchestrator.decisions import AgentView
 from orchestrator.lab import LabStatus
-from orchestrator.state import ClusterState, Operation, Outcome
+from orchestrator.state import ClusterState, DrLagRecord, Operation, Outcome
 
 JSON_VERSION = 1
 
@@ -155,6 +155,7 @@ def cluster_state_json(state: ClusterState) -> dict[str, Any]:
         "written_by": state.leader,
         "updated_at": state.updated_at,
         "fallback_synchronous": list(state.synchronous_extra),
+        "dr_lag": None if state.dr_lag is None else dr_lag_json(state.dr_lag, state.primary),
         "members": [
             {"member": name, "health": rec.health.value, "role": rec.role.value, "timeline": rec.timeline,
              "streaming": rec.streaming, "lag_bytes": rec.lag_bytes, "wal_lsn": rec.wal_lsn}
@@ -163,6 +164,40 @@ def cluster_state_json(state: ClusterState) -> dict[str, Any]:
         "operation": None if state.operation is None else _operation_json(state.operation),
         "history": [_operation_json(op) for op in state.history],
     }
+
+
+def dr_lag_json(record: DrLagRecord, primary: str) -> dict[str, Any]:
+    """The cross-region RPO bound of one cluster: the DR standbys' lag, the alert, the hold."""
+    return {
+        "max_seconds": record.max_seconds, "mode": record.mode, "lag_seconds": record.lag_seconds,
+        "over": record.over, "over_changed_at": record.over_changed_at, "holding": record.held_by(primary),
+        "holding_since": record.holding_since if record.held_by(primary) else None,
+        "measured_at": record.measured_at,
+        "members": [
+            {"member": name, "receive_lag_s": r.receive_lag_s, "replay_lag_s": r.replay_lag_s,
+             "receive_lsn": r.receive_lsn, "replay_lsn": r.replay_lsn, "exact": r.exact,
+             "replay_exact": r.replay_exact, "attached": r.attached}
+            for name, r in sorted(record.members.items())
+        ],
+    }
+
+
+def _lag_text(seconds: float | None, exact: bool) -> str:
+    return "unknown" if seconds is None else f"{'>= ' if not exact else ''}{seconds:.1f} s"
+
+
+def dr_lag_line(record: DrLagRecord, primary: str) -> Text:
+    """The DR standbys' lag against the bound, for the text view."""
+    lags = "; ".join(f"{name} receive {_lag_text(r.receive_lag_s, r.exact)}, replay "
+                     f"{_lag_text(r.replay_lag_s, r.replay_exact)}{'' if r.attached else ' (not streaming)'}"
+                     for name, r in sorted(record.members.items())) or "not measured"
+    text = Text(f"DR lag: {lags} (bound {record.max_seconds:g} s, {record.mode})")
+    if record.over:
+        text.append("  OVER THE BOUND", style="bold red")
+    holding = record.held_by(primary)
+    if holding is not None:
+        text.append(f"  commits wait for {holding}", style="yellow")
+    return text
 
 
 def status_json(topology: str, leader: str | None, states: Sequence[ClusterState],
@@ -220,6 +255,8 @@ def cluster_state_view(console: Console, state: ClusterState, leader: str | None
         parts.append(Text(f"fallback in the quorum: {', '.join(state.synchronous_extra)}"))
     if agents is not None:
         parts.append(fencing_line(state, agents))
+    if state.dr_lag is not None:
+        parts.append(dr_lag_line(state.dr_lag, state.primary))
     rows = [[name, rec.health.value, rec.role.value, human_bytes(rec.lag_bytes), "yes" if rec.streaming else "-",
              str(rec.timeline or "-")] for name, rec in sorted(state.members.items())]
     parts.append(fit_table(console, _STATE_COLUMNS, rows, console.width))

@@ -155,6 +155,52 @@ class Member(_Model):
         return self.name.replace("-", "_")
 
 
+class DrLagMode(StrEnum):
+    """What the DR lag bound does: alert only, or also hold the primary's commits (see DrLagPolicy)."""
+
+    ALERT = "alert"
+    BOUNDED = "bounded"
+
+
+class WhenDrDown(StrEnum):
+    """Bounded mode with the DR standby not streaming from the primary: availability or the bound."""
+
+    RELEASE = "release"   # leave it out of the synchronous set: commits continue, the bound lapses (alerted)
+    HOLD = "hold"         # keep it in: commits wait for it (the bound holds, availability pays)
+
+
+class DrLagPolicy(_Model):
+    """The cross-region RPO bound: how many seconds of commits the DR standby may lack.
+
+    The DR standbys of a primary are the members in other regions that are not its quorum
+    candidates (asynchronous by policy). Their lag is measured by the leader every round
+    (``decisions.lag``); over ``max_seconds`` an event fires (``dr-lag-over``), and once back at
+    or under ``resume_below_seconds`` another (``dr-lag-recovered``). In ``bounded`` mode the
+    primary also holds its commits meanwhile: the most advanced DR standby joins its synchronous
+    set until the lag is back under ``resume_below_seconds``.
+    """
+
+    max_seconds: float = Field(gt=0, le=86400)
+    mode: DrLagMode = DrLagMode.ALERT
+    # Hysteresis: the alert clears, and a held DR standby leaves the synchronous set, only at or
+    # below this (default: half of max_seconds).
+    resume_below_seconds: float | None = Field(None, ge=0)
+    when_down: WhenDrDown = WhenDrDown.RELEASE
+
+    @model_validator(mode="after")
+    def _below_max(self) -> DrLagPolicy:
+        if self.resume_below_seconds is not None and self.resume_below_seconds >= self.max_seconds:
+            raise ValueError(
+                f"resume_below_seconds {self.resume_below_seconds:g} is not below max_seconds {self.max_seconds:g}; "
+                "set it lower (it is the hysteresis: default half of max_seconds)"
+            )
+        return self
+
+    @property
+    def resume_seconds(self) -> float:
+        return self.max_seconds / 2 if self.resume_below_seconds is None else self.resume_below_seconds
+
+
 class ReplicationPolicy(_Model):
     """Synchronous quorum inside the primary's region, asynchronous across regions.
 
@@ -172,6 +218,8 @@ class ReplicationPolicy(_Model):
     # ``quorum`` in-region candidates are attached to the primary: commits then wait for a
     # cross-region confirmation instead of stopping, and zero loss holds throughout.
     fallback: tuple[str, ...] = ()
+    # The cross-region RPO bound on the asynchronous DR standby's lag; none: unmeasured.
+    dr_lag: DrLagPolicy | None = None
 
 
 class Targets(_Model):
@@ -571,6 +619,26 @@ def _cluster_contradictions(topo: Topology, cluster: Cluster, known_dcs: str) ->
             "set replication.quorum to at least 1 or accept a positive RPO"
         )
     yield from _outside_datacenter_contradictions(topo, cluster, sync)
+    yield from _dr_lag_contradictions(topo, cluster, sync)
+
+
+def _dr_lag_contradictions(topo: Topology, cluster: Cluster, sync: tuple[str, ...]) -> Iterator[str]:
+    """A DR lag bound needs an asynchronous member in another region, and a bound the probes can resolve."""
+    policy = cluster.replication.dr_lag
+    if policy is None:
+        return
+    path = f"clusters.{cluster.name}.replication.dr_lag"
+    region = topo.region_of(cluster.initial_primary.datacenter)
+    placed = {dc.name for dc in topo.datacenters}
+    dr = [m.name for m in cluster.members
+          if m.name not in sync and m.datacenter in placed and topo.region_of(m.datacenter) != region]
+    if not dr:
+        yield (f"{path}: no asynchronous member outside the primary's region {region!r} to measure "
+               f"({policy.mode.value} mode needs a DR standby); add a member in another region, or remove dr_lag")
+    resolution = 2 * topo.controller.probe_interval_ms / 1000
+    if policy.max_seconds <= resolution:
+        yield (f"{path}.max_seconds: {policy.max_seconds:g} is within two probe intervals ({resolution:g} s), "
+               "the resolution of the measured lag; raise it")
 
 
 def _outside_datacenter_contradictions(topo: Topology, cluster: Cluster, sync: tuple[str, ...]) -> Iterator[str]:

@@ -20,7 +20,7 @@ from orchestrator.control.requests import Requests
 from orchestrator.control.store import NoState
 from orchestrator.coordination import StateConflict
 from orchestrator.errors import DatabaseUnavailable
-from orchestrator.state import ClusterSnapshot, Operation, OperationKind
+from orchestrator.state import ClusterSnapshot, ClusterState, DrMemberLag, Operation, OperationKind, Role
 
 
 def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapshot, memory: d.Memory,
@@ -47,6 +47,10 @@ def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapsho
         executors.widen_quorum(ctx, decision)
     elif isinstance(decision, d.NarrowQuorum):
         executors.narrow_quorum(ctx, decision)
+    elif isinstance(decision, d.HoldCommits):
+        executors.hold_commits(ctx, decision)
+    elif isinstance(decision, d.ReleaseCommits):
+        executors.release_commits(ctx, decision)
 
 
 class ClusterCycle:
@@ -58,6 +62,9 @@ class ClusterCycle:
         self.memory = d.Memory()
         self.last_kind = ""
         self._last_reason = ""
+        # The DR lag bound (replication.dr_lag): the primary's WAL history and the last readings.
+        self._wal = d.WalHistory()
+        self._dr: dict[str, DrMemberLag] = {}
 
     def run_once(self) -> bool:
         """One probe-decide-act round; True when the next round should come sooner.
@@ -82,8 +89,9 @@ class ClusterCycle:
         # (a refusal proves it stopped already): what else may prove it, on no fast path.
         silent = primary is not None and not primary.reachable and not primary.refused
         agents = ctx.agents.views(ctx.cluster) if silent else None
+        dr = self._measure_dr(snapshot, state, now)
         decision = d.decide(snapshot, state, ctx.policy, self.memory, now,
-                            rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents)
+                            rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents, dr=dr)
         self.last_kind = type(decision).__name__.lower()
         self._note("decision", decision.reason, kind=self.last_kind)
         try:
@@ -95,9 +103,46 @@ class ClusterCycle:
             self._note("operation-held", str(exc))  # once per reason, not every round
         except DatabaseUnavailable as exc:
             ctx.log.emit("action-failed", cluster=ctx.cluster, error=str(exc))
+        if dr and ctx.store.cached(ctx.cluster) is not None:
+            self._alert(dr, now)
         if ctx.store.cached(ctx.cluster) is not None:
-            self._publisher.publish(ctx, snapshot)
+            self._publisher.publish(ctx, snapshot, dr)
         return isinstance(decision, d.Wait)
+
+    def _measure_dr(self, snapshot: ClusterSnapshot, state: ClusterState, now: float) -> dict[str, DrMemberLag]:
+        """This round's DR standby lags (decisions.lag); empty without a bound or a primary answering."""
+        if self.ctx.policy.dr_bound is None:
+            return {}
+        primary = snapshot.members.get(state.primary)
+        lsn = primary.wal_lsn if primary is not None and primary.reachable and primary.role is Role.PRIMARY \
+            else None
+        self._wal = d.observe(self._wal, state.primary, lsn, now)
+        last = self._dr or (state.dr_lag.members if state.dr_lag is not None else {})
+        readings = d.measure(self._wal, snapshot, self.ctx.policy, state.primary, now, last)
+        if readings:
+            self._dr = readings
+        return readings
+
+    def _alert(self, dr: dict[str, DrMemberLag], now: float) -> None:
+        """One event when the DR lag goes over its bound, one when it is back under (recorded first, so a
+        new leader does not repeat it)."""
+        ctx = self.ctx
+        state, version = ctx.store.get(ctx.cluster)
+        over = d.alert_change(state.dr_lag, dr, ctx.policy, now)
+        if over is None:
+            return
+        record = d.with_readings(d.record_of(state, ctx.policy), dr, now).model_copy(
+            update={"over": over, "over_changed_at": now})
+        try:
+            ctx.store.write(state.model_copy(update={"dr_lag": record}), version)
+        except StateConflict:
+            ctx.store.forget(ctx.cluster)
+            return
+        lags = {name: {"receive_lag_s": r.receive_lag_s, "replay_lag_s": r.replay_lag_s, "attached": r.attached}
+                for name, r in dr.items()}
+        ctx.log.emit("dr-lag-over" if over else "dr-lag-recovered", cluster=ctx.cluster,
+                     lag_seconds=record.lag_seconds, max_seconds=record.max_seconds, mode=record.mode,
+                     holding=record.held_by(state.primary), members=lags)
 
     def _note(self, event: str, reason: str, **fields: object) -> None:
         if reason != self._last_reason:

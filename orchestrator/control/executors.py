@@ -73,11 +73,36 @@ def widen_quorum(ctx: ClusterContext, decision: d.WidenQuorum) -> None:
 def narrow_quorum(ctx: ClusterContext, decision: d.NarrowQuorum) -> None:
     """Drop the fallbacks, and forget them only once an in-region standby holds all WAL."""
     state, version = ctx.store.get(ctx.cluster)
+    hold = state.dr_lag.held_by(state.primary) if state.dr_lag is not None else None
     with ctx.term.guard(f"narrow the quorum of {state.primary}"):
-        lsn = ctx.db.set_synchronous_names(state.primary, ctx.policy.standby_names(state.primary))
+        lsn = ctx.db.set_synchronous_names(state.primary, ctx.policy.standby_names(state.primary, hold=hold))
     in_region = [n for n in ctx.policy.quorum_for(state.primary)[0] if n != state.primary]
     if not ctx.db.wait_flushed(state.primary, in_region, lsn, timeout=3.0):
         ctx.log.emit("quorum-narrow-pending", cluster=ctx.cluster, reason="in-region standbys not caught up")
         return
     ctx.store.write(state.model_copy(update={"synchronous_extra": ()}), version)
     ctx.log.emit("quorum-narrowed", cluster=ctx.cluster, dropped=list(state.synchronous_extra))
+
+
+def hold_commits(ctx: ClusterContext, decision: d.HoldCommits) -> None:
+    """Bounded DR lag: record the held DR standby first, then add it to the primary's synchronous set."""
+    state, version = ctx.store.get(ctx.cluster)
+    record = d.record_of(state, ctx.policy).model_copy(
+        update={"holding": decision.member, "holding_primary": state.primary, "holding_since": ctx.clock()})
+    ctx.store.write(state.model_copy(update={"dr_lag": record}), version)
+    names = ctx.policy.standby_names(state.primary, state.synchronous_extra, hold=decision.member)
+    with ctx.term.guard(f"hold the commits of {state.primary} for {decision.member}"):
+        ctx.db.set_synchronous_names(state.primary, names)
+    ctx.log.emit("dr-hold", cluster=ctx.cluster, member=decision.member, setting=names, reason=decision.reason)
+
+
+def release_commits(ctx: ClusterContext, decision: d.ReleaseCommits) -> None:
+    """Take the held DR standby out of the primary's synchronous set, then forget it."""
+    state, version = ctx.store.get(ctx.cluster)
+    names = ctx.policy.standby_names(state.primary, state.synchronous_extra)
+    with ctx.term.guard(f"release the commits of {state.primary} from {decision.member}"):
+        ctx.db.set_synchronous_names(state.primary, names)
+    record = d.record_of(state, ctx.policy).model_copy(
+        update={"holding": None, "holding_primary": "", "holding_since": None})
+    ctx.store.write(state.model_copy(update={"dr_lag": record}), version)
+    ctx.log.emit("dr-release", cluster=ctx.cluster, member=decision.member, setting=names, reason=decision.reason)

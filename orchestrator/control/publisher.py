@@ -8,10 +8,12 @@ the state (an epoch-checked write like any other).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
+from orchestrator import decisions as d
 from orchestrator.control.context import ClusterContext
 from orchestrator.coordination import StateConflict
-from orchestrator.state import ClusterSnapshot, MemberRecord
+from orchestrator.state import ClusterSnapshot, DrMemberLag, MemberRecord
 
 
 class Publisher:
@@ -19,7 +21,9 @@ class Publisher:
         self._every = every
         self._last: dict[str, float] = {}
 
-    def publish(self, ctx: ClusterContext, snapshot: ClusterSnapshot) -> None:
+    def publish(self, ctx: ClusterContext, snapshot: ClusterSnapshot,
+                dr: Mapping[str, DrMemberLag] | None = None) -> None:
+        """``dr``: the DR standbys' lags measured this round (kept as they were when empty)."""
         now = time.monotonic()
         if now - self._last.get(ctx.cluster, 0.0) < self._every:
             return
@@ -36,7 +40,10 @@ class Publisher:
                                lag_bytes=(primary_lsn - s.wal_lsn) if primary_lsn and s.wal_lsn else None)
             for name, s in snapshot.members.items()
         }
+        update: dict[str, object] = {"members": members}
+        if dr:
+            update["dr_lag"] = d.with_readings(d.record_of(state, ctx.policy), dr, ctx.clock())
         try:
-            ctx.store.write(state.model_copy(update={"members": members}), version)
+            ctx.store.write(state.model_copy(update=update), version)
         except StateConflict:
             ctx.store.forget(ctx.cluster)

@@ -23,7 +23,8 @@ typed :class:`Decision` back (each carries its ``reason``), and executes it. Rul
 
 The rules live in one module each; this package re-exports them, so ``decisions.X`` is the
 name to use: :mod:`.policy`, :mod:`.lease`, :mod:`.detection` (verdict, fence-before-promote
-proof), :mod:`.candidates` (choice and proof, switchover, catch-up), :mod:`.table` (the one
+proof), :mod:`.candidates` (choice and proof, switchover, catch-up), :mod:`.lag` (DR lag in seconds, the
+cross-region RPO bound's alert and hold), :mod:`.table` (the one
 decision per round) and :mod:`.steering` (resume, re-plan, roll back, abort).
 """
 
@@ -55,8 +56,23 @@ from orchestrator.decisions.detection import (
     remember,
     stop_evidence,
 )
+from orchestrator.decisions.lag import (
+    DR_MIN_SECONDS,
+    LAG_HORIZON_SECONDS,
+    HoldCommits,
+    ReleaseCommits,
+    WalHistory,
+    alert_change,
+    cluster_lag,
+    hold_change,
+    measure,
+    observe,
+    record_of,
+    seconds_behind,
+    with_readings,
+)
 from orchestrator.decisions.lease import SessionState, may_act, should_yield
-from orchestrator.decisions.policy import MemberPolicy, Policy
+from orchestrator.decisions.policy import DrBound, MemberPolicy, Policy
 from orchestrator.decisions.steering import (
     SWITCHOVER_DEADLINE_SECONDS,
     Abort,
@@ -88,6 +104,8 @@ from orchestrator.decisions.table import (
 
 __all__ = [
     "CATCH_UP_SECONDS",
+    "DR_MIN_SECONDS",
+    "LAG_HORIZON_SECONDS",
     "LEASE_CLOCK_MARGIN_S",
     "QUORUM_SHORTAGE_SECONDS",
     "SWITCHOVER_DEADLINE_SECONDS",
@@ -98,9 +116,11 @@ __all__ = [
     "Candidate",
     "CatchUp",
     "Decision",
+    "DrBound",
     "Failover",
     "FenceStray",
     "Hold",
+    "HoldCommits",
     "Idle",
     "MemberPolicy",
     "Memory",
@@ -109,6 +129,7 @@ __all__ = [
     "Proceed",
     "Refusal",
     "Rejoin",
+    "ReleaseCommits",
     "Replanned",
     "Repoint",
     "Resume",
@@ -119,23 +140,32 @@ __all__ = [
     "StopProof",
     "Verdict",
     "Wait",
+    "WalHistory",
     "WidenQuorum",
     "after_catch_up",
+    "alert_change",
     "assess_primary",
     "catch_up_source",
     "choose_candidate",
+    "cluster_lag",
     "decide",
     "fallback_from_first_commit",
     "finished",
+    "hold_change",
     "may_act",
+    "measure",
+    "observe",
     "plan_abort",
     "plan_resume",
     "plan_switchover",
+    "record_of",
     "remember",
     "replan",
+    "seconds_behind",
     "should_yield",
     "stop_evidence",
     "switchover_deadline",
     "switchover_refusal",
     "wal_at_risk",
+    "with_readings",
 ]

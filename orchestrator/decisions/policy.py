@@ -23,6 +23,16 @@ class MemberPolicy:
 
 
 @dataclass(frozen=True)
+class DrBound:
+    """The cluster's DR lag bound (``replication.dr_lag``), as the decisions read it."""
+
+    max_seconds: float
+    resume_seconds: float      # hysteresis: the alert clears / the hold ends at or below it
+    bounded: bool              # hold commits while over (else alert only)
+    hold_when_down: bool       # bounded: keep a DR standby that does not stream in the synchronous set
+
+
+@dataclass(frozen=True)
 class Policy:
     cluster: str
     members: Mapping[str, MemberPolicy]
@@ -37,6 +47,8 @@ class Policy:
     home_region: str = ""
     # RPO 0: only members outside the primary's data centre confirm its commits.
     outside_datacenter: bool = False
+    # The cross-region RPO bound; None: DR lag is not measured.
+    dr_bound: DrBound | None = None
 
     @classmethod
     def from_topology(cls, topology: Topology, cluster: Cluster) -> Policy:
@@ -64,6 +76,9 @@ class Policy:
             synchronous_order=topology.synchronous_members(cluster),
             home_region=topology.region_of(cluster.initial_primary.datacenter),
             outside_datacenter=cluster.targets.rpo_seconds == 0,
+            dr_bound=None if (dr := cluster.replication.dr_lag) is None else DrBound(
+                max_seconds=dr.max_seconds, resume_seconds=dr.resume_seconds, bounded=dr.mode.value == "bounded",
+                hold_when_down=dr.when_down.value == "hold"),
         )
 
     def _confirming(self, primary: str, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -107,15 +122,37 @@ class Policy:
             base = frozenset(self.quorum_for(primary)[0])
         return base | frozenset(extra)
 
-    def standby_names(self, primary: str, extra: tuple[str, ...] = ()) -> str:
+    def dr_members(self, primary: str) -> tuple[str, ...]:
+        """``primary``'s DR standbys, in topology order: members in other regions that are not its
+        quorum candidates (they stream asynchronously; ``dr_bound`` caps their lag)."""
+        member = self.members.get(primary)
+        if member is None:
+            return ()
+        candidates = set(self.quorum_for(primary)[0])
+        return tuple(n for n, m in self.members.items()
+                     if n != primary and n not in candidates and m.region != member.region)
+
+    def standby_names(self, primary: str, extra: tuple[str, ...] = (), *, hold: str | None = None) -> str:
         """``synchronous_standby_names`` for ``primary``: ``ANY quorum (candidates + extra)``.
 
         For a home-region primary without extras it equals the rendered configuration file's
-        value. Empty only with quorum 0 (asynchronous by policy).
+        value. Empty only with quorum 0 (asynchronous by policy) and no ``hold``.
+
+        ``hold``: a DR standby that must confirm every commit too (``dr_lag`` bounded mode). One
+        setting holds one group, so "ANY q of the candidates AND the DR standby" is written
+        ``FIRST q+1 (dr, candidates...)``: the DR standby, listed first, is in the synchronous set
+        whenever it streams, and it takes one of the q+1 places, so at least q candidates still
+        confirm each commit (the zero-loss proof holds). While it does not stream, q+1 streaming
+        candidates stand in, or commits wait. Ignored while fallbacks (``extra``) are in the
+        quorum: they already confirm across regions whenever the in-region quorum is short.
         """
+        candidates, _ = self.quorum_for(primary)
+        if hold is not None and not extra:
+            names = (hold, *(c for c in candidates if c != hold))
+            quoted = ", ".join('"' + name + '"' for name in names)
+            return f"FIRST {self.quorum + 1} ({quoted})"
         if self.quorum == 0:
             return ""
-        candidates, _ = self.quorum_for(primary)
         names = (*candidates, *(e for e in extra if e not in candidates))
         quoted = ", ".join('"' + name + '"' for name in names)
         return f"ANY {self.quorum} ({quoted})"

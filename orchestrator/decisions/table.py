@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from orchestrator.decisions.candidates import Refusal, choose_candidate
 from orchestrator.decisions.detection import AgentView, Memory, StopProof, Verdict, assess_primary, stop_evidence
+from orchestrator.decisions.lag import HoldCommits, ReleaseCommits, hold_change
 from orchestrator.decisions.policy import Policy
-from orchestrator.state import ClusterSnapshot, ClusterState, Operation, Role, Step
+from orchestrator.state import ClusterSnapshot, ClusterState, DrMemberLag, Operation, Role, Step
 
 # ---- the decision --------------------------------------------------------------------------
 
@@ -73,7 +74,8 @@ class NarrowQuorum:
     reason: str
 
 
-Decision = Idle | Wait | Blocked | Failover | Resume | FenceStray | Repoint | Rejoin | WidenQuorum | NarrowQuorum
+Decision = (Idle | Wait | Blocked | Failover | Resume | FenceStray | Repoint | Rejoin | WidenQuorum | NarrowQuorum
+            | HoldCommits | ReleaseCommits)
 
 # How long an in-region quorum candidate must have been gone before fallbacks join the
 # quorum: re-attaching after a re-point takes tens of milliseconds and is not a shortage.
@@ -89,11 +91,13 @@ def decide(
     *,
     rejoining: frozenset[str] = frozenset(),
     agents: Mapping[str, AgentView] | None = None,
+    dr: Mapping[str, DrMemberLag] | None = None,
 ) -> Decision:
     """One controller cycle's decision for one cluster.
 
     ``agents``: the registered node agents, read when the primary is not answering (None when
-    not read: nothing but a refused connection then proves the primary stopped).
+    not read: nothing but a refused connection then proves the primary stopped). ``dr``: the DR
+    standbys' lag measured this round (``lag.measure``; None or empty: not measured).
     """
     if state.operation is not None and state.operation.step is not Step.DONE:
         return Resume(state.operation, f"{state.operation.kind} {state.operation.id} stopped at "
@@ -108,7 +112,7 @@ def decide(
         return _on_failure(snapshot, state, policy, now, assessment.reason, agents or {})
     if assessment.verdict is not Verdict.HEALTHY:
         return Wait(assessment.reason)
-    return _tend_standbys(snapshot, state, policy, memory, now, rejoining)
+    return _tend_standbys(snapshot, state, policy, memory, now, rejoining, dr or {})
 
 
 def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, now: float, why: str,
@@ -134,10 +138,13 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
 
 
 def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, memory: Memory, now: float,
-                   rejoining: frozenset[str]) -> Decision:
+                   rejoining: frozenset[str], dr: Mapping[str, DrMemberLag]) -> Decision:
     quorum_change = _quorum_change(snapshot, state, policy, memory, now)
     if quorum_change is not None:
         return quorum_change
+    hold = hold_change(state, policy, dr, now)
+    if hold is not None:
+        return hold
     upstream = policy.members[state.primary].endpoint
     repoint: list[str] = []
     for name, status in sorted(snapshot.members.items()):

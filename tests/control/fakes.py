@@ -243,8 +243,9 @@ class FakeCluster:
         if record.role is Role.PRIMARY:
             replicas = {n: "quorum" for n, m in self.members.items()
                         if m.running and m.role is Role.STANDBY and m.upstream == member}
+            attached = {n: (self.members[n].lsn, self.members[n].lsn) for n in replicas}
             return MemberStatus(member, Health.HEALTHY, Role.PRIMARY, timeline=record.timeline, wal_lsn=record.lsn,
-                                replicas=replicas)
+                                replicas=replicas, attached=attached)
         upstream = self.members.get(record.upstream or "")
         streaming = upstream is not None and upstream.running and not upstream.silent \
             and upstream.role is Role.PRIMARY
