@@ -41,7 +41,11 @@ class Publisher:
             for name, s in snapshot.members.items()
         }
         update: dict[str, object] = {"members": members}
-        if dr:
+        # Nothing measured (the primary did not answer) keeps the last readings; a primary without DR
+        # standbys (in the DR region after a switchover) has none.
+        if dr is not None and (dr or (state.primary in snapshot.members and snapshot.members[state.primary].reachable
+                                      and ctx.policy.dr_bound is not None
+                                      and not ctx.policy.dr_members(state.primary))):
             update["dr_lag"] = d.with_readings(d.record_of(state, ctx.policy), dr, ctx.clock())
         try:
             ctx.store.write(state.model_copy(update=update), version)

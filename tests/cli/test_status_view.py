@@ -13,7 +13,18 @@ from rich.console import Console, RenderableType
 
 from orchestrator import statusview
 from orchestrator.lab import LabStatus, MemberRow, ServiceRow
-from orchestrator.state import ClusterState, Health, MemberRecord, Operation, OperationKind, Role, Step, StepRecord
+from orchestrator.state import (
+    ClusterState,
+    DrLagRecord,
+    DrMemberLag,
+    Health,
+    MemberRecord,
+    Operation,
+    OperationKind,
+    Role,
+    Step,
+    StepRecord,
+)
 from orchestrator.topology import NAME_PATTERN
 
 LONGEST = "a" * 41  # NAME_PATTERN allows 41 characters
@@ -119,13 +130,39 @@ def test_status_json_keys_are_the_documented_ones() -> None:
     assert set(document) == {"version", "topology", "leader", "clusters"}
     (cluster,) = document["clusters"]
     assert set(cluster) == {"cluster", "primary", "generation", "timeline", "paused", "epoch", "written_by",
-                            "updated_at", "fallback_synchronous", "members", "operation", "history"}
+                            "updated_at", "fallback_synchronous", "dr_lag", "members", "operation", "history"}
     assert set(cluster["members"][0]) == {"member", "health", "role", "timeline", "streaming", "lag_bytes", "wal_lsn"}
     assert set(cluster["operation"]) == {"id", "kind", "source", "target", "reason", "step", "started_at",
                                          "duration_s", "steps", "proven", "proof", "accept_data_loss",
                                          "wal_at_risk_bytes", "running", "outcome", "outcome_detail", "replans"}
     assert cluster["operation"]["step"] == "promote" and cluster["history"][0]["duration_s"] == 0.25
     assert cluster["fallback_synchronous"] == [MEMBERS[-1]]
+    assert cluster["dr_lag"] is None
+
+
+def dr_lag_state() -> ClusterState:
+    record = DrLagRecord(max_seconds=5, mode="bounded", measured_at=100.0, lag_seconds=7.25, over=True,
+                         over_changed_at=99.0, holding="dc3-a", holding_primary="dc1-a", holding_since=99.5,
+                         members={"dc3-a": DrMemberLag(receive_lsn=1000, replay_lsn=900, receive_lag_s=7.25,
+                                                       replay_lag_s=9.5, exact=True, replay_exact=False,
+                                                       attached=True)})
+    return ClusterState(cluster="payments", primary="dc1-a", dr_lag=record)
+
+
+def test_status_shows_the_dr_lag_against_its_bound_and_the_hold() -> None:
+    (cluster,) = statusview.status_json("lab", None, [dr_lag_state()])["clusters"]
+    document = json.loads(json.dumps(cluster["dr_lag"]))
+    assert set(document) == {"max_seconds", "mode", "lag_seconds", "over", "over_changed_at", "holding",
+                             "holding_since", "measured_at", "members"}
+    assert set(document["members"][0]) == {"member", "receive_lag_s", "replay_lag_s", "receive_lsn", "replay_lsn",
+                                           "exact", "replay_exact", "attached"}
+    assert (document["over"], document["holding"], document["lag_seconds"]) == (True, "dc3-a", 7.25)
+    text = " ".join(render(console(200), statusview.cluster_state_view(console(200), dr_lag_state(), None)))
+    assert "DR lag: dc3-a receive 7.2 s, replay >= 9.5 s (bound 5 s, bounded)" in text
+    assert "OVER THE BOUND" in text and "commits wait for dc3-a" in text
+    # a hold recorded for an earlier primary is not shown as one
+    moved = dr_lag_state().model_copy(update={"primary": "dc2-a"})
+    assert statusview.status_json("lab", None, [moved])["clusters"][0]["dr_lag"]["holding"] is None
 
 
 def test_human_bytes() -> None:
