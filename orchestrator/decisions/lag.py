@@ -132,6 +132,12 @@ def cluster_lag(readings: Mapping[str, DrMemberLag]) -> float | None:
     return min(known) if known else None
 
 
+def _under(readings: Mapping[str, DrMemberLag], seconds: float) -> bool:
+    """Some DR standby is known to lag at most ``seconds``: a lower bound (a new leader's short history)
+    never proves a standby caught up."""
+    return any(r.receive_lag_s is not None and r.exact and r.receive_lag_s <= seconds for r in readings.values())
+
+
 # ---- the alert ----------------------------------------------------------------------------------
 
 
@@ -140,7 +146,8 @@ def alert_change(record: DrLagRecord | None, readings: Mapping[str, DrMemberLag]
     """The bound's new state when it changes this round (True: over, False: back under), else None.
 
     Over when the lag exceeds ``max_seconds`` or no DR standby's position is known; back under
-    at or below ``resume_seconds``, no sooner than ``DR_MIN_SECONDS`` after going over.
+    at or below ``resume_seconds`` (an exact reading: a lower bound proves nothing), no sooner than
+    ``DR_MIN_SECONDS`` after going over.
     """
     bound = policy.dr_bound
     if bound is None or not readings:
@@ -151,7 +158,7 @@ def alert_change(record: DrLagRecord | None, readings: Mapping[str, DrMemberLag]
         return True if lag is None or lag > bound.max_seconds else None
     since = record.over_changed_at if record is not None else None
     settled = since is None or now - since >= DR_MIN_SECONDS
-    return False if lag is not None and lag <= bound.resume_seconds and settled else None
+    return False if _under(readings, bound.resume_seconds) and settled else None
 
 
 # ---- bounded mode: holding commits --------------------------------------------------------------
@@ -217,7 +224,7 @@ def hold_change(state: ClusterState, policy: Policy, readings: Mapping[str, DrMe
                                        "(when_down: release): the bound lapses until it is back")
     since = state.dr_lag.holding_since if state.dr_lag is not None else None
     settled = since is None or now - since >= DR_MIN_SECONDS
-    if lag is not None and lag <= bound.resume_seconds and settled:
+    if _under(readings, bound.resume_seconds) and settled:
         return ReleaseCommits(holding, f"DR lag {_seconds(lag)} at or under {bound.resume_seconds:g}s; "
                                        f"{holding} leaves the synchronous set of {primary}")
     return None

@@ -85,7 +85,9 @@ class Writers:
 def bounded_lab(shipped_topology: Topology) -> Iterator[Lab]:
     data = with_port_base(shipped_topology, TEST_PORT_BASE + 2500).model_dump(mode="json")
     data["clusters"][0]["replication"]["dr_lag"] = {"max_seconds": BOUND, "mode": "bounded", "when_down": "hold"}
-    lab = Lab(parse_topology(data), make_lab_dir("drctl-drlag-"))
+    # No node agents: nothing here fails over, and on a starved machine an agent whose lease writes lag
+    # fences a healthy primary (its job), which would only end this test early.
+    lab = Lab(parse_topology(data), make_lab_dir("drctl-drlag-"), agents=False)
     try:
         lab.up()
         with psycopg.connect(lab.app_connection_string(lab.topology.cluster(CLUSTER)), autocommit=True) as conn:

@@ -288,3 +288,15 @@ def test_every_subset_form_for_the_lab_quorum() -> None:
         for up in combinations(["dc1-b", "dc2-a", "dc3-a"], size):
             chosen = synchronous_set(setting, frozenset(up))
             assert (chosen is not None) is ({"dc2-a", "dc3-a"} <= set(up))
+
+
+def test_a_new_leaders_lower_bound_never_clears_the_alert_or_releases_the_hold(bounded: d.Policy) -> None:
+    # A new leader's history starts now: a stalled standby reads ">= 0.2 s" (inexact), not "caught up".
+    inexact = {"dc3-a": DrMemberLag(receive_lsn=100, receive_lag_s=0.2, exact=False, attached=True)}
+    over = DrLagRecord(max_seconds=5, mode="bounded", over=True, over_changed_at=0.0, holding="dc3-a",
+                       holding_primary="dc1-a", holding_since=0.0)
+    state = ClusterState(cluster="payments", primary="dc1-a", dr_lag=over)
+    assert d.alert_change(over, inexact, bounded, 100.0) is None
+    assert d.hold_change(state, bounded, inexact, 100.0) is None
+    assert d.alert_change(over, reading(0.2), bounded, 100.0) is False
+    assert isinstance(d.hold_change(state, bounded, reading(0.2), 100.0), d.ReleaseCommits)
