@@ -97,7 +97,8 @@ SELECT pg_is_in_recovery(),
        (SELECT received_tli FROM pg_stat_wal_receiver),
        CASE WHEN pg_is_in_recovery() THEN NULL
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
-       current_setting('default_transaction_read_only')::bool
+       current_setting('default_transaction_read_only')::bool,
+       current_setting('synchronous_standby_names')
 """
 _REPLICAS = "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication"
 
@@ -150,7 +151,8 @@ class Prober:
 def _read_status(name: str, conn: Connection) -> MemberStatus:
     row = conn.execute(_PROBE).fetchone()
     assert row is not None
-    in_recovery, current, received, replayed, wr_status, conninfo, received_tli, primary_tli, read_only = row
+    (in_recovery, current, received, replayed, wr_status, conninfo, received_tli, primary_tli, read_only,
+     sync_names) = row
     if in_recovery:
         return MemberStatus(
             name=name,
@@ -176,6 +178,7 @@ def _read_status(name: str, conn: Connection) -> MemberStatus:
         replay_lsn=lsn_to_int(current),  # type: ignore[arg-type]
         replicas=replicas,
         attached=attached,
+        sync_names=str(sync_names),
         read_only=bool(read_only),
     )
 

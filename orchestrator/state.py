@@ -61,6 +61,8 @@ class MemberStatus:
     # Primary only: application_name -> (flush, replay) LSN of every attached standby, whatever
     # its state (catching up included): what the primary knows each one holds.
     attached: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    # Primary only: its synchronous_standby_names in effect (None: not read).
+    sync_names: str | None = None
     read_only: bool = False
     error: str | None = None
     # Unreachable because its host answered and refused the connection (TCP RST / no socket):

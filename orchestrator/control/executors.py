@@ -87,9 +87,11 @@ def narrow_quorum(ctx: ClusterContext, decision: d.NarrowQuorum) -> None:
 def hold_commits(ctx: ClusterContext, decision: d.HoldCommits) -> None:
     """Bounded DR lag: record the held DR standby first, then add it to the primary's synchronous set."""
     state, version = ctx.store.get(ctx.cluster)
-    record = d.record_of(state, ctx.policy).model_copy(
-        update={"holding": decision.member, "holding_primary": state.primary, "holding_since": ctx.clock()})
-    ctx.store.write(state.model_copy(update={"dr_lag": record}), version)
+    record = d.record_of(state, ctx.policy)
+    if record.held_by(state.primary) != decision.member:  # a hold applied again keeps its start
+        record = record.model_copy(
+            update={"holding": decision.member, "holding_primary": state.primary, "holding_since": ctx.clock()})
+        ctx.store.write(state.model_copy(update={"dr_lag": record}), version)
     names = ctx.policy.standby_names(state.primary, state.synchronous_extra, hold=decision.member)
     with ctx.term.guard(f"hold the commits of {state.primary} for {decision.member}"):
         ctx.db.set_synchronous_names(state.primary, names)

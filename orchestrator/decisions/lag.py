@@ -184,14 +184,16 @@ def _seconds(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f}s"
 
 
-def hold_change(state: ClusterState, policy: Policy, readings: Mapping[str, DrMemberLag], now: float
-                ) -> HoldCommits | ReleaseCommits | None:
+def hold_change(state: ClusterState, policy: Policy, readings: Mapping[str, DrMemberLag], now: float,
+                setting: str | None = None) -> HoldCommits | ReleaseCommits | None:
     """Bounded mode: whether a DR standby should join or leave the primary's synchronous set.
 
     Joins (the most advanced DR standby; only one that streams unless ``hold_when_down``) when
     the lag is over ``max_seconds`` or unknown; leaves at or under ``resume_seconds`` once held
     ``DR_MIN_SECONDS``, when it stops streaming (unless ``hold_when_down``), when fallbacks are in
     the quorum, or when the mode is not bounded. ``readings`` empty (nothing measured): no change.
+    ``setting``: the primary's synchronous_standby_names as probed; a recorded hold it does not show
+    (the change failed half-way) is applied again.
     """
     bound = policy.dr_bound
     primary = state.primary
@@ -227,6 +229,9 @@ def hold_change(state: ClusterState, policy: Policy, readings: Mapping[str, DrMe
     if _under(readings, bound.resume_seconds) and settled:
         return ReleaseCommits(holding, f"DR lag {_seconds(lag)} at or under {bound.resume_seconds:g}s; "
                                        f"{holding} leaves the synchronous set of {primary}")
+    if setting is not None and setting != policy.standby_names(primary, hold=holding):
+        return HoldCommits(holding, f"{primary}'s synchronous_standby_names is {setting!r}, not the recorded hold "
+                                    f"for {holding}; setting it again")
     return None
 
 

@@ -142,7 +142,8 @@ def _tend_standbys(snapshot: ClusterSnapshot, state: ClusterState, policy: Polic
     quorum_change = _quorum_change(snapshot, state, policy, memory, now)
     if quorum_change is not None:
         return quorum_change
-    hold = hold_change(state, policy, dr, now)
+    primary = snapshot.members.get(state.primary)
+    hold = hold_change(state, policy, dr, now, setting=primary.sync_names if primary is not None else None)
     if hold is not None:
         return hold
     upstream = policy.members[state.primary].endpoint

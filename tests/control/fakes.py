@@ -245,7 +245,7 @@ class FakeCluster:
                         if m.running and m.role is Role.STANDBY and m.upstream == member}
             attached = {n: (self.members[n].lsn, self.members[n].lsn) for n in replicas}
             return MemberStatus(member, Health.HEALTHY, Role.PRIMARY, timeline=record.timeline, wal_lsn=record.lsn,
-                                replicas=replicas, attached=attached)
+                                replicas=replicas, attached=attached, sync_names=record.sync_names)
         upstream = self.members.get(record.upstream or "")
         streaming = upstream is not None and upstream.running and not upstream.silent \
             and upstream.role is Role.PRIMARY

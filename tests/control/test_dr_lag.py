@@ -16,6 +16,7 @@ from orchestrator.control.rejoin import Rejoins
 from orchestrator.control.requests import Requests
 from orchestrator.control.store import StateStore
 from orchestrator.control.term import Term
+from orchestrator.errors import DatabaseUnavailable
 from orchestrator.state import ClusterState
 from orchestrator.topology import Topology, parse_topology
 from tests.control.fakes import FakeCluster, FakeCoordinator, FakeZooKeeper
@@ -95,3 +96,23 @@ def test_alert_mode_alerts_and_never_touches_the_synchronous_set(shipped_topolog
     assert log.names().count("dr-lag-over") == 1
     over = next(fields for event, fields in log.events if event == "dr-lag-over")
     assert over["max_seconds"] == 1 and over["lag_seconds"] > 1 and over["holding"] is None
+
+
+def test_a_hold_recorded_but_not_applied_is_applied_again(shipped_topology: Topology, pool: ThreadPoolExecutor) -> None:
+    cycle, db, zk, log = build(shipped_topology, "bounded", pool)
+    db.members["dc1-a"].sync_names = 'ANY 1 ("dc2-a")'  # as the configuration file sets it
+    failures = []
+
+    def fail_once(action: str, member: str) -> None:
+        if action == "set_synchronous_names" and not failures:
+            failures.append(member)
+            raise DatabaseUnavailable(f"{member}: changing the quorum failed (server closed the connection)")
+
+    db.before = fail_once
+    rounds(cycle, db, dr_follows=False, until=lambda: "action-failed" in log.names())
+    record = state(zk).dr_lag
+    assert record is not None and record.held_by("dc1-a") == "dc3-a"  # recorded first
+    assert db.members["dc1-a"].sync_names == 'ANY 1 ("dc2-a")'
+    rounds(cycle, db, dr_follows=False, until=lambda: db.members["dc1-a"].sync_names == 'FIRST 2 ("dc3-a", "dc2-a")')
+    rounds(cycle, db, dr_follows=True, until=lambda: "dr-release" in log.names())
+    assert db.members["dc1-a"].sync_names == 'ANY 1 ("dc2-a")'
