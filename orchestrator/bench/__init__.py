@@ -9,5 +9,6 @@ them round by round, each round on free ports and from nothing, and
 Modules: ``system`` (the contract), ``suite`` (the five systems, ports), ``runner`` (rounds,
 measurement, teardown checks), ``report``; ``ours``; ``patroni`` + ``patroni_config``;
 ``pgautofailover`` + ``pgautofailover_commands``; ``polling`` (kept-open connections of the
-observation loops); ``procs`` (processes and ports through psutil).
+observation loops); ``procs`` (processes and ports through psutil). Apart from it, ``dr_lag``
+measures the DR lag bound (alert against bounded mode) on a lab of its own.
 """
