@@ -6,7 +6,10 @@ inserts through the read-write connection string) for a *steady* phase, then a *
 in which dc3-a's walreceiver is stopped (SIGSTOP) for ``--stall`` seconds every ``--every``
 seconds. Meanwhile dc3-a's receive and replay lag are sampled every 50 ms with the controller's
 own definition (``decisions.lag``: the primary's WAL history, sampled here independently of the
-controller). Reported per mode and phase: lag p50 / p99 / max, commits per second, and the
+controller), and so is the span of *acknowledged* commits dc3-a lacks (from the oldest WAL it
+lacks to the newest commit acknowledged by then: what a region loss would lose, which bounded mode
+caps while the lag itself keeps growing during a stall). Reported per mode and phase: lag and
+acknowledged-at-risk p50 / p99 / max, commits per second, and the
 ``dr-hold`` / ``dr-lag-over`` events the controllers logged. Prints a Markdown table and writes
 ``reports/dr-lag-bench-<time>.json``; every process is stopped by PID at the end.
 """
@@ -14,6 +17,7 @@ controller). Reported per mode and phase: lag p50 / p99 / max, commits per secon
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import signal
@@ -126,12 +130,25 @@ def _events(root: Path, name: str) -> int:
     return count
 
 
+def _exposure(at: float, receive: float, acks: list[float]) -> float:
+    """Seconds of acknowledged commits dc3-a lacks at ``at``: from the oldest WAL it lacks to the newest
+    commit acknowledged by then (the RPO a region loss would cause; 0 when it holds everything)."""
+    if receive <= 0:
+        return 0.0
+    newest = bisect.bisect_right(acks, at) - 1
+    return max(acks[newest] - (at - receive), 0.0) if newest >= 0 else 0.0
+
+
 def _phase(samples: list[tuple[float, float, float]], acks: list[float], start: float, end: float
            ) -> dict[str, Any]:
     receive = [s[1] for s in samples if start <= s[0] < end]
     replay = [s[2] for s in samples if start <= s[0] < end]
+    ordered = sorted(acks)
+    exposure = [_exposure(s[0], s[1], ordered) for s in samples if start <= s[0] < end]
     commits = len([a for a in acks if start <= a < end])
     return {"seconds": round(end - start, 1), "commits_per_s": round(commits / (end - start), 1),
+            "acked_at_risk_p50_s": _percentile(exposure, 0.5), "acked_at_risk_p99_s": _percentile(exposure, 0.99),
+            "acked_at_risk_max_s": max(exposure, default=None),
             "receive_lag_p50_s": _percentile(receive, 0.5), "receive_lag_p99_s": _percentile(receive, 0.99),
             "receive_lag_max_s": max(receive, default=None),
             "replay_lag_p50_s": _percentile(replay, 0.5), "replay_lag_p99_s": _percentile(replay, 0.99),
@@ -190,7 +207,8 @@ def _row(result: dict[str, Any], phase: str) -> str:
 
     return (f"| {result['mode']} | {phase} | {p['seconds']} | {p['commits_per_s']} | {s(p['receive_lag_p50_s'])} | "
             f"{s(p['receive_lag_p99_s'])} | {s(p['receive_lag_max_s'])} | {s(p['replay_lag_p50_s'])} | "
-            f"{s(p['replay_lag_p99_s'])} |")
+            f"{s(p['replay_lag_p99_s'])} | {s(p['acked_at_risk_p50_s'])} | {s(p['acked_at_risk_p99_s'])} | "
+            f"{s(p['acked_at_risk_max_s'])} |")
 
 
 def main() -> None:
@@ -209,8 +227,9 @@ def main() -> None:
         lab_dir = Path(tempfile.mkdtemp(prefix=f"drctl-drlag-bench-{mode}-"))
         lab_dir.chmod(0o755)
         results.append(run_mode(mode, args, lab_dir))
-    print("| mode | phase | s | commits/s | receive lag p50 | p99 | max | replay lag p50 | p99 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | phase | s | commits/s | receive lag p50 | p99 | max | replay lag p50 | p99 | "
+          "acked at risk p50 | p99 | max |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(_row(result, "steady"))
         print(_row(result, "stalled"))

@@ -1,8 +1,9 @@
 """DR lag in seconds, the cross-region RPO bound's alert, and bounded mode's hold on commits.
 
 **What "lag in seconds" means here.** A DR standby's receive lag is the age of the oldest WAL
-the primary wrote that the standby has not yet received and flushed: the commits a loss of the
-primary's region would take right now. Replay lag is the same for WAL not yet replayed (what a
+the primary wrote that the standby has not yet received and flushed: a loss of the primary's region
+right now would take at most the commits acknowledged since then (in bounded mode, once the hold
+started, no more commits are acknowledged without the standby). Replay lag is the same for WAL not yet replayed (what a
 promotion must replay first: RTO, not RPO). The leader keeps a history of the primary's WAL
 position, one sample per probe round, each LSN with the *last* time it was seen
 (:func:`observe`); a standby at position P lags by ``now - t``, where t is the last time the
