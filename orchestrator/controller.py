@@ -80,6 +80,7 @@ class Controller:
         self._audited = AutomaticActions(self.audit, self.identity, self.log)
         self.log.subscribe(self._audited)
         self._serve_api = serve_api and topology.api is not None
+        self._api: ApiServer | None = None
         self.coord = Coordinator(zk_hosts or topology.zookeeper_hosts(), topology.name, identity=self.identity,
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
@@ -117,7 +118,9 @@ class Controller:
         for cluster in self.topology.clusters:
             self.coord.watch_requests(cluster.name, self._wake.set)
         self.log.emit("started", datacenter=self.datacenter)
-        api = self._start_api() if self._serve_api else None
+        api = threading.Thread(target=self._start_api, name="api-start", daemon=True)
+        if self._serve_api:   # in the background: importing and binding it must not delay the campaign
+            api.start()
         try:
             self._defer_campaign()
             while not self.stop_event.is_set():
@@ -127,8 +130,10 @@ class Controller:
                     self.log.emit("campaign-error", error=str(exc))
                     self.stop_event.wait(0.5)
         finally:
-            if api is not None:
-                api.stop()
+            if api.is_alive():
+                api.join(timeout=30)
+            if self._api is not None:
+                self._api.stop()
             # A rejoin must not start a server after the lab stopped it: cancel and wait.
             if self._cancel_rejoin is not None:
                 self._cancel_rejoin()
@@ -140,18 +145,18 @@ class Controller:
             self.log.emit("stopped")
             self._audited.close()
 
-    def _start_api(self) -> ApiServer | None:
+    def _start_api(self) -> None:
         """The operator REST API on this data centre's ``api:<dc>`` port; failing to serve it stops nothing else."""
         from orchestrator.api.server import serve
 
         try:
             server = serve(self.topology, self.datacenter, self.root, self.coord, served_by=self.identity,
                            emit=self.log.emit, drills_dir=self.drills_dir, audit=self.audit)
-        except OrchestratorError as exc:
+        except (OrchestratorError, OSError) as exc:
             self.log.emit("api-failed", error=str(exc))
-            return None
+            return
+        self._api = server
         self.log.emit("api-serving", address=server.host, port=server.port)
-        return server
 
     def _start_drill(self, name: str) -> dict[str, Any]:
         """A ``drill`` request (the REST API): start it the way a scheduled drill starts."""

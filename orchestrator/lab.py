@@ -207,6 +207,10 @@ class Lab:
             f"*:*:*:{creds.superuser}:{creds.superuser_password}\n",
             self.topology.postgres.os_user,
         )
+        if self.topology.api is not None:   # the controllers' REST API: its self-signed certificate, once
+            from orchestrator.api.server import ensure_certificate
+
+            ensure_certificate(self.topology, self.root)
         (self.root / STATE_FILE).write_text(json.dumps(
             {"topology": self.topology.model_dump(mode="json"), "created_at": time.time()}, indent=2))
 

@@ -112,6 +112,20 @@ def validation_line(exc: RequestValidationError) -> str:
     return f"{field}: {err.get('msg', 'invalid')}; give {hint}"
 
 
+# ---- roles, as route parameters (module level: FastAPI resolves the annotations here) --------------
+
+def _role(needed: Role) -> Any:
+    def dependency(request: Request) -> Identity:
+        authorize: Callable[[Request, Role], Identity] = request.app.state.authorize
+        return authorize(request, needed)
+    return Depends(dependency)
+
+
+Viewer = Annotated[Identity, _role(Role.VIEWER)]
+Operator = Annotated[Identity, _role(Role.OPERATOR)]
+Admin = Annotated[Identity, _role(Role.ADMIN)]
+
+
 # ---- the application -----------------------------------------------------------------------------
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -158,14 +172,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                        who=str(identity), action=f"{request.method} {request.url.path}")
         return identity
 
-    def role(needed: Role) -> Any:
-        def dependency(request: Request) -> Identity:
-            return authorize(request, needed)
-        return Depends(dependency)
-
-    Viewer = Annotated[Identity, role(Role.VIEWER)]
-    Operator = Annotated[Identity, role(Role.OPERATOR)]
-    Admin = Annotated[Identity, role(Role.ADMIN)]
+    app.state.authorize = authorize
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
