@@ -76,12 +76,15 @@ class AuditLog:
             finally:
                 os.close(fd)   # releases the flock
 
-    def append(self, *, who: str, action: str, outcome: str, source: str = "", **details: Any) -> dict[str, Any]:
+    def append(self, *, who: str, action: str, outcome: str, source: str = "",
+               details: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
         """Append one entry and return it (with ``prev`` and ``hash``).
 
         ``who``: the token's name and role, or the controller's identity; ``source``: the client
-        address, or where an automatic action ran; ``outcome``: e.g. ``ok``, ``refused``, ``denied``.
+        address, or where an automatic action ran; ``outcome``: e.g. ``ok``, ``refused``, ``denied``;
+        ``details`` and ``more``: the rest (an event's fields may use any name, ``source`` too).
         """
+        details = {**(details or {}), **more}
         with self._locked():
             ts = self._clock()
             files = log_files(self.directory)
@@ -258,9 +261,9 @@ class AutomaticActions:
                 outcome = "ok" if isinstance(result, dict) and result.get("ok") else "refused"
             try:
                 self._audit.append(who=f"controller {self._who}", action=event, outcome=outcome, source="controller",
-                                   **fields)
-            except OSError as exc:
-                self._log.emit("audit-failed", action=event, error=str(exc))
+                                   details=fields)
+            except Exception as exc:   # the writer must outlive any one entry
+                self._log.emit("audit-failed", action=event, error=f"{type(exc).__name__}: {exc}")
 
     def close(self, timeout: float = 5.0) -> None:
         self._queue.put(None)

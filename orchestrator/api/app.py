@@ -263,7 +263,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                                              "accept_data_loss": body.accept_data_loss, "timeout_s": body.timeout_s})
 
     @app.post(f"{PREFIX}/clusters/{{cluster}}/abort", summary="End a stuck operation before promotion (operator)")
-    def abort(request: Request, identity: Operator, cluster: str, body: AbortBody) -> dict[str, Any]:
+    def abort(request: Request, identity: Operator, cluster: str, body: AbortBody | None = None) -> dict[str, Any]:
+        body = body or AbortBody()
         return act(request, identity, cluster_of(cluster),
                    {"kind": "abort", "by": f"{identity.name}@{source(request)} (api)", "reason": body.reason,
                     "timeout_s": body.timeout_s})

@@ -150,3 +150,28 @@ def test_appends_continue_the_chain_after_a_new_log_object(tmp: Path) -> None:
     write_log(tmp, [1.0, 1.0])
     AuditLog(tmp).append(who="x", action="y", outcome="ok")
     assert verify(tmp).broken is None and verify(tmp).entries == 3
+
+
+def test_the_controllers_actions_reach_the_audit_trail_whatever_their_fields(tmp: Path) -> None:
+    import io
+
+    from orchestrator.audit import AutomaticActions
+    from orchestrator.events import EventLog
+
+    log = EventLog(io.StringIO(), controller="dc3:abc")
+    sink = AutomaticActions(AuditLog(tmp), "dc3:abc", log)
+    log.subscribe(sink)
+    log.emit("probe", cluster="payments")   # not an action: not audited
+    log.emit("aborted", cluster="payments", operation="op1", kind="switchover", source="dc1-a", target="dc2-a",
+             by="alice", who="x", outcome="y")
+    log.emit("request", cluster="payments", id="req-1", request={"kind": "switchover", "to": "dc1-b"},
+             result={"ok": False, "error": "no"})
+    log.emit("promoted", cluster="payments", operation="op2", member="dc2-a", timeline=3)
+    sink.close()
+    entries = list(read_entries(tmp))
+    assert [(e["action"], e["outcome"], e["who"], e["from"]) for e in entries] == [
+        ("aborted", "ok", "controller dc3:abc", "controller"), ("request", "refused", "controller dc3:abc",
+                                                                 "controller"),
+        ("promoted", "ok", "controller dc3:abc", "controller")]
+    assert entries[0]["details"]["source"] == "dc1-a" and entries[0]["details"]["who"] == "x"
+    assert verify(tmp).broken is None
