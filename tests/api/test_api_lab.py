@@ -152,6 +152,17 @@ def test_every_controller_serves_status_members_topology_and_docs(lab: Lab, api:
     assert api.call("dc2", "GET", "/docs", role=None)[0] == 200
     assert "/api/v1/clusters/{cluster}/switchover" in api.call("dc2", "GET", "/openapi.json", role=None)[1]["paths"]
     assert api.call("dc1", "GET", "/api/v1/clusters/nope/members")[0] == 404
+    status, drills = api.call("dc2", "GET", "/api/v1/drills")
+    assert status == 200 and "primary-crash" in {d["drill"] for d in drills}
+    assert api.call("dc2", "GET", "/api/v1/runs")[0] == 200
+
+
+def test_starting_an_unknown_drill_is_404_and_submits_nothing(lab: Lab, api: Api, coord: Coordinator) -> None:
+    unchanged = Unchanged(lab, coord)
+    status, answer = api.call("dc1", "POST", "/api/v1/drills/no-such-drill/runs", role=Role.OPERATOR)
+    assert status == 404 and "primary-crash" in answer["error"]
+    assert api.call("dc1", "POST", "/api/v1/drills/primary-crash/runs", role=Role.VIEWER)[0] == 403
+    unchanged.check()
 
 
 def test_missing_or_wrong_token_and_too_small_a_role_change_nothing(lab: Lab, api: Api, coord: Coordinator) -> None:
