@@ -193,3 +193,27 @@ def test_an_admin_manages_tokens_and_a_removed_token_stops_working(clean: Server
     assert clean.call("GET", "/api/v1/whoami", token=answer["token"])[1]["name"] == "bob"
     assert clean.call("DELETE", "/api/v1/tokens/bob", role=Role.ADMIN)[0] == 200
     assert clean.call("GET", "/api/v1/whoami", token=answer["token"])[0] == 401
+
+
+def test_drctl_api_status_table_fits_80_columns_and_names_every_member() -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.statusview import status_document_view
+
+    members = [{"member": name, "health": "healthy", "role": role, "timeline": 2, "streaming": role == "standby",
+                "lag_bytes": 1234, "wal_lsn": "0/3000000"}
+               for name, role in (("dc1-a", "primary"), ("dc1-b", "standby"), ("dc2-a", "standby"),
+                                  ("dc3-a-with-a-long-name", "standby"))]
+    document = {"version": 1, "topology": "lab", "leader": "dc3:abc", "clusters": [
+        {"cluster": "payments", "primary": "dc1-a", "timeline": 2, "epoch": 4, "paused": True, "members": members,
+         "operation": None, "history": [{"kind": "switchover", "source": "dc2-a", "target": "dc1-a",
+                                         "outcome": "done", "step": "done"}]}]}
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None)
+    console.print(status_document_view(console, document))
+    text = out.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "dc3-a-with-a-long-name" in text and "primary dc1-a" in text and "[paused]" in text
+    assert "last operation: switchover dc2-a -> dc1-a (done)" in text
