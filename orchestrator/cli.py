@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator import statusview
+from orchestrator import operator, statusview
+from orchestrator.audit import AuditLog
 from orchestrator.errors import InvalidInput, OrchestratorError
 from orchestrator.lab import STATE_FILE, Lab, recorded_topology
 from orchestrator.topology import Topology, load_topology
@@ -30,6 +31,8 @@ from orchestrator.topology import Topology, load_topology
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from orchestrator.api.auth import TokenFile
+    from orchestrator.api.client import ApiClient
     from orchestrator.backup.service import BackupService
     from orchestrator.coordination import Coordinator
     from orchestrator.pgserver import InstanceLayout
@@ -41,6 +44,44 @@ app.add_typer(lab_app, name="lab")
 
 console = Console()
 err_console = Console(stderr=True)
+
+class _ApiTarget:
+    """``drctl --api URL``: status, switchover, failover, abort, pause/resume and drills go through the REST API."""
+
+    url: str | None = None
+    token_file: Path | None = None
+    ca_file: Path | None = None
+
+
+_API = _ApiTarget()
+
+
+@app.callback()
+def _global_options(
+    api: Annotated[str | None, typer.Option(
+        "--api", envvar="DRCTL_API", help="A controller's REST API (https://HOST:PORT): run status, switchover, "
+                                          "failover, abort, pause/resume and drill commands through it. The token "
+                                          "comes from DRCTL_API_TOKEN or --api-token-file, never the command line.")
+    ] = None,
+    api_token_file: Annotated[Path | None, typer.Option(
+        "--api-token-file", help="File holding the API token (or DRCTL_API_TOKEN_FILE).")] = None,
+    api_ca: Annotated[Path | None, typer.Option(
+        "--api-ca", envvar="DRCTL_API_CA", help="PEM certificate that signs the API's (the lab's: <lab>/api/cert.pem)."
+    )] = None,
+) -> None:
+    _API.url, _API.token_file, _API.ca_file = api, api_token_file, api_ca
+
+
+def _api_client() -> ApiClient:
+    from orchestrator.api.client import ApiClient, load_token
+
+    assert _API.url is not None
+    return ApiClient(_API.url, load_token(_API.token_file), ca_file=_API.ca_file)
+
+
+def _topology_unless_api(topology: Path | None, lab_dir: Path | None) -> Topology | None:
+    return None if _API.url is not None else _topology(topology, lab_dir)
+
 
 TopologyOpt = Annotated[
     Path | None, typer.Option("--topology", "-t", help="Topology YAML (default: topology/lab.yaml).")
@@ -116,7 +157,7 @@ def _check_ports_free(topo: Topology) -> None:
 
     for key, port in topo.port_plan().items():
         kind, owner, *rest = key.split(":")
-        address = (topo.datacenter(owner).address if kind == "zk"
+        address = (topo.datacenter(owner).address if kind in ("zk", "api")
                    else topo.member_address(topo.cluster(owner).member(rest[0])))
         if port_in_use(address, port):
             raise InvalidInput(f"ports: {address}:{port} ({key}) is already in use by another process; stop it or "
@@ -208,7 +249,7 @@ def controller_run(
     drills = Path(__file__).resolve().parent.parent / "drills"
     rejoiner = _Rejoiner(topo, root)
     controller = Controller(topo, dc, root, load_credentials(root), rejoin=rejoiner, cancel_rejoin=rejoiner.cancel,
-                            drills_dir=drills if drills.is_dir() else None, zk_hosts=zk_hosts)
+                            drills_dir=drills if drills.is_dir() else None, zk_hosts=zk_hosts, serve_api=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controller.stop_event.set())
     controller.run()
@@ -253,6 +294,13 @@ class _Rejoiner:
         self._runner.cancel()
 
 
+def _who() -> str:
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
 def _coordinator(topo: Topology) -> Coordinator:
     from orchestrator.coordination import Coordinator
 
@@ -265,10 +313,7 @@ def _coordinator(topo: Topology) -> Coordinator:
 
 
 def _cluster(topo: Topology, name: str) -> str:
-    try:
-        return topo.cluster(name).name
-    except KeyError as exc:
-        raise InvalidInput(f"cluster: {exc.args[0]}") from None
+    return operator.cluster_name(topo, name)
 
 
 @app.command("status")
@@ -279,50 +324,43 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """The cluster state the leader keeps in ZooKeeper: primary, epoch, members, operations."""
-    from orchestrator.control.agents import agent_views
-    from orchestrator.state import ClusterState
-
+    if _API.url is not None:
+        document = _api_client().get("/api/v1/status", cluster=cluster)
+        if as_json:
+            _print_json(document)
+        else:
+            console.print(statusview.status_document_view(console, document))
+        return
     topo = _topology(topology, lab_dir)
-    names = [_cluster(topo, cluster)] if cluster is not None else [c.name for c in topo.clusters]
+    if cluster is not None:
+        operator.cluster_name(topo, cluster)   # a bad name fails before connecting
     coord = _coordinator(topo)
     try:
-        read = {name: coord.read_state(name)[0] for name in names}
-        leader = coord.leader_identity()
-        agents = {name: agent_views(coord.agent_registry(name), coord.agent_facts(name)) for name in names}
+        read = operator.read_status(coord, topo, cluster)
     finally:
         coord.stop()
-    missing = [name for name, state in read.items() if state is None]
-    if missing:
-        raise OrchestratorError(f"{', '.join(missing)}: no state in ZooKeeper yet; is a controller running "
-                                "(drctl lab status)?")
-    states = [state for state in read.values() if isinstance(state, ClusterState)]
     if as_json:
-        _print_json(statusview.status_json(topo.name, leader, states, agents))
+        _print_json(read.document())
         return
-    for index, state in enumerate(states):
+    for index, state in enumerate(read.states):
         if index:
             console.print()
-        console.print(statusview.cluster_state_view(console, state, leader, agents=agents[state.cluster]))
+        console.print(statusview.cluster_state_view(console, state, read.leader, agents=read.agents[state.cluster]))
 
 
-def _request(topo: Topology, cluster: str, request: dict[str, object], timeout: float) -> dict[str, object]:
-    name = _cluster(topo, cluster)
-    target = request.get("to")
-    if target is not None and target not in {m.name for m in topo.cluster(name).members}:
-        known = ", ".join(m.name for m in topo.cluster(name).members)
-        raise InvalidInput(f"--to: {name} has no member {target!r}; use one of {known}")
+def _request(topo: Topology | None, cluster: str, request: dict[str, object], timeout: float) -> dict[str, object]:
+    if _API.url is not None:
+        answer: dict[str, object] = _api_client().post(
+            f"/api/v1/clusters/{cluster}/{request['kind']}",
+            {k: v for k, v in request.items() if k not in ("kind", "by")}, timeout=timeout)
+        return answer
+    assert topo is not None
+    operator.check_request(topo, cluster, request)   # bad input fails before connecting
     coord = _coordinator(topo)
     try:
-        request_id = coord.submit_request(name, request, ttl=timeout)  # never runs after drctl gave up
-        result = coord.wait_result(name, request_id, timeout)
+        return operator.run_request(coord, topo, cluster, request, timeout)
     finally:
         coord.stop()
-    if result is None:
-        raise OrchestratorError(f"no leader answered within {timeout:.0f}s; the request was withdrawn and will "
-                                "not run")
-    if not result.get("ok"):
-        raise OrchestratorError(f"{request['kind']} refused: {result.get('error')}")
-    return result
 
 
 @app.command("switchover")
@@ -334,7 +372,7 @@ def switchover(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
 ) -> None:
     """Planned switchover: stop the primary cleanly, promote TO once it has every WAL record."""
-    result = _request(_topology(topology, lab_dir), cluster, {"kind": "switchover", "to": to}, timeout)
+    result = _request(_topology_unless_api(topology, lab_dir), cluster, {"kind": "switchover", "to": to}, timeout)
     console.print(f"switchover done in {result['seconds']}s: primary is now {result['primary']}")
 
 
@@ -354,7 +392,7 @@ def failover(
     Refused unless zero loss is proven for TO, or --accept-data-loss is given.
     """
     request = {"kind": "failover", "to": to, "accept_data_loss": accept_data_loss}
-    result = _request(_topology(topology, lab_dir), cluster, request, timeout)
+    result = _request(_topology_unless_api(topology, lab_dir), cluster, request, timeout)
     console.print(f"failover done in {result['seconds']}s: primary is now {result['primary']}")
     if result.get("proven"):
         console.print(f"zero loss proven: {result.get('proof')}", markup=False)
@@ -373,38 +411,37 @@ def abort(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the leader.")] = 60.0,
 ) -> None:
     """End CLUSTER's stuck operation before promotion: a switchover rolls back, a failover is dropped."""
-    import getpass
-    import socket
-
-    by = f"{getpass.getuser()}@{socket.gethostname()}"
-    result = _request(_topology(topology, lab_dir), cluster, {"kind": "abort", "by": by, "reason": reason}, timeout)
+    by = _who()
+    result = _request(_topology_unless_api(topology, lab_dir), cluster, {"kind": "abort", "by": by, "reason": reason},
+                      timeout)
     console.print(f"{cluster}: {result['detail']}")
 
 
 @app.command("pause")
 def pause(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
     """Maintenance: no automatic failover of CLUSTER until resumed."""
-    topo = _topology(topology, lab_dir)
-    name = _cluster(topo, cluster)
-    coord = _coordinator(topo)
-    try:
-        coord.set_paused(name, True)
-    finally:
-        coord.stop()
+    _set_paused(cluster, True, topology, lab_dir)
     console.print(f"{cluster}: automatic failover paused")
 
 
 @app.command("resume")
 def resume(cluster: str, lab_dir: LabDirOpt = None, topology: TopologyOpt = None) -> None:
     """End maintenance: automatic failover of CLUSTER again."""
+    _set_paused(cluster, False, topology, lab_dir)
+    console.print(f"{cluster}: automatic failover resumed")
+
+
+def _set_paused(cluster: str, paused: bool, topology: Path | None, lab_dir: Path | None) -> None:
+    if _API.url is not None:
+        _api_client().post(f"/api/v1/clusters/{cluster}/{'pause' if paused else 'resume'}", {})
+        return
     topo = _topology(topology, lab_dir)
-    name = _cluster(topo, cluster)
+    operator.cluster_name(topo, cluster)
     coord = _coordinator(topo)
     try:
-        coord.set_paused(name, False)
+        operator.set_paused(coord, topo, cluster, paused)
     finally:
         coord.stop()
-    console.print(f"{cluster}: automatic failover resumed")
 
 
 drill_app = typer.Typer(no_args_is_help=True, help="Drills: inject a fault under load, measure RTO/RPO, report.")
@@ -420,10 +457,18 @@ def drill_run(
     drills_dir: DrillsDirOpt = Path("drills"),
     reports_dir: ReportsDirOpt = Path("reports"),
 ) -> None:
-    """Run drill NAME against the lab; exit 1 when a target or an invariant fails."""
+    """Run drill NAME against the lab; exit 1 when a target or an invariant fails.
+
+    With --api: the leader starts it as a child process; follow it with 'drill history' / 'drill show'.
+    """
     from orchestrator.drills.report import summarize
     from orchestrator.drills.runner import DrillRunner
 
+    if _API.url is not None:
+        started = _api_client().post(f"/api/v1/drills/{name}/runs", {})
+        console.print(f"drill {started['drill']} started by the leader {started['started_by']} (pid "
+                      f"{started['pid']}); see 'drctl --api URL drill history' and 'drill show {name}'")
+        return
     root = _lab_dir(lab_dir)
     topo = _recorded_topology(root)
     if topo is None:
@@ -431,7 +476,17 @@ def drill_run(
     runner = DrillRunner(Lab(topo, root), drills_dir, reports_dir,
                          progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"))
     runner.load(name)  # a bad drill file fails here, before anything runs
-    report, path = runner.run(name)
+    audit = AuditLog(root / "audit")
+    who = _who()
+    audit.append(who=who, action="drill-start", outcome="started", source="drctl", drill=name)
+    try:
+        report, path = runner.run(name)
+    except BaseException as exc:
+        audit.append(who=who, action="drill-end", outcome="error", source="drctl", drill=name, error=str(exc))
+        raise
+    audit.append(who=who, action="drill-end", outcome="passed" if report.verdict.passed else "failed",
+                 source="drctl", drill=name, run=path.name, rto_seconds=report.measurement.outage.rto_seconds,
+                 lost=report.measurement.loss.lost)
     for line in summarize(report):
         console.print(line, highlight=False)
     console.print(f"report: {path / 'report.html'}")
@@ -445,10 +500,19 @@ def drill_list(drills_dir: DrillsDirOpt = Path("drills"), topology: TopologyOpt 
     """The drill files, validated against the topology."""
     from orchestrator.drills.spec import list_drills, load_drill
 
-    topo = _topology(topology, lab_dir)
     table = Table()
     for column in ("drill", "fault", "schedule", "description"):
         table.add_column(column)
+    if _API.url is not None:
+        for row in _api_client().get("/api/v1/drills"):
+            if "error" in row:
+                table.add_row(Text(row["drill"]), Text("invalid", style="red"), "", Text(row["error"]))
+            else:
+                table.add_row(Text(row["drill"]), Text(row["fault"]), Text(row["schedule"] or "-"),
+                              Text(row["description"][:80]))
+        console.print(table)
+        return
+    topo = _topology(topology, lab_dir)
     for path in list_drills(drills_dir):
         try:
             spec = load_drill(path, topo)
@@ -468,6 +532,15 @@ def drill_history(reports_dir: ReportsDirOpt = Path("reports")) -> None:
     table = Table()
     for column in ("run", "drill", "verdict", "RTO (s)", "lost"):
         table.add_column(column)
+    if _API.url is not None:
+        for run in _api_client().get("/api/v1/runs"):
+            if "error" in run:
+                table.add_row(Text(run["run"]), "?", Text(f"unreadable: {run['error']}", style="red"), "", "")
+            else:
+                table.add_row(run["run"], run["drill"], "[green]PASS[/green]" if run["passed"] else "[red]FAIL[/red]",
+                              f"{run['rto_seconds']:.3f}", str(run["lost"]))
+        console.print(table)
+        return
     for entry in list_reports(reports_dir):
         report = entry.report
         if report is None:
@@ -483,6 +556,12 @@ def drill_show(run: str, reports_dir: ReportsDirOpt = Path("reports")) -> None:
     """One run's summary (RUN: a run id, a unique prefix, a drill name or 'latest')."""
     from orchestrator.drills.report import find_run, load_report, summarize
 
+    if _API.url is not None:
+        shown = _api_client().get(f"/api/v1/runs/{run}")
+        for line in shown["summary"]:
+            console.print(line, highlight=False)
+        console.print(f"report: {_API.url.rstrip('/')}/api/v1/runs/{shown['run']}/report.html")
+        return
     path = find_run(reports_dir, run)
     for line in summarize(load_report(path)):
         console.print(line, highlight=False)
@@ -585,7 +664,16 @@ def backup_run(
     lab_dir: LabDirOpt = None,
 ) -> None:
     """Take a base backup of CLUSTER's primary into the store; expire those past retention."""
-    backup, seconds = _backup_service(cluster, topology, lab_dir).run(kind)
+    service = _backup_service(cluster, topology, lab_dir)
+    audit = AuditLog(service.root / "audit")
+    try:
+        backup, seconds = service.run(kind)
+    except BaseException as exc:
+        audit.append(who=_who(), action="backup", outcome="error", source="drctl", cluster=cluster, type=kind,
+                     error=str(exc))
+        raise
+    audit.append(who=_who(), action="backup", outcome="ok", source="drctl", cluster=cluster, type=kind,
+                 label=backup.label, seconds=round(seconds, 3), size=backup.size)
     console.print(f"{cluster}: backup {backup.label} ({backup.kind}) in {seconds:.1f}s: {backup.size / 1e6:.1f} MB "
                   f"({backup.size / 1e6 / max(seconds, 1e-3):.1f} MB/s), {backup.stored / 1e6:.1f} MB stored, "
                   f"WAL {backup.wal_start}..{backup.wal_stop}")
@@ -669,6 +757,123 @@ def restore(
                   f"{report.recovery_seconds:.1f}s; running on port {report.port} (pid {report.pid}), data "
                   f"{report.data_dir}")
 
+
+# ---- the REST API's tokens, and the audit trail ------------------------------------------------
+
+api_app = typer.Typer(no_args_is_help=True, help="The controllers' REST API (the topology's api: section).")
+app.add_typer(api_app, name="api")
+token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens: stored as SHA-256 in api.tokens_file (0600).")
+api_app.add_typer(token_app, name="token")
+
+
+def _token_file(topology: Path | None, lab_dir: Path | None) -> TokenFile:
+    from orchestrator.api.server import tokens_file
+
+    return tokens_file(_topology(topology, lab_dir), _lab_dir(lab_dir))
+
+
+@token_app.command("add")
+def api_token_add(
+    name: Annotated[str, typer.Option("--name", help="Who the token is for (unique).")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator or admin.")],
+    topology: TopologyOpt = None,
+    lab_dir: LabDirOpt = None,
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from orchestrator.api.auth import parse_role
+
+    parsed = parse_role(role)
+    tokens = _token_file(topology, lab_dir)
+    token = tokens.add(name, parsed)
+    AuditLog(_lab_dir(lab_dir) / "audit").append(who=_who(), action="token-add", outcome="ok", source="drctl",
+                                                 name=name, role=parsed.value)
+    err_console.print(f"token for {name} ({parsed.value}) added to {tokens.path}; it is shown once:")
+    print(token)
+
+
+@token_app.command("list")
+def api_token_list(topology: TopologyOpt = None, lab_dir: LabDirOpt = None) -> None:
+    """Token names, roles and creation times (never the tokens)."""
+    table = Table()
+    for column in ("name", "role", "created (UTC)"):
+        table.add_column(column)
+    for entry in _token_file(topology, lab_dir).listing():
+        created = entry["created_at"]
+        table.add_row(str(entry["name"]), str(entry["role"]),
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created)) if created else "?")
+    console.print(table)
+
+
+@token_app.command("remove")
+def api_token_remove(
+    name: Annotated[str, typer.Option("--name", help="The token to revoke.")],
+    topology: TopologyOpt = None,
+    lab_dir: LabDirOpt = None,
+) -> None:
+    """Revoke a token at once (the controllers re-read the file)."""
+    _token_file(topology, lab_dir).remove(name)
+    AuditLog(_lab_dir(lab_dir) / "audit").append(who=_who(), action="token-remove", outcome="ok", source="drctl",
+                                                 name=name)
+    console.print(f"token {name} removed")
+
+
+@app.command("audit")
+def audit(
+    since: Annotated[str | None, typer.Option("--since", help="Only entries at or after this ISO 8601 time (with "
+                                                              "a zone, e.g. 2026-12-02T10:00Z) or this many hours "
+                                                              "ago (e.g. 2h).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the whole chain; name the first broken entry "
+                                                           "and exit 1.")] = False,
+    lab_dir: LabDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit trail: who did what, when, from where, with what outcome (<lab>/audit/audit-DAY.jsonl)."""
+    from orchestrator import audit as trail
+
+    directory = _lab_dir(lab_dir) / "audit"
+    if verify:
+        checked = trail.verify(directory)
+        if checked.broken is not None:
+            err_console.print(f"[red]audit chain broken[/red] at {escape(str(checked.broken))} (after "
+                              f"{checked.entries} good entries)", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+        console.print(f"audit chain intact: {checked.entries} entries in {len(trail.log_files(directory))} "
+                      f"file(s) under {directory}")
+        return
+    entries = list(trail.read_entries(directory, since=_since(since)))
+    if as_json:
+        for entry in entries:
+            sys.stdout.write(json.dumps(entry) + "\n")
+        return
+    table = Table()
+    for column in ("time (UTC)", "who", "action", "from", "outcome", "details"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        details = entry.get("details") or {}
+        brief = ", ".join(f"{k}={v}" for k, v in details.items() if k in ("cluster", "request", "to", "drill",
+                                                                        "member", "operation", "error", "name"))
+        table.add_row(str(entry.get("time")), Text(str(entry.get("who"))), Text(str(entry.get("action"))),
+                      Text(str(entry.get("from"))), Text(str(entry.get("outcome"))), Text(brief[:200]))
+    console.print(table)
+
+
+def _since(value: str | None) -> float | None:
+    import datetime
+    import re
+
+    if value is None:
+        return None
+    relative = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value)
+    if relative:
+        return time.time() - float(relative[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[relative[2]]
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise InvalidInput(f"--since: {value!r} is neither an ISO 8601 time with a zone (2026-12-02T10:00Z) nor an "
+                           "age like 30m, 2h or 1d")
+    return parsed.timestamp()
 
 
 def main() -> None:

@@ -20,9 +20,11 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
+from orchestrator.audit import AuditLog, AutomaticActions
 from orchestrator.control.agents import ZooKeeperAgents
 from orchestrator.control.context import ClusterContext
 from orchestrator.control.cycle import ClusterCycle
@@ -37,11 +39,14 @@ from orchestrator.coordination import Coordinator
 from orchestrator.drills.spec import list_drills, load_drill
 from orchestrator.errors import CoordinationUnavailable, LostLeadership, OrchestratorError
 from orchestrator.events import EventLog
+from orchestrator.operator import spawn_drill
 from orchestrator.pgserver import InstanceLayout
-from orchestrator.processes import spawn
 from orchestrator.schedule import due_drills
 from orchestrator.topology import Topology
 from orchestrator.waiting import poll
+
+if TYPE_CHECKING:
+    from orchestrator.api.server import ApiServer
 
 __all__ = ["Controller", "EventLog", "NoState", "SwitchoverAborted"]
 
@@ -63,6 +68,7 @@ class Controller:
         drills_dir: Path | None = None,
         cancel_rejoin: Callable[[], None] | None = None,
         zk_hosts: str | None = None,
+        serve_api: bool = False,
     ) -> None:
         self.topology = topology
         self.datacenter = datacenter
@@ -70,6 +76,11 @@ class Controller:
         self.clock = clock
         self.identity = f"{datacenter}:{uuid.uuid4().hex[:8]}"
         self.log = log or EventLog(sys.stdout, controller=self.identity)
+        self.audit = AuditLog(lab_root / "audit")
+        self._audited = AutomaticActions(self.audit, self.identity, self.log)
+        self.log.subscribe(self._audited)
+        self._serve_api = serve_api and topology.api is not None
+        self._api: ApiServer | None = None
         self.coord = Coordinator(zk_hosts or topology.zookeeper_hosts(), topology.name, identity=self.identity,
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
         self.stop_event = threading.Event()
@@ -107,6 +118,9 @@ class Controller:
         for cluster in self.topology.clusters:
             self.coord.watch_requests(cluster.name, self._wake.set)
         self.log.emit("started", datacenter=self.datacenter)
+        api = threading.Thread(target=self._start_api, name="api-start", daemon=True)
+        if self._serve_api:   # in the background: importing and binding it must not delay the campaign
+            api.start()
         try:
             self._defer_campaign()
             while not self.stop_event.is_set():
@@ -116,6 +130,10 @@ class Controller:
                     self.log.emit("campaign-error", error=str(exc))
                     self.stop_event.wait(0.5)
         finally:
+            if api.is_alive():
+                api.join(timeout=30)
+            if self._api is not None:
+                self._api.stop()
             # A rejoin must not start a server after the lab stopped it: cancel and wait.
             if self._cancel_rejoin is not None:
                 self._cancel_rejoin()
@@ -125,6 +143,35 @@ class Controller:
             self._pool.shutdown(wait=False)
             self.coord.stop()
             self.log.emit("stopped")
+            self._audited.close()
+
+    def _start_api(self) -> None:
+        """The operator REST API on this data centre's ``api:<dc>`` port; failing to serve it stops nothing else."""
+        from orchestrator.api.server import serve
+
+        try:
+            server = serve(self.topology, self.datacenter, self.root, self.coord, served_by=self.identity,
+                           emit=self.log.emit, drills_dir=self.drills_dir, audit=self.audit)
+        except (OrchestratorError, OSError) as exc:
+            self.log.emit("api-failed", error=str(exc))
+            return
+        self._api = server
+        self.log.emit("api-serving", address=server.host, port=server.port)
+
+    def _start_drill(self, name: str) -> dict[str, Any]:
+        """A ``drill`` request (the REST API): start it the way a scheduled drill starts."""
+        if self.drills_dir is None:
+            return {"ok": False, "error": "the leader has no drills directory"}
+        paths = {p.stem: p for p in list_drills(self.drills_dir)}
+        if name not in paths:
+            return {"ok": False, "error": f"no drill {name!r}; drills are {', '.join(sorted(paths)) or 'none'}"}
+        try:
+            load_drill(paths[name], self.topology)
+        except OrchestratorError as exc:
+            return {"ok": False, "error": str(exc)}
+        pid = spawn_drill(self.root, self.drills_dir, name)
+        self.log.emit("drill-started", drill=name, pid=pid, by="request")
+        return {"ok": True, "drill": name, "pid": pid, "started_by": self.identity}
 
     def _defer_campaign(self) -> None:
         """At start, a controller in a primary's data centre lets one from elsewhere lead first.
@@ -179,7 +226,7 @@ class Controller:
         self._elected_at = time.monotonic()
         store = StateStore(self.coord, term, self.identity, clock=self.clock, log=self.log)
         rejoins = Rejoins(self._rejoin_runner)
-        requests, publisher = Requests(self.coord, rejoins), Publisher()
+        requests, publisher = Requests(self.coord, rejoins, self._start_drill), Publisher()
         cycles = [
             ClusterCycle(ClusterContext(c.name, term, self._databases[c.name], store,
                                         d.Policy.from_topology(self.topology, c), self.log, self.clock, self._pool,
@@ -264,8 +311,5 @@ class Controller:
         for name in due_drills(schedules, self.coord.schedule_last_runs(), now, self._leading_since):
             with term.guard(f"start scheduled drill {name}"):
                 self.coord.set_schedule_last_run(name, now)  # first: a crash must not repeat the run
-            reports = self.drills_dir.parent / "reports"
-            pid = spawn([sys.executable, "-m", "orchestrator.cli", "drill", "run", name, "--lab-dir", str(self.root),
-                         "--drills-dir", str(self.drills_dir), "--reports-dir", str(reports)],
-                        log=self.root / "controller" / f"drill-{name}.log", cwd=self.drills_dir.parent)
+            pid = spawn_drill(self.root, self.drills_dir, name)
             self.log.emit("scheduled-drill", drill=name, pid=pid)

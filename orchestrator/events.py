@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, TextIO
 
 _FIELDS = "event_fields"   # the LogRecord attribute carrying context and fields
@@ -39,7 +40,14 @@ class EventLog:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(JsonLineFormatter())
         self._logger.addHandler(handler)
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Also hand every event to ``listener(event, fields)`` (the audit trail); it must not raise."""
+        self._listeners.append(listener)
 
     def emit(self, event: str, **fields: Any) -> None:
         # The event name is the message verbatim: no %-formatting of its text.
         self._logger.info("%s", event, extra={_FIELDS: {**self._context, **fields}})
+        for listener in self._listeners:
+            listener(event, fields)

@@ -29,7 +29,7 @@ import psycopg
 
 from orchestrator import ensemble, pgserver
 from orchestrator import postgres as pg
-from orchestrator.errors import DatabaseUnavailable, LabError
+from orchestrator.errors import CoordinationUnavailable, DatabaseUnavailable, LabError
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.processes import is_running, pids_mentioning, read_pid, spawn, stop, stop_all
 from orchestrator.state import Role
@@ -176,8 +176,11 @@ class Lab:
         waiting = [c.name for c in self.topology.clusters]
 
         def all_recorded() -> bool:
-            while waiting and coord.read_state(waiting[0])[0] is not None:
-                waiting.pop(0)
+            try:
+                while waiting and coord.read_state(waiting[0])[0] is not None:
+                    waiting.pop(0)
+            except CoordinationUnavailable:
+                return False   # a connection lost on a loaded machine: kazoo reconnects; ask again
             return not waiting
 
         try:
@@ -207,6 +210,10 @@ class Lab:
             f"*:*:*:{creds.superuser}:{creds.superuser_password}\n",
             self.topology.postgres.os_user,
         )
+        if self.topology.api is not None:   # the controllers' REST API: its self-signed certificate, once
+            from orchestrator.api.server import ensure_certificate
+
+            ensure_certificate(self.topology, self.root)
         (self.root / STATE_FILE).write_text(json.dumps(
             {"topology": self.topology.model_dump(mode="json"), "created_at": time.time()}, indent=2))
 

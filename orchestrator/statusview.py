@@ -278,3 +278,27 @@ def cluster_state_view(console: Console, state: ClusterState, leader: str | None
 
 def _proof_text(op: Operation) -> Text:
     return Text("  " + proof_line(op), style="" if op.proven else "bold red")
+
+
+def status_document_view(console: Console, document: Mapping[str, Any]) -> RenderableType:
+    """``drctl --api URL status``: the API's status document (:func:`status_json`) as tables."""
+    parts: list[RenderableType] = []
+    columns = [Column("member"), Column("role"), Column("health", 2), Column("timeline", 3, "right"),
+               Column("streaming", 4), Column("lag", 1, "right")]
+    for cluster in document.get("clusters", []):
+        if parts:
+            parts.append(Text(""))
+        paused = "  [paused]" if cluster.get("paused") else ""
+        parts.append(Text(f"{cluster['cluster']}: primary {cluster['primary']}, timeline {cluster['timeline']}, "
+                          f"epoch {cluster['epoch']}, leader {document.get('leader') or 'none'}{paused}",
+                          style="bold"))
+        rows = [[m["member"], m["role"], m["health"], str(m["timeline"] if m["timeline"] is not None else "-"),
+                 "yes" if m["streaming"] else "no", human_bytes(m["lag_bytes"])]
+                for m in cluster.get("members", [])]
+        parts.append(fit_table(console, columns, rows, console.width))
+        operation = cluster.get("operation") or (cluster.get("history") or [None])[-1]
+        if operation:
+            parts.append(Text(f"{'operation' if cluster.get('operation') else 'last operation'}: "
+                              f"{operation['kind']} {operation['source']} -> {operation['target']} "
+                              f"({operation.get('outcome') or operation.get('step')})"))
+    return Group(*parts)

@@ -343,6 +343,36 @@ class Cluster(_Model):
         return next(m for m in self.members if m.role is MemberRole.PRIMARY)
 
 
+class ApiSpec(_Model):
+    """The operator REST API every controller serves (orchestrator.api) on its ``api:<dc>`` port.
+
+    Relative paths are resolved against the lab directory. ``tls``: serve HTTPS with
+    ``cert_file``/``key_file`` (the lab generates a self-signed pair when they are missing).
+    ``allow``: source networks allowed to connect (empty: any). ``failed_logins`` failed
+    logins from one address within ``failed_login_window_s`` lock it out (429) for the window.
+    """
+
+    tokens_file: str = "api/tokens.json"
+    tls: bool = True
+    cert_file: str = "api/cert.pem"
+    key_file: str = "api/key.pem"
+    allow: tuple[str, ...] = ()
+    failed_logins: int = Field(5, ge=1, le=1000)
+    failed_login_window_s: float = Field(60.0, gt=0, le=86400)
+    request_timeout_s: float = Field(60.0, ge=1, le=3600)
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or network: give e.g. 127.0.0.1 or "
+                                 "10.0.0.0/8") from None
+        return value
+
+
 class Topology(_Model):
     name: str
     regions: tuple[Region, ...] = Field(min_length=1)
@@ -351,6 +381,7 @@ class Topology(_Model):
     controller: ControllerSpec = ControllerSpec()
     postgres: PostgresSpec = PostgresSpec()
     clusters: tuple[Cluster, ...] = Field(min_length=1)
+    api: ApiSpec | None = None
 
     _name = field_validator("name")(_check_name)
 
@@ -431,7 +462,7 @@ class Topology(_Model):
     # ---- ports ---------------------------------------------------------------------------
 
     def port_plan(self) -> dict[str, int]:
-        """Every server's port, keyed ``zk:<dc>:client|peer|election`` and ``pg:<cluster>:<member>``.
+        """Every server's port, keyed ``zk:<dc>:client|peer|election``, ``pg:<cluster>:<member>`` and ``api:<dc>``.
 
         Explicit member ports are kept; every other server gets the next free port of the
         range, in topology order, so the plan is stable for a given file.
@@ -448,6 +479,9 @@ class Topology(_Model):
                     plan[f"pg:{cluster.name}:{member.name}"] = (
                         member.port if member.port is not None else next(free)
                     )
+            if self.api is not None:   # after every other server: adding the API moves no port
+                for dc in self.controller_datacenters:
+                    plan[f"api:{dc}"] = next(free)
         except StopIteration:
             raise ValueError(
                 f"ports: the range {self.ports.base}-{self.ports.end - 1} is too small for every server; "
@@ -671,13 +705,14 @@ def _outside_datacenter_contradictions(topo: Topology, cluster: Cluster, sync: t
 def _port_clashes(topo: Topology, plan: dict[str, int]) -> Iterator[str]:
     users: dict[tuple[str, int], str] = {}
     for key, port in plan.items():
-        kind, scope, name = key.split(":")
-        if kind == "zk":
+        kind, scope, name = [*key.split(":"), ""][:3]
+        if kind in ("zk", "api"):
             address = topo.datacenter(scope).address
         else:
             cluster = topo.cluster(scope)
             address = topo.member_address(cluster.member(name))
-        label = f"clusters.{scope}.members.{name}.port" if kind == "pg" else f"zookeeper.{scope}.{name}"
+        label = {"pg": f"clusters.{scope}.members.{name}.port", "api": f"api.{scope}"}.get(
+            kind, f"zookeeper.{scope}.{name}")
         other = users.get((address, port))
         if other is not None:
             yield f"{label}: port {port} on {address} is already used by {other}; choose another port"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from orchestrator import decisions as d
@@ -25,9 +26,11 @@ from orchestrator.state import ClusterSnapshot, Operation, OperationKind
 
 
 class Requests:
-    def __init__(self, coord: Coordination, rejoins: Rejoins) -> None:
+    def __init__(self, coord: Coordination, rejoins: Rejoins,
+                 start_drill: Callable[[str], dict[str, Any]] | None = None) -> None:
         self._coord = coord
         self._rejoins = rejoins
+        self._start_drill = start_drill   # a ``drill`` request (the REST API): start it as a child process
 
     def serve(self, ctx: ClusterContext, snapshot: ClusterSnapshot) -> bool:
         """Answer pending requests; True when one ran an operation (the snapshot is stale then).
@@ -74,6 +77,11 @@ class Requests:
         if state.operation is not None:
             return {"ok": False, "error": f"{state.operation.kind} {state.operation.id} is in progress; retry later "
                                           f"(or end it: drctl abort {ctx.cluster})"}
+        if kind == "drill":
+            if self._start_drill is None:
+                return {"ok": False, "error": "the leader has no drills directory; start the controllers from the "
+                                              "repository"}
+            return self._start_drill(str(request.get("drill")))
         if target == state.primary:
             return {"ok": False, "error": f"{target} is already the primary"}
         accept = bool(request.get("accept_data_loss"))
