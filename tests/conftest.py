@@ -13,12 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from orchestrator.lab import Lab
 from orchestrator.topology import Topology, load_topology, with_port_base
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PORT_BASE = int(os.environ.get("DRCTL_TEST_PORT_BASE", "26000"))
+
+# Property tests check logic, never speed: hypothesis's default 200 ms deadline per example fails
+# them when the session lab's servers share the two cores (a timing target belongs in a benchmark).
+settings.register_profile("drctl", deadline=None)
+settings.load_profile("drctl")
 
 
 @pytest.fixture(scope="session")

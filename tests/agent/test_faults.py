@@ -19,7 +19,8 @@ def echo() -> Iterator[tuple[str, int]]:
     accepted: list[socket.socket] = []
 
     def handle(conn: socket.socket) -> None:
-        with contextlib.suppress(OSError):
+        # The connection is closed when its peer goes, also one accepted after teardown began.
+        with conn, contextlib.suppress(OSError):
             while data := conn.recv(4096):
                 conn.sendall(data)
 
@@ -35,6 +36,10 @@ def echo() -> Iterator[tuple[str, int]]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield server.getsockname()[:2]
+    # close() alone does not wake a thread blocked in accept(); shutdown() does, so the listener
+    # stops accepting before its port can be handed to anything else.
+    with contextlib.suppress(OSError):
+        server.shutdown(socket.SHUT_RDWR)
     server.close()
     thread.join(5)
     for conn in accepted:
