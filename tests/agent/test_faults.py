@@ -78,4 +78,3 @@ def test_instruction_errors_name_the_field() -> None:
         parse_instruction(b'{"epoch": 0, "action": "fence", "id": "x"}')
     with pytest.raises(ValueError, match=r"^instruction"):
         parse_instruction(b"not json")
-
