@@ -483,6 +483,9 @@ def drill_run(
     lab_dir: LabDirOpt = None,
     drills_dir: DrillsDirOpt = Path("drills"),
     reports_dir: ReportsDirOpt = Path("reports"),
+    route: Annotated[str | None, typer.Option(
+        "--route", help="How the clients reach the primary: libpq (multi-host) or haproxy (the lab's "
+                        "read-write port, started if needed); default: the drill file's route.")] = None,
 ) -> None:
     """Run drill NAME against the lab; exit 1 when a target or an invariant fails.
 
@@ -500,8 +503,13 @@ def drill_run(
     topo = _recorded_topology(root)
     if topo is None:
         raise InvalidInput(f"no lab at {root}; run 'drctl lab up' first or pass --lab-dir")
+    from orchestrator.drills.spec import Route
+
+    if route is not None and route not in {r.value for r in Route}:
+        raise InvalidInput(f"--route: {route!r} is unknown; use libpq or haproxy")
     runner = DrillRunner(Lab(topo, root), drills_dir, reports_dir,
-                         progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"))
+                         progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"),
+                         route=Route(route) if route is not None else None)
     runner.load(name)  # a bad drill file fails here, before anything runs
     audit = AuditLog(root / "audit")
     who = _who()

@@ -67,6 +67,10 @@ def render(topology: Topology, root: Path) -> str:
         "    timeout client 30m",
         "    timeout server 30m",
         "    timeout check 1s",
+        # A refused connection (a dead primary not yet marked down) is not retried: HAProxy waits up
+        # to a second before each retry, while a client that sees the close reconnects in milliseconds
+        # and lands on the new primary once its check passes.
+        "    retries 0",
         "",
     ]
     for cluster in topology.clusters:
