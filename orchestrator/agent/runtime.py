@@ -40,7 +40,7 @@ from orchestrator.agent.health import AgentReading, HealthServer
 from orchestrator.agent.watchdog import Watchdog
 from orchestrator.coordination import AgentSession
 from orchestrator.decisions import SessionState
-from orchestrator.decisions.health import MemberHealth
+from orchestrator.decisions.health import MemberHealth, fence_in_force
 from orchestrator.errors import CoordinationUnavailable, PermanentError
 from orchestrator.events import EventLog
 from orchestrator.state import ClusterState, Role
@@ -118,7 +118,7 @@ class Agent:
         self._epoch_seen: int | None = None
         self._instruction: bytes | None = None
         self._last_answered: str | None = None
-        self._fenced, self._fenced_at, self._fence_reason = self._load_fence_record()
+        self._fenced, self._fenced_at, self._fence_reason, self._fenced_generation = self._load_fence_record()
         self._watchdog: Watchdog | None = None
 
     # ---- process lifetime ---------------------------------------------------------------------
@@ -238,6 +238,7 @@ class Agent:
         report = self._fencer.fence()
         with self._lock:
             self._fenced, self._fenced_at, self._fence_reason = True, started, reason
+            self._fenced_generation = self._recorded.generation if self._recorded is not None else None
             self._fences += 1
             lease_age = time.monotonic() - self._confirmed_send
         self._save_fence_record()
@@ -275,21 +276,24 @@ class Agent:
         except CoordinationUnavailable as exc:
             self.log.emit("answer-failed", error=str(exc))
 
-    def _load_fence_record(self) -> tuple[bool, float | None, str]:
+    def _load_fence_record(self) -> tuple[bool, float | None, str, int | None]:
         try:
             record = json.loads(self.config.fence_record.read_text())
-            return True, float(record["at"]), str(record["reason"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return False, None, ""
+            generation = record.get("generation")
+            return (True, float(record["at"]), str(record["reason"]),
+                    int(generation) if generation is not None else None)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False, None, "", None
 
     def _save_fence_record(self) -> None:
         path = self.config.fence_record
         with self._lock:
             fenced, at, reason = self._fenced, self._fenced_at, self._fence_reason
+            generation = self._fenced_generation
         try:
             if fenced:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"at": at, "reason": reason}))
+                path.write_text(json.dumps({"at": at, "reason": reason, "generation": generation}))
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
@@ -393,7 +397,9 @@ class Agent:
             lease_age = now - self._confirmed_send
             loop_age = now - self._loop_at
             fenced, probe_s, fences = self._fenced, self._probe_s, self._fences
+            fenced_generation = self._fenced_generation
         primary = state.primary if state is not None else None
+        generation = state.generation if state is not None else None
         lag: int | None = None
         if obs.role is Role.PRIMARY:
             lag = 0
@@ -404,9 +410,10 @@ class Agent:
                 lag = max(0, primary_lsn - mine)
         health = MemberHealth(
             member=cfg.member, role=obs.role, postmaster_alive=obs.postmaster_alive,
-            answering=obs.postmaster_alive and obs.error is None, fenced=fenced,
+            answering=obs.postmaster_alive and obs.error is None,
+            fenced=fence_in_force(cfg.member, fenced, fenced_generation, primary, generation),
             lease_valid=confirmed and session is not SessionState.LOST and lease_age <= cfg.budget.detect_s,
-            recorded_primary=primary, generation=state.generation if state is not None else None,
+            recorded_primary=primary, generation=generation,
             timeline=obs.timeline, streaming=obs.receiver == "streaming",
             synchronous=self._synchronous(state), lag_bytes=lag,
             loop_age_s=loop_age, loop_limit_s=cfg.budget.detect_s,

@@ -130,6 +130,20 @@ def parse_endpoint(path: str) -> Endpoint | None:
         return None
 
 
+def fence_in_force(member: str, fenced: bool, fenced_generation: int | None, recorded_primary: str | None,
+                   generation: int | None) -> bool:
+    """Does a fence still stand against ``member``'s primary?
+
+    The agent's fenced flag outlives the fence: only an unfence instruction clears it. A fence
+    taken at generation ``g`` is void once the cluster state names this member primary of a later
+    generation: a controller promoted it after the fence. Unknown generations keep the fence.
+    """
+    if not fenced:
+        return False
+    return not (fenced_generation is not None and generation is not None and recorded_primary == member
+                and generation > fenced_generation)
+
+
 def _primary(h: MemberHealth) -> Answer:
     if not h.postmaster_alive:
         return Answer(UNAVAILABLE, "PostgreSQL is not running")

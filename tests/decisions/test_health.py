@@ -14,6 +14,7 @@ from orchestrator.decisions.health import (
     Query,
     ReplicationState,
     answer,
+    fence_in_force,
     parse_endpoint,
     parse_lag,
     parse_replication_state,
@@ -102,6 +103,19 @@ def test_replication_state_and_paths() -> None:
     assert parse_endpoint("/") is Endpoint.PRIMARY
     assert parse_endpoint("/read-write") is Endpoint.READ_WRITE
     assert parse_endpoint("/metrics") is None
+
+
+@pytest.mark.parametrize(("fenced", "at_generation", "recorded", "generation", "in_force"), [
+    (False, None, "a", 5, False),
+    (True, 3, "a", 5, False),        # promoted again after the fence: a controller superseded it
+    (True, 5, "a", 5, True),         # fenced in the generation it is primary of
+    (True, 3, "b", 5, True),         # the state names another member
+    (True, None, "a", 5, True),      # fenced before any state was seen: keep it
+    (True, 3, "a", None, True),      # no state: keep it
+], ids=["not-fenced", "promoted-after", "same-generation", "other-primary", "unknown-fence", "unknown-state"])
+def test_fence_in_force(fenced: bool, at_generation: int | None, recorded: str, generation: int | None,
+                        in_force: bool) -> None:
+    assert fence_in_force("a", fenced, at_generation, recorded, generation) is in_force
 
 
 def test_state_names() -> None:
