@@ -156,9 +156,7 @@ def _check_ports_free(topo: Topology) -> None:
     from orchestrator.processes import port_in_use
 
     for key, port in topo.port_plan().items():
-        kind, owner, *rest = key.split(":")
-        address = (topo.datacenter(owner).address if kind in ("zk", "api")
-                   else topo.member_address(topo.cluster(owner).member(rest[0])))
+        address = topo.port_address(key)
         if port_in_use(address, port):
             raise InvalidInput(f"ports: {address}:{port} ({key}) is already in use by another process; stop it or "
                                "move the lab with ports.base in the topology")
@@ -178,6 +176,35 @@ def lab_down(
     started = time.monotonic()
     Lab(topo, root).down(keep_data=keep_data)
     console.print(f"lab down in {time.monotonic() - started:.1f}s")
+
+
+@lab_app.command("haproxy")
+def lab_haproxy(
+    lab_dir: LabDirOpt = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the lab's HAProxy instead.")] = False,
+) -> None:
+    """Run HAProxy in front of the lab: per cluster a read-write port (checks /primary) and a read-only
+    port (checks /replica) on the agents' health endpoints. 'drctl lab down' stops it too."""
+    from orchestrator import haproxy
+
+    root = _lab_dir(lab_dir)
+    topo = _recorded_topology(root)
+    if topo is None:
+        raise InvalidInput(f"no lab at {root}; run 'drctl lab up' first or pass --lab-dir")
+    if stop:
+        haproxy.stop(root)
+        console.print("haproxy stopped")
+        return
+    if topo.health is None:
+        raise InvalidInput("health: the lab's topology has no health section; add 'health: {}' to it, then "
+                           "'drctl lab down' and 'drctl lab up'")
+    pid = haproxy.start(topo, root)
+    plan = topo.port_plan()
+    console.print(f"haproxy pid {pid}, configuration {haproxy.config_file(root)}")
+    for cluster in topo.clusters:
+        for kind, label in (("rw", "read-write (/primary)"), ("ro", "read-only (/replica)")):
+            key = f"haproxy:{cluster.name}:{kind}"
+            console.print(f"  {cluster.name} {label}: {topo.port_address(key)}:{plan[key]}")
 
 
 @lab_app.command("status")
@@ -456,6 +483,9 @@ def drill_run(
     lab_dir: LabDirOpt = None,
     drills_dir: DrillsDirOpt = Path("drills"),
     reports_dir: ReportsDirOpt = Path("reports"),
+    route: Annotated[str | None, typer.Option(
+        "--route", help="How the clients reach the primary: libpq (multi-host) or haproxy (the lab's "
+                        "read-write port, started if needed); default: the drill file's route.")] = None,
 ) -> None:
     """Run drill NAME against the lab; exit 1 when a target or an invariant fails.
 
@@ -473,8 +503,13 @@ def drill_run(
     topo = _recorded_topology(root)
     if topo is None:
         raise InvalidInput(f"no lab at {root}; run 'drctl lab up' first or pass --lab-dir")
+    from orchestrator.drills.spec import Route
+
+    if route is not None and route not in {r.value for r in Route}:
+        raise InvalidInput(f"--route: {route!r} is unknown; use libpq or haproxy")
     runner = DrillRunner(Lab(topo, root), drills_dir, reports_dir,
-                         progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"))
+                         progress=lambda text: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}"),
+                         route=Route(route) if route is not None else None)
     runner.load(name)  # a bad drill file fails here, before anything runs
     audit = AuditLog(root / "audit")
     who = _who()

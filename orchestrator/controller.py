@@ -39,7 +39,8 @@ from orchestrator.coordination import Coordinator
 from orchestrator.drills.spec import list_drills, load_drill
 from orchestrator.errors import CoordinationUnavailable, LostLeadership, OrchestratorError
 from orchestrator.events import EventLog
-from orchestrator.operator import spawn_drill
+from orchestrator.metrics import ControllerMetrics
+from orchestrator.operator import reports_dir, spawn_drill
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.schedule import due_drills
 from orchestrator.topology import Topology
@@ -83,6 +84,11 @@ class Controller:
         self._api: ApiServer | None = None
         self.coord = Coordinator(zk_hosts or topology.zookeeper_hosts(), topology.name, identity=self.identity,
                                  session_timeout=topology.zookeeper.session_timeout_ms / 1000)
+        # /metrics on the API: counters from this log's events, gauges read at each scrape.
+        self.metrics = ControllerMetrics(topology, read_state=lambda name: self.coord.read_state(name)[0],
+                                         reports_dir=reports_dir(drills_dir) if drills_dir is not None else None,
+                                         identity=self.identity, clock=clock)
+        self.log.subscribe(self.metrics.on_event)
         self.stop_event = threading.Event()
         self._wake = threading.Event()  # an operator request arrived: cycle now
         self._cancel_rejoin = cancel_rejoin
@@ -151,7 +157,7 @@ class Controller:
 
         try:
             server = serve(self.topology, self.datacenter, self.root, self.coord, served_by=self.identity,
-                           emit=self.log.emit, drills_dir=self.drills_dir, audit=self.audit)
+                           emit=self.log.emit, drills_dir=self.drills_dir, audit=self.audit, metrics=self.metrics)
         except (OrchestratorError, OSError) as exc:
             self.log.emit("api-failed", error=str(exc))
             return

@@ -9,7 +9,8 @@ and ``lab.json`` recording the topology the lab was built from, so ``down`` and 
 act on what really runs.
 
 ``up`` is idempotent: what is healthy is left alone, what is stopped is started, what is
-missing is built. ``down`` stops every process by its PID and removes the directory.
+missing is built. ``down`` stops every process by its PID (HAProxy too, when ``drctl lab
+haproxy`` started it: :mod:`orchestrator.haproxy`) and removes the directory.
 """
 
 from __future__ import annotations
@@ -404,6 +405,9 @@ class Lab:
         """Stop every lab process by its PID, then remove the lab directory."""
         if not self.root.exists():
             return
+        from orchestrator import haproxy
+
+        haproxy.stop(self.root)
         self.stop_controllers()
         self.stop_agents()
         with ThreadPoolExecutor(max_workers=8) as pool:

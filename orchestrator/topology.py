@@ -360,6 +360,9 @@ class ApiSpec(_Model):
     failed_logins: int = Field(5, ge=1, le=1000)
     failed_login_window_s: float = Field(60.0, gt=0, le=86400)
     request_timeout_s: float = Field(60.0, ge=1, le=3600)
+    # /metrics without a token (Prometheus scrapes without one, like Patroni's and CloudNativePG's);
+    # true: /metrics needs a viewer token like every other read.
+    metrics_token: bool = False
 
     @field_validator("allow")
     @classmethod
@@ -373,6 +376,22 @@ class ApiSpec(_Model):
         return value
 
 
+class HealthSpec(_Model):
+    """Per-member health endpoints for load balancers, served by each node agent (orchestrator.agent.health).
+
+    Each agent listens (plain HTTP, no token: HAProxy sends none) on its ``health:<cluster>:<member>``
+    port at its member's address: ``/primary``, ``/replica``, ... with Patroni's status codes, and
+    ``/metrics`` when ``metrics`` is true. ``drctl lab haproxy`` serves each cluster's read-write and
+    read-only frontends on the ``haproxy:<cluster>:rw`` / ``haproxy:<cluster>:ro`` ports.
+    """
+
+    metrics: bool = True
+    # HAProxy's health-check interval (ms), and how many failed / passed checks mark a server down / up.
+    check_interval_ms: int = Field(500, ge=50, le=60000)
+    fall: int = Field(2, ge=1, le=100)
+    rise: int = Field(1, ge=1, le=100)
+
+
 class Topology(_Model):
     name: str
     regions: tuple[Region, ...] = Field(min_length=1)
@@ -382,6 +401,7 @@ class Topology(_Model):
     postgres: PostgresSpec = PostgresSpec()
     clusters: tuple[Cluster, ...] = Field(min_length=1)
     api: ApiSpec | None = None
+    health: HealthSpec | None = None
 
     _name = field_validator("name")(_check_name)
 
@@ -462,7 +482,8 @@ class Topology(_Model):
     # ---- ports ---------------------------------------------------------------------------
 
     def port_plan(self) -> dict[str, int]:
-        """Every server's port, keyed ``zk:<dc>:client|peer|election``, ``pg:<cluster>:<member>`` and ``api:<dc>``.
+        """Every server's port, keyed ``zk:<dc>:client|peer|election``, ``pg:<cluster>:<member>``, ``api:<dc>``,
+        ``health:<cluster>:<member>`` and ``haproxy:<cluster>:rw|ro``.
 
         Explicit member ports are kept; every other server gets the next free port of the
         range, in topology order, so the plan is stable for a given file.
@@ -482,12 +503,29 @@ class Topology(_Model):
             if self.api is not None:   # after every other server: adding the API moves no port
                 for dc in self.controller_datacenters:
                     plan[f"api:{dc}"] = next(free)
+            if self.health is not None:   # after the API: adding health endpoints moves no port
+                for cluster in self.clusters:
+                    for member in cluster.members:
+                        plan[f"health:{cluster.name}:{member.name}"] = next(free)
+                for cluster in self.clusters:
+                    for kind in ("rw", "ro"):
+                        plan[f"haproxy:{cluster.name}:{kind}"] = next(free)
         except StopIteration:
             raise ValueError(
                 f"ports: the range {self.ports.base}-{self.ports.end - 1} is too small for every server; "
                 "raise ports.span"
             ) from None
         return plan
+
+    def port_address(self, key: str) -> str:
+        """The address a ``port_plan`` key's server listens on."""
+        kind, scope, name = [*key.split(":"), ""][:3]
+        if kind in ("zk", "api"):
+            return self.datacenter(scope).address
+        cluster = self.cluster(scope)
+        if kind == "haproxy":   # the lab's load balancer runs beside the initial primary
+            return self.datacenter(cluster.initial_primary.datacenter).address
+        return self.member_address(cluster.member(name))
 
     def member_port(self, cluster: Cluster, member: Member) -> int:
         return self.port_plan()[f"pg:{cluster.name}:{member.name}"]
@@ -706,12 +744,9 @@ def _port_clashes(topo: Topology, plan: dict[str, int]) -> Iterator[str]:
     users: dict[tuple[str, int], str] = {}
     for key, port in plan.items():
         kind, scope, name = [*key.split(":"), ""][:3]
-        if kind in ("zk", "api"):
-            address = topo.datacenter(scope).address
-        else:
-            cluster = topo.cluster(scope)
-            address = topo.member_address(cluster.member(name))
-        label = {"pg": f"clusters.{scope}.members.{name}.port", "api": f"api.{scope}"}.get(
+        address = topo.port_address(key)
+        label = {"pg": f"clusters.{scope}.members.{name}.port", "api": f"api.{scope}",
+                 "health": f"health ({scope}/{name})", "haproxy": f"health (haproxy {scope} {name})"}.get(
             kind, f"zookeeper.{scope}.{name}")
         other = users.get((address, port))
         if other is not None:

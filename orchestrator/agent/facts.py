@@ -56,6 +56,10 @@ class LocalObservation:
     flushed_lsn: int | None = None
     replayed_lsn: int | None = None
     error: str | None = None
+    # A standby's walreceiver status ("streaming", "catchup", ...; None: no walreceiver).
+    receiver: str | None = None
+    # A standby: seconds since the last replayed commit while WAL waits for replay (0 when caught up).
+    replay_delay_s: float | None = None
 
 
 _QUERY = """
@@ -67,7 +71,11 @@ SELECT pg_is_in_recovery(),
        (SELECT timeline_id FROM pg_control_checkpoint()),
        (SELECT received_tli FROM pg_stat_wal_receiver),
        CASE WHEN pg_is_in_recovery() THEN NULL
-            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+       (SELECT status FROM pg_stat_wal_receiver),
+       CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END
 """
 
 
@@ -102,7 +110,7 @@ class LocalProbe:
             role = Role.STANDBY if is_standby(self._data) else Role.UNKNOWN
             return LocalObservation(role, True, error=str(exc).strip().splitlines()[0] if str(exc) else "error")
         assert row is not None
-        in_recovery, flush, written, received, replayed, ckpt_tli, received_tli, primary_tli = row
+        in_recovery, flush, written, received, replayed, ckpt_tli, received_tli, primary_tli, receiver, delay = row
         if in_recovery:
             tli = received_tli if received_tli is not None else ckpt_tli
             return LocalObservation(
@@ -110,6 +118,8 @@ class LocalProbe:
                 received_lsn=lsn_to_int(str(written)) if written else lsn_to_int(str(received) if received else None),
                 flushed_lsn=lsn_to_int(str(received)) if received else None,
                 replayed_lsn=lsn_to_int(str(replayed)) if replayed else None,
+                receiver=str(receiver) if receiver is not None else None,
+                replay_delay_s=float(str(delay)) if delay is not None else None,
             )
         position = lsn_to_int(str(flush))
         return LocalObservation(Role.PRIMARY, True, timeline=int(str(primary_tli)), received_lsn=position,

@@ -86,6 +86,11 @@ def agent_config(lab_root: Path, member: str, *, cluster: str | None = None, zk_
         watchdog_log=root / "agent" / f"{found.name}-{member}.watchdog.log",
         fence_record=root / "agent" / f"{found.name}-{member}.fenced.json",
         lock_file=root / "agent" / f"{found.name}-{member}.lock",
+        health_address=(None if topology.health is None else
+                        (topology.port_address(f"health:{found.name}:{member}"),
+                         topology.port_plan()[f"health:{found.name}:{member}"])),
+        metrics=topology.health.metrics if topology.health is not None else False,
+        topology=topology,
     )
 
 

@@ -9,6 +9,9 @@
   pets the watchdog with the new deadline;
 * **watches** (kazoo's threads) that only store what they see: the cluster state (who is primary,
   of which generation, who is being promoted), the leader epoch, this member's instruction;
+* the **health port** (:mod:`orchestrator.agent.health`, when the topology has a ``health``
+  section): Patroni-style endpoints for load balancers and ``/metrics``, answered from
+  :meth:`Agent.reading` (``decisions.health`` decides the codes);
 * the **watchdog** process (:mod:`orchestrator.agent.watchdog`), which stops the postmaster by PID
   if the loop or the whole agent stalls past the deadline.
 
@@ -33,12 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator.agent import rules
 from orchestrator.agent.facts import AgentFacts, LocalObservation, LocalProbe
 from orchestrator.agent.fencing import Fencer
+from orchestrator.agent.health import AgentReading, HealthServer
 from orchestrator.agent.watchdog import Watchdog
 from orchestrator.coordination import AgentSession
 from orchestrator.decisions import SessionState
+from orchestrator.decisions.health import MemberHealth, fence_in_force
 from orchestrator.errors import CoordinationUnavailable, PermanentError
 from orchestrator.events import EventLog
 from orchestrator.state import ClusterState, Role
+from orchestrator.topology import Topology
 
 
 class AgentAlreadyRunning(PermanentError):
@@ -81,6 +87,11 @@ class AgentConfig:
     # Held (flock) for the agent's life: one agent per member on this host.
     lock_file: Path
     loop_s: float = 0.05
+    # The health port (orchestrator.agent.health); None: not served.
+    health_address: tuple[str, int] | None = None
+    metrics: bool = True
+    # For the health answers' sync/async: whose confirmation counts for which primary.
+    topology: Topology | None = None
 
 
 class Agent:
@@ -101,10 +112,13 @@ class Agent:
         self._session_state = SessionState.SUSPENDED  # not connected yet: in doubt, not lost
         self._obs = LocalObservation(Role.UNKNOWN, False)
         self._recorded: rules.RecordedPrimary | None = None
+        self._state: ClusterState | None = None
+        self._probe_s: float | None = None
+        self._fences = 0
         self._epoch_seen: int | None = None
         self._instruction: bytes | None = None
         self._last_answered: str | None = None
-        self._fenced, self._fenced_at, self._fence_reason = self._load_fence_record()
+        self._fenced, self._fenced_at, self._fence_reason, self._fenced_generation = self._load_fence_record()
         self._watchdog: Watchdog | None = None
 
     # ---- process lifetime ---------------------------------------------------------------------
@@ -131,6 +145,7 @@ class Agent:
         self._watchdog = self._spawn_watchdog()
         heartbeat = threading.Thread(target=self._heartbeat, name="agent-heartbeat", daemon=True)
         heartbeat.start()
+        health = self._serve_health()
         try:
             while not self.stop_event.is_set():
                 try:
@@ -145,6 +160,8 @@ class Agent:
             obs = self._probe.observe()
             if obs.postmaster_alive and obs.role is not Role.STANDBY:
                 self._fence("agent stopped while its member is primary", cause="agent-stopped")
+            if health is not None:
+                health.stop()
             heartbeat.join(timeout=cfg.budget.session_timeout_s + 1)
             if self._watchdog is not None:
                 self._watchdog.stop()
@@ -152,6 +169,20 @@ class Agent:
             self._probe.close()
             self._fencer.close()
             self.log.emit("stopped")
+
+    def _serve_health(self) -> HealthServer | None:
+        """The health port; one that cannot be bound is logged, and the agent carries on without it."""
+        if self.config.health_address is None:
+            return None
+        host, port = self.config.health_address
+        server = HealthServer(host, port, self.reading, metrics=self.config.metrics)
+        try:
+            server.start()
+        except OSError as exc:
+            self.log.emit("health-failed", address=host, port=port, error=str(exc))
+            return None
+        self.log.emit("health-serving", address=host, port=port)
+        return server
 
     def _spawn_watchdog(self) -> Watchdog:
         with self._lock:
@@ -175,6 +206,7 @@ class Agent:
         with self._lock:
             self._loop_at = now
             self._obs = obs
+            self._probe_s = time.monotonic() - now
             pending, self._instruction = self._instruction, None
         if pending is not None:
             self._answer(pending)
@@ -206,6 +238,8 @@ class Agent:
         report = self._fencer.fence()
         with self._lock:
             self._fenced, self._fenced_at, self._fence_reason = True, started, reason
+            self._fenced_generation = self._recorded.generation if self._recorded is not None else None
+            self._fences += 1
             lease_age = time.monotonic() - self._confirmed_send
         self._save_fence_record()
         self.log.emit("fenced", cause=cause, reason=reason, lease_age_s=round(lease_age, 3),
@@ -242,21 +276,24 @@ class Agent:
         except CoordinationUnavailable as exc:
             self.log.emit("answer-failed", error=str(exc))
 
-    def _load_fence_record(self) -> tuple[bool, float | None, str]:
+    def _load_fence_record(self) -> tuple[bool, float | None, str, int | None]:
         try:
             record = json.loads(self.config.fence_record.read_text())
-            return True, float(record["at"]), str(record["reason"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return False, None, ""
+            generation = record.get("generation")
+            return (True, float(record["at"]), str(record["reason"]),
+                    int(generation) if generation is not None else None)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False, None, "", None
 
     def _save_fence_record(self) -> None:
         path = self.config.fence_record
         with self._lock:
             fenced, at, reason = self._fenced, self._fenced_at, self._fence_reason
+            generation = self._fenced_generation
         try:
             if fenced:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"at": at, "reason": reason}))
+                path.write_text(json.dumps({"at": at, "reason": reason, "generation": generation}))
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
@@ -270,6 +307,7 @@ class Agent:
         with self._lock:
             changed = recorded != self._recorded
             self._recorded = recorded
+            self._state = state
         if changed and recorded is not None:
             self.log.emit("state", primary=recorded.primary, generation=recorded.generation,
                           promoting=recorded.promoting)
@@ -346,3 +384,56 @@ class Agent:
                 updated_at=time.time(),
             )
 
+
+    # ---- health (the health port's threads) --------------------------------------------------------
+
+    def reading(self) -> AgentReading:
+        """What the health endpoints and /metrics answer from, taken under the lock."""
+        cfg = self.config
+        now = time.monotonic()
+        with self._lock:
+            obs, state, session = self._obs, self._state, self._session_state
+            confirmed = self._confirmed_wall is not None
+            lease_age = now - self._confirmed_send
+            loop_age = now - self._loop_at
+            fenced, probe_s, fences = self._fenced, self._probe_s, self._fences
+            fenced_generation = self._fenced_generation
+        primary = state.primary if state is not None else None
+        generation = state.generation if state is not None else None
+        lag: int | None = None
+        if obs.role is Role.PRIMARY:
+            lag = 0
+        elif state is not None and primary in state.members:
+            primary_lsn = state.members[primary].wal_lsn
+            mine = max((p for p in (obs.received_lsn, obs.replayed_lsn) if p is not None), default=None)
+            if primary_lsn is not None and mine is not None:
+                lag = max(0, primary_lsn - mine)
+        health = MemberHealth(
+            member=cfg.member, role=obs.role, postmaster_alive=obs.postmaster_alive,
+            answering=obs.postmaster_alive and obs.error is None,
+            fenced=fence_in_force(cfg.member, fenced, fenced_generation, primary, generation),
+            lease_valid=confirmed and session is not SessionState.LOST and lease_age <= cfg.budget.detect_s,
+            recorded_primary=primary, generation=generation,
+            timeline=obs.timeline, streaming=obs.receiver == "streaming",
+            synchronous=self._synchronous(state), lag_bytes=lag,
+            loop_age_s=loop_age, loop_limit_s=cfg.budget.detect_s,
+        )
+        return AgentReading(cluster=cfg.cluster, health=health,
+                            lag_seconds=0.0 if obs.role is Role.PRIMARY else obs.replay_delay_s,
+                            probe_seconds=probe_s, since_zookeeper_s=lease_age if confirmed else None,
+                            fences=fences)
+
+    def _synchronous(self, state: ClusterState | None) -> bool:
+        """Does this member's confirmation count for the recorded primary's commits?"""
+        topo = self.config.topology
+        if topo is None or state is None or state.primary == self.config.member:
+            return False
+        try:
+            cluster = topo.cluster(self.config.cluster)
+            primary = cluster.member(state.primary)
+        except (KeyError, ValueError):
+            return False
+        if cluster.replication.quorum == 0:
+            return False
+        names = (*topo.synchronous_members(cluster), *state.synchronous_extra)
+        return self.config.member in topo.confirming_members(cluster, primary, names)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,6 +28,7 @@ from orchestrator.api.auth import AllowList, FailedLogins, Identity, Role, Token
 from orchestrator.audit import AuditLog
 from orchestrator.coordination import Coordinator
 from orchestrator.errors import InvalidInput, OrchestratorError
+from orchestrator.metrics import ControllerMetrics
 from orchestrator.topology import Topology
 
 PREFIX = "/api/v1"
@@ -48,6 +49,9 @@ class ApiContext:
     drills_dir: Path | None
     emit: Callable[..., None]
     request_timeout: float = 60.0
+    # /metrics (orchestrator.metrics); None: not served. metrics_token: it needs a viewer token.
+    metrics: ControllerMetrics | None = None
+    metrics_token: bool = False
 
 
 # ---- request bodies ------------------------------------------------------------------------------
@@ -244,6 +248,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         state = document["clusters"][0]
         return {"cluster": name, "primary": state["primary"], "leader": document["leader"],
                 "members": state["members"], "served_by": ctx.served_by}
+
+    # ---- metrics (Prometheus) --------------------------------------------------------------------
+
+    @app.get("/metrics", summary="Prometheus metrics (no token unless api.metrics_token)", response_class=Response)
+    def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if ctx.metrics is None:
+            raise HTTPException(404, "this controller serves no metrics")
+        if ctx.metrics_token:
+            authorize(request, Role.VIEWER)
+        elif not ctx.allow.allows(source(request)):
+            raise deny(request, 403, f"source address {source(request)} is not in api.allow", action="connect")
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- actions (run by the leader) -------------------------------------------------------------
 

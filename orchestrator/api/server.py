@@ -23,6 +23,7 @@ from orchestrator.api.auth import AllowList, FailedLogins, TokenFile
 from orchestrator.audit import AuditLog
 from orchestrator.coordination import Coordinator
 from orchestrator.errors import OrchestratorError
+from orchestrator.metrics import ControllerMetrics
 from orchestrator.topology import ApiSpec, Topology
 from orchestrator.waiting import poll
 
@@ -117,14 +118,16 @@ class ApiServer:
 
 
 def serve(topology: Topology, datacenter: str, root: Path, coord: Coordinator, *, served_by: str,
-          emit: Callable[..., None], drills_dir: Path | None, audit: AuditLog | None = None) -> ApiServer:
+          emit: Callable[..., None], drills_dir: Path | None, audit: AuditLog | None = None,
+          metrics: ControllerMetrics | None = None) -> ApiServer:
     """Start the API of the controller in ``datacenter`` (its address and ``api:<dc>`` port)."""
     spec = spec_of(topology)
     ensure_certificate(topology, root)
     ctx = ApiContext(topology=topology, root=root, coord=coord, served_by=served_by,
                      audit=audit or AuditLog(audit_dir(root)), tokens=tokens_file(topology, root),
                      allow=AllowList(spec.allow), limiter=FailedLogins(spec.failed_logins, spec.failed_login_window_s),
-                     drills_dir=drills_dir, emit=emit, request_timeout=spec.request_timeout_s)
+                     drills_dir=drills_dir, emit=emit, request_timeout=spec.request_timeout_s,
+                     metrics=metrics, metrics_token=spec.metrics_token)
     server = ApiServer(create_app(ctx), topology.datacenter(datacenter).address,
                        topology.port_plan()[f"api:{datacenter}"],
                        certfile=resolve(root, spec.cert_file) if spec.tls else None,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator import __version__
+from orchestrator import __version__, haproxy
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
@@ -26,7 +26,7 @@ from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, start_load
 from orchestrator.drills.measure import Promotion, TimelineEvent, ids_to_look_up, judge, measure, promotions
 from orchestrator.drills.report import DrillReport, write_report
-from orchestrator.drills.spec import DrillSpec, Switchover, find_drill, load_drill
+from orchestrator.drills.spec import DrillSpec, Route, Switchover, find_drill, load_drill
 from orchestrator.errors import DrillFileError, LabError, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.state import ClusterSnapshot, Role
@@ -53,16 +53,24 @@ Progress = Callable[[str], None]
 
 
 class DrillRunner:
-    def __init__(self, lab: Lab, drills_dir: Path, reports_dir: Path, *, progress: Progress = lambda _: None
-                 ) -> None:
+    def __init__(self, lab: Lab, drills_dir: Path, reports_dir: Path, *, progress: Progress = lambda _: None,
+                 route: Route | None = None) -> None:
         self.lab = lab
+        # Overrides each drill file's route: (drctl drill run --route).
         self.drills_dir = drills_dir
         self.reports_dir = reports_dir
         self.progress = progress
+        self.route = route
 
     def load(self, name: str) -> DrillSpec:
         """:raises DrillFileError: unknown drill, or a file that contradicts the topology."""
-        return load_drill(find_drill(self.drills_dir, name), self.lab.topology)
+        spec = load_drill(find_drill(self.drills_dir, name), self.lab.topology)
+        if self.route is not None and self.route is not spec.route:
+            if self.route is Route.HAPROXY and self.lab.topology.health is None:
+                raise DrillFileError("--route: haproxy needs the topology's health section; add 'health: {}' "
+                                     "to the topology or use --route libpq")
+            spec = spec.model_copy(update={"route": self.route})
+        return spec
 
     def run(self, name: str) -> tuple[DrillReport, Path]:
         spec = self.load(name)
@@ -91,12 +99,17 @@ class DrillRunner:
         self._preflight(spec, cluster, coord)
         conninfo = self.lab.app_connection_string(cluster)
         bank.setup(conninfo, spec.load.accounts, INITIAL_BALANCE)
+        load_conninfo = conninfo
+        if spec.route is Route.HAPROXY:   # only the clients go through HAProxy; the checks read libpq's way
+            self.progress("routing the load through HAProxy's read-write port")
+            haproxy.start(self.lab.topology, self.lab.root)
+            load_conninfo = haproxy.conninfo(self.lab.topology, cluster.name, self.lab.credentials)
         state, _ = coord.read_state(cluster.name)
         primary_dc = cluster.member(state.primary).datacenter if state else cluster.initial_primary.datacenter
         work = Path(tempfile.mkdtemp(prefix=f"drill-{spec.name}-"))
         self.progress(f"starting load: {spec.load.users} users for {spec.load.duration_s:.0f}s")
         started = time.time()
-        load = start_load(conninfo, work / "journal", spec.load.users, spec.load.spawn_rate, spec.load.duration_s,
+        load = start_load(load_conninfo, work / "journal", spec.load.users, spec.load.spawn_rate, spec.load.duration_s,
                           spec.load.accounts, spec.load.user_rate or 0.0, work)
         aborted: str | None = None
         injected: Injected | None = None

@@ -121,6 +121,13 @@ class TargetOverrides(_Model):
     availability_percent: float | None = Field(None, gt=0, lt=100)
 
 
+class Route(StrEnum):
+    """How the drill's clients reach the primary: libpq multi-host, or HAProxy's read-write port."""
+
+    LIBPQ = "libpq"
+    HAPROXY = "haproxy"
+
+
 class DrillSpec(_Model):
     name: str
     description: str = Field(min_length=1)
@@ -134,6 +141,9 @@ class DrillSpec(_Model):
     rollback: Rollback = Rollback()
     targets: TargetOverrides = TargetOverrides()
     schedule: str | None = None       # cron, five fields, UTC; run by the leading controller
+    # libpq: the multi-host connection string (target_session_attrs=read-write); haproxy: the lab's
+    # HAProxy read-write port, routed by the agents' /primary checks (drctl lab haproxy; started if needed).
+    route: Route = Route.LIBPQ
 
     @field_validator("name")
     @classmethod
@@ -210,6 +220,9 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
     clusters = [c.name for c in topo.clusters]
     if spec.cluster not in clusters:
         return [f"cluster: unknown cluster {spec.cluster!r}; use one of {', '.join(clusters)}"]
+    if spec.route is Route.HAPROXY and topo.health is None:
+        return ["route: haproxy needs the topology's health section (the agents' /primary checks); add "
+                "'health: {}' to the topology or use route: libpq"]
     cluster = topo.cluster(spec.cluster)
     members = [m.name for m in cluster.members]
     dcs = [dc.name for dc in topo.datacenters]

@@ -37,7 +37,7 @@ def one_line(proc: subprocess.CompletedProcess[str], *, code: int = 2) -> str:
 def topology_file(tmp_path: Path) -> Path:
     """The shipped topology on ports from FREE_BASE."""
     data = yaml.safe_load(SHIPPED.read_text())
-    data["ports"] = {"base": FREE_BASE, "span": 20}
+    data["ports"] = {"base": FREE_BASE, "span": 30}
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
