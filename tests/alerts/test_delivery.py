@@ -144,7 +144,8 @@ def test_repeats_within_the_window_are_one_alert_then_a_summary_with_the_count(
     try:
         for _ in range(4):
             recorded.log.emit("dr-lag-over", cluster="payments", lag_seconds=8, max_seconds=5, mode="alert")
-        assert poll(lambda: len(recorded.events("alert-folded")) == 3, timeout=10, interval=0.02)
+        assert poll(lambda: len(recorded.events("alert-folded")) == 3 and generic.received(), timeout=10,
+                    interval=0.02)
         assert [r.json["count"] for r in generic.received()] == [1]
         now[0] += 30   # the window closes: the next event wakes the dispatcher, which sends the summary first
         recorded.log.emit("dr-lag-over", cluster="payments", lag_seconds=9, max_seconds=5, mode="alert")
