@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
@@ -27,6 +28,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     signed: bool | None     # None: no signature header
+    at: float = 0.0         # time.time() at receipt
 
     @property
     def json(self) -> Any:
@@ -51,7 +53,8 @@ class HttpReceiver:
                     else:
                         header = self.headers.get(SIGNATURE_HEADER)
                         signed = None if header is None or secret is None else verify(secret, body, header)
-                        receiver.requests.append(Received(self.path, dict(self.headers.items()), body, signed))
+                        receiver.requests.append(Received(self.path, dict(self.headers.items()), body, signed,
+                                                          time.time()))
                         status = 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -79,6 +82,7 @@ class HttpReceiver:
 class SmtpReceiver:
     def __init__(self, port: int) -> None:
         self.messages: list[Message] = []
+        self.times: list[float] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         receiver = self
 
@@ -86,6 +90,7 @@ class SmtpReceiver:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 receiver.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 receiver.messages.append(message_from_bytes(envelope.content))
+                receiver.times.append(time.time())
                 return "250 OK"
 
         self.port = port
