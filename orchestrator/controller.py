@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
+from orchestrator.alerts.dispatcher import AlertDispatcher
 from orchestrator.audit import AuditLog, AutomaticActions
 from orchestrator.control.agents import ZooKeeperAgents
 from orchestrator.control.context import ClusterContext
@@ -80,6 +81,13 @@ class Controller:
         self.audit = AuditLog(lab_root / "audit")
         self._audited = AutomaticActions(self.audit, self.identity, self.log)
         self.log.subscribe(self._audited)
+        self._alerts: AlertDispatcher | None = None
+        if topology.alerts is not None:   # one per controller; only the leader emits cluster events
+            self._alerts = AlertDispatcher.from_spec(topology.alerts, lab_root, emit=self.log.emit, audit=self.audit,
+                                                     who=f"controller {self.identity}")
+            self.log.subscribe(self._alerts)
+        self._drills_seen: set[str] | None = None   # drill runs the leader has looked at this term
+        self._drills_checked = 0.0
         self._serve_api = serve_api and topology.api is not None
         self._api: ApiServer | None = None
         self.coord = Coordinator(zk_hosts or topology.zookeeper_hosts(), topology.name, identity=self.identity,
@@ -150,6 +158,8 @@ class Controller:
             self.coord.stop()
             self.log.emit("stopped")
             self._audited.close()
+            if self._alerts is not None:
+                self._alerts.close()
 
     def _start_api(self) -> None:
         """The operator REST API on this data centre's ``api:<dc>`` port; failing to serve it stops nothing else."""
@@ -240,6 +250,7 @@ class Controller:
                          rejoins, requests, publisher)
             for c in self.topology.clusters
         ]
+        self._drills_seen = None
         self.log.emit("elected", epoch=term.epoch)
         try:
             while not self.stop_event.is_set():
@@ -263,6 +274,7 @@ class Controller:
                     continue
                 if not urgent:
                     self._run_scheduled_drills(term)
+                    self._note_failed_drills()
                     if self._yield_leadership(cycles, store, rejoins):
                         return
                 pause = self._interval / 4 if urgent else self._interval
@@ -297,6 +309,32 @@ class Controller:
                                           "controller in another data centre")
             return True
         return False
+
+    def _note_failed_drills(self) -> None:
+        """Emit ``drill-failed`` for each failed run recorded in ZooKeeper since this term began.
+
+        The runs present at the term's first look are the baseline (a new leader does not
+        re-announce old failures); a run that ends during a leadership change may go unnoticed.
+        """
+        now = time.monotonic()
+        if self._alerts is None or now - self._drills_checked < 2.0:
+            return
+        self._drills_checked = now
+        try:
+            runs = self.coord.drill_history()
+        except OrchestratorError:
+            return
+        if self._drills_seen is None:
+            self._drills_seen = {str(r.get("run")) for r in runs}
+            return
+        for run in runs:
+            name = str(run.get("run"))
+            if name in self._drills_seen:
+                continue
+            self._drills_seen.add(name)
+            if run.get("passed") is False:
+                self.log.emit("drill-failed", run=name, drill=run.get("drill"), cluster=run.get("cluster", "-"),
+                              rto_seconds=run.get("rto_seconds"), lost=run.get("lost"))
 
     def _run_scheduled_drills(self, term: Term) -> None:
         """Start due drills as ``drctl drill run`` children (Locust's gevent stays out of here)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.alerts.config import AlertsSpec
 from orchestrator.errors import TopologyError
 from orchestrator.yamlfile import read_yaml as read_yaml  # drills.spec reads its files here too
 
@@ -402,6 +403,7 @@ class Topology(_Model):
     clusters: tuple[Cluster, ...] = Field(min_length=1)
     api: ApiSpec | None = None
     health: HealthSpec | None = None
+    alerts: AlertsSpec | None = None   # orchestrator/alerts/config.py
 
     _name = field_validator("name")(_check_name)
 

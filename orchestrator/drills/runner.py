@@ -84,7 +84,8 @@ class DrillRunner:
                 report, path = self._run(spec, cluster, coord)
             finally:
                 coord.release_drill_lock()
-            coord.record_drill(path.name, {"run": path.name, "drill": spec.name, "passed": report.verdict.passed,
+            coord.record_drill(path.name, {"run": path.name, "drill": spec.name, "cluster": spec.cluster,
+                                           "passed": report.verdict.passed,
                                            "rto_seconds": report.measurement.outage.rto_seconds,
                                            "lost": report.measurement.loss.lost, "path": str(path)})
             return report, path

@@ -7,10 +7,8 @@ version of the request queue stays put) and the cluster state keeps its version.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,51 +20,16 @@ from kazoo.client import KazooClient
 
 from orchestrator import audit
 from orchestrator.api.auth import Role, TokenFile
-from orchestrator.api.server import api_url, tokens_file
 from orchestrator.coordination import Coordinator
 from orchestrator.lab import Lab
 from orchestrator.topology import Topology, with_port_base
 from orchestrator.waiting import poll
+from tests.api.conftest import Api, serving_api
 from tests.conftest import REPO, TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
 
 CLUSTER = "payments"
-
-
-class Api:
-    """Raw HTTPS calls (status and JSON), optionally from another loopback source address."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.context = ssl.create_default_context(cafile=str(lab.root / "api" / "cert.pem"))
-        tokens = tokens_file(lab.topology, lab.root)
-        self.tokens = {role: tokens.add(f"test-{role.value}", role) for role in Role}
-
-    def url(self, dc: str) -> str:
-        return api_url(self.lab.topology, dc)
-
-    def call(self, dc: str, method: str, path: str, *, role: Role | None = Role.VIEWER, token: str | None = None,
-             body: Any = None, raw: bytes | None = None, source: str = "127.0.0.1") -> tuple[int, Any]:
-        host, port = self.url(dc).removeprefix("https://").rsplit(":", 1)
-        conn = http.client.HTTPSConnection(host, int(port), context=self.context, timeout=90,
-                                           source_address=(source, 0))
-        headers = {"Content-Type": "application/json"}
-        if token is None and role is not None:
-            token = self.tokens[role]
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            reply = conn.getresponse()
-            text = reply.read()
-        finally:
-            conn.close()
-        try:
-            return reply.status, json.loads(text)
-        except ValueError:
-            return reply.status, text.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +44,7 @@ def lab(shipped_topology: Topology) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Api:
-    api = Api(lab)
-    for dc in lab.topology.controller_datacenters:   # every controller serves, leader or not
-        assert poll(lambda dc=dc: _serving(api, dc), timeout=60, interval=0.2), f"{dc}: API not serving"
-    return api
-
-
-def _serving(api: Api, dc: str) -> bool:
-    try:
-        return api.call(dc, "GET", "/openapi.json", role=None)[0] == 200
-    except OSError:
-        return False
+    return serving_api(lab)
 
 
 @pytest.fixture
