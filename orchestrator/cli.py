@@ -27,6 +27,7 @@ from orchestrator.audit import AuditLog
 from orchestrator.errors import InvalidInput, OrchestratorError
 from orchestrator.lab import STATE_FILE, Lab, recorded_topology
 from orchestrator.topology import Topology, load_topology
+from orchestrator.topology import warnings as topology_warnings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -144,6 +145,7 @@ def lab_up(
         except OSError as exc:
             raise InvalidInput(f"--lab-dir: cannot create {lab.root} ({exc.strerror}); pass a directory you can "
                                "write to") from None
+    _print_warnings(lab.topology)
     started = time.monotonic()
     with console.status("bringing the lab up ..."):
         lab.up()
@@ -224,6 +226,13 @@ def validate(topology: Annotated[Path, typer.Argument(help="Topology YAML to che
     """Check a topology file; print a one-line error naming the field and the fix."""
     topo = load_topology(topology)
     console.print(f"{topology}: valid topology {topo.name!r} with {len(topo.clusters)} cluster(s)")
+    _print_warnings(topo)
+
+
+def _print_warnings(topo: Topology) -> None:
+    """Valid but unsafe layouts (topology.warnings), one line each, on stderr."""
+    for warning in topology_warnings(topo):
+        err_console.print(f"warning: {warning}", markup=False)
 
 
 controller_app = typer.Typer(no_args_is_help=True, help="Controllers: one per data centre; the leader acts.")
