@@ -149,6 +149,10 @@ class Operation(BaseModel):
     proven: bool = False
     proof: str = ""
     wal_at_risk_bytes: int | None = None
+    # A DR failover after a region loss: the region, and the DR lag when it was lost (the
+    # data-loss window the policy accepted; None: not measured).
+    lost_region: str = ""
+    data_loss_window_s: float | None = None
     # The step persisted as started and not yet as finished: a new leader knows it may be
     # half done (PROMOTE: the target may already be primary). None between steps.
     running: Step | None = None

@@ -33,7 +33,17 @@ def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapsho
         op = Operation(id=uuid.uuid4().hex[:12], kind=OperationKind.FAILOVER, source=decision.source,
                        target=decision.target, reason=decision.reason, started_at=ctx.clock(),
                        epoch=ctx.term.epoch, first_failure_at=memory.first_failure_at.get(decision.source),
-                       proven=decision.proven, proof=decision.proof)
+                       proven=decision.proven, proof=decision.proof, accept_data_loss=decision.accept_data_loss,
+                       lost_region=decision.lost_region, data_loss_window_s=decision.data_loss_window_s)
+        if decision.lost_region:
+            state, _ = ctx.store.get(ctx.cluster)
+            target = snapshot.members.get(decision.target)
+            op = op.model_copy(update={"wal_at_risk_bytes": d.wal_at_risk(
+                state, snapshot, decision.source, target.wal_lsn or 0) if target is not None else None})
+            ctx.log.emit("dr-failover", cluster=ctx.cluster, operation=op.id, region=decision.lost_region,
+                         source=decision.source, target=decision.target,
+                         data_loss_window_s=decision.data_loss_window_s, wal_at_risk_bytes=op.wal_at_risk_bytes,
+                         reason=decision.reason)
         operations.run(ctx, op, snapshot)
     elif isinstance(decision, d.Resume):
         operations.run(ctx, decision.operation, snapshot)
@@ -86,8 +96,10 @@ class ClusterCycle:
         state, _ = ctx.store.get(ctx.cluster)
         primary = snapshot.members.get(state.primary)
         # The agents are read only while the primary does not answer and its host does not refuse
-        # (a refusal proves it stopped already): what else may prove it, on no fast path.
-        silent = primary is not None and not primary.reachable and not primary.refused
+        # (a refusal proves it stopped already): what else may prove it, on no fast path. Under
+        # dr_failover automatic they are read for any unreachable primary: a region loss is confirmed
+        # only by every agent there having lost its session.
+        silent = primary is not None and not primary.reachable and (not primary.refused or ctx.policy.dr_automatic)
         agents = ctx.agents.views(ctx.cluster) if silent else None
         dr = self._measure_dr(snapshot, state, now)
         decision = d.decide(snapshot, state, ctx.policy, self.memory, now,

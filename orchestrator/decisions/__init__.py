@@ -24,7 +24,8 @@ typed :class:`Decision` back (each carries its ``reason``), and executes it. Rul
 The rules live in one module each; this package re-exports them, so ``decisions.X`` is the
 name to use: :mod:`.policy`, :mod:`.lease`, :mod:`.detection` (verdict, fence-before-promote
 proof), :mod:`.candidates` (choice and proof, switchover, catch-up), :mod:`.lag` (DR lag in seconds, the
-cross-region RPO bound's alert and hold), :mod:`.table` (the one
+cross-region RPO bound's alert and hold), :mod:`.region` (a whole region lost: the DR failover rule),
+:mod:`.table` (the one
 decision per round) and :mod:`.steering` (resume, re-plan, roll back, abort).
 """
 
@@ -73,6 +74,7 @@ from orchestrator.decisions.lag import (
 )
 from orchestrator.decisions.lease import SessionState, may_act, should_yield
 from orchestrator.decisions.policy import DrBound, MemberPolicy, Policy
+from orchestrator.decisions.region import DrPromotion, RegionLoss, dr_failover, dr_lag_at_loss, region_loss
 from orchestrator.decisions.steering import (
     SWITCHOVER_DEADLINE_SECONDS,
     Abort,
@@ -117,6 +119,7 @@ __all__ = [
     "CatchUp",
     "Decision",
     "DrBound",
+    "DrPromotion",
     "Failover",
     "FenceStray",
     "Hold",
@@ -128,6 +131,7 @@ __all__ = [
     "Policy",
     "Proceed",
     "Refusal",
+    "RegionLoss",
     "Rejoin",
     "ReleaseCommits",
     "Replanned",
@@ -149,6 +153,8 @@ __all__ = [
     "choose_candidate",
     "cluster_lag",
     "decide",
+    "dr_failover",
+    "dr_lag_at_loss",
     "fallback_from_first_commit",
     "finished",
     "hold_change",
@@ -159,6 +165,7 @@ __all__ = [
     "plan_resume",
     "plan_switchover",
     "record_of",
+    "region_loss",
     "remember",
     "replan",
     "seconds_behind",

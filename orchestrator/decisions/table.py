@@ -9,6 +9,7 @@ from orchestrator.decisions.candidates import Refusal, choose_candidate
 from orchestrator.decisions.detection import AgentView, Memory, StopProof, Verdict, assess_primary, stop_evidence
 from orchestrator.decisions.lag import HoldCommits, ReleaseCommits, hold_change
 from orchestrator.decisions.policy import Policy
+from orchestrator.decisions.region import DrPromotion, dr_failover
 from orchestrator.state import ClusterSnapshot, ClusterState, DrMemberLag, Operation, Role, Step
 
 # ---- the decision --------------------------------------------------------------------------
@@ -35,7 +36,12 @@ class Failover:
     target: str
     proven: bool
     reason: str
-    proof: str = ""        # why zero loss is proven (an automatic failover always is)
+    proof: str = ""        # why zero loss is proven (an automatic failover always is, but a DR one)
+    # A DR failover after a region loss (replication.dr_failover automatic): unproven, the loss
+    # accepted by policy, and the DR lag at loss (the data-loss window; None: not measured).
+    accept_data_loss: bool = False
+    data_loss_window_s: float | None = None
+    lost_region: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,22 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
         return Blocked(f"{why}; last failover {ago:.0f}s ago, within the {policy.anti_flap_seconds:.0f}s "
                        f"anti-flap period (force with drctl failover {policy.cluster} --to MEMBER)")
     choice = choose_candidate(snapshot, policy, state.primary, extra_synchronous=state.synchronous_extra)
+    if policy.dr_automatic and (isinstance(choice, Refusal) or not choice.proven):
+        dr = dr_failover(snapshot, state, policy, agents)
+        if isinstance(dr, DrPromotion):
+            return Failover(state.primary, dr.target, False, f"{why}; {dr.reason}",
+                            "unproven: a DR standby promoted after a region loss", accept_data_loss=True,
+                            data_loss_window_s=dr.window_s, lost_region=dr.region)
+        why = f"{why}; {dr.reason}"
     if isinstance(choice, Refusal):
-        return Blocked(f"{why}; {choice.reason}")
+        fallback = choose_candidate(snapshot, policy, state.primary, allow_async=True,
+                                    extra_synchronous=state.synchronous_extra)
+        if isinstance(fallback, Refusal):
+            return Blocked(f"{why}; {choice.reason}")
+        # A region loss under dr_failover manual: the operator's command is the way out.
+        return Blocked(f"{why}; {choice.reason}; refusing automatic failover (to promote {fallback.name} "
+                       f"accepting data loss: drctl failover {policy.cluster} --to {fallback.name} "
+                       "--accept-data-loss)")
     if not choice.proven:
         # Never automatic: an unproven promotion is only ever an operator's explicit choice.
         return Blocked(f"{why}; {choice.reason}; refusing automatic failover (to promote it anyway: "
