@@ -10,6 +10,7 @@ its reason changes. Built per term by the controller (or by a test, from fakes).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from orchestrator import decisions as d
 from orchestrator.control import executors, operations
@@ -20,7 +21,15 @@ from orchestrator.control.requests import Requests
 from orchestrator.control.store import NoState
 from orchestrator.coordination import StateConflict
 from orchestrator.errors import DatabaseUnavailable
-from orchestrator.state import ClusterSnapshot, ClusterState, DrMemberLag, Operation, OperationKind, Role
+from orchestrator.state import (
+    BreakGlassRecord,
+    ClusterSnapshot,
+    ClusterState,
+    DrMemberLag,
+    Operation,
+    OperationKind,
+    Role,
+)
 
 
 def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapshot, memory: d.Memory,
@@ -61,11 +70,16 @@ def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapsho
         executors.hold_commits(ctx, decision)
     elif isinstance(decision, d.ReleaseCommits):
         executors.release_commits(ctx, decision)
+    elif isinstance(decision, d.AdoptBreakGlass):
+        executors.adopt_break_glass(ctx, decision)
 
 
 class ClusterCycle:
-    def __init__(self, ctx: ClusterContext, rejoins: Rejoins, requests: Requests, publisher: Publisher) -> None:
+    def __init__(self, ctx: ClusterContext, rejoins: Rejoins, requests: Requests, publisher: Publisher,
+                 break_glass: Callable[[str], BreakGlassRecord | None] | None = None) -> None:
         self.ctx = ctx
+        # Reads a break-glass promotion's record (drctl dr promote), if any: adopted first.
+        self._break_glass = break_glass
         self._rejoins = rejoins
         self._requests = requests
         self._publisher = publisher
@@ -91,7 +105,11 @@ class ClusterCycle:
         except NoState as exc:
             self._note("no-state", str(exc))
             return False
-        if self._requests.serve(ctx, snapshot):
+        # A break-glass promotion not yet adopted goes first: no operator request runs before it.
+        record = self._break_glass(ctx.cluster) if self._break_glass is not None else None
+        if record is not None and d.adoption(ctx.store.get(ctx.cluster)[0], record) is None:
+            record = None  # adopted already
+        if record is None and self._requests.serve(ctx, snapshot):
             return True  # an operation moved the primary: decide on a fresh probe, not this snapshot
         state, _ = ctx.store.get(ctx.cluster)
         primary = snapshot.members.get(state.primary)
@@ -103,7 +121,8 @@ class ClusterCycle:
         agents = ctx.agents.views(ctx.cluster) if silent else None
         dr = self._measure_dr(snapshot, state, now)
         decision = d.decide(snapshot, state, ctx.policy, self.memory, now,
-                            rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents, dr=dr)
+                            rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents, dr=dr,
+                            break_glass=record)
         self.last_kind = type(decision).__name__.lower()
         self._note("decision", decision.reason, kind=self.last_kind)
         try:

@@ -25,12 +25,13 @@ The rules live in one module each; this package re-exports them, so ``decisions.
 name to use: :mod:`.policy`, :mod:`.lease`, :mod:`.detection` (verdict, fence-before-promote
 proof), :mod:`.candidates` (choice and proof, switchover, catch-up), :mod:`.lag` (DR lag in seconds, the
 cross-region RPO bound's alert and hold), :mod:`.region` (a whole region lost: the DR failover rule),
-:mod:`.table` (the one
+:mod:`.breakglass` (promoting without ZooKeeper, adopted when it returns), :mod:`.table` (the one
 decision per round) and :mod:`.steering` (resume, re-plan, roll back, abort).
 """
 
 from __future__ import annotations
 
+from orchestrator.decisions.breakglass import AdoptBreakGlass, adopted, adoption, lost_regions, new_record, refusal
 from orchestrator.decisions.candidates import (
     CATCH_UP_SECONDS,
     Candidate,
@@ -112,6 +113,7 @@ __all__ = [
     "QUORUM_SHORTAGE_SECONDS",
     "SWITCHOVER_DEADLINE_SECONDS",
     "Abort",
+    "AdoptBreakGlass",
     "AgentView",
     "Assessment",
     "Blocked",
@@ -146,6 +148,8 @@ __all__ = [
     "Wait",
     "WalHistory",
     "WidenQuorum",
+    "adopted",
+    "adoption",
     "after_catch_up",
     "alert_change",
     "assess_primary",
@@ -158,13 +162,16 @@ __all__ = [
     "fallback_from_first_commit",
     "finished",
     "hold_change",
+    "lost_regions",
     "may_act",
     "measure",
+    "new_record",
     "observe",
     "plan_abort",
     "plan_resume",
     "plan_switchover",
     "record_of",
+    "refusal",
     "region_loss",
     "remember",
     "replan",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from orchestrator.decisions.breakglass import AdoptBreakGlass, adoption
 from orchestrator.decisions.candidates import Refusal, choose_candidate
 from orchestrator.decisions.detection import AgentView, Memory, StopProof, Verdict, assess_primary, stop_evidence
 from orchestrator.decisions.lag import HoldCommits, ReleaseCommits, hold_change
 from orchestrator.decisions.policy import Policy
 from orchestrator.decisions.region import DrPromotion, dr_failover
-from orchestrator.state import ClusterSnapshot, ClusterState, DrMemberLag, Operation, Role, Step
+from orchestrator.state import BreakGlassRecord, ClusterSnapshot, ClusterState, DrMemberLag, Operation, Role, Step
 
 # ---- the decision --------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class NarrowQuorum:
 
 
 Decision = (Idle | Wait | Blocked | Failover | Resume | FenceStray | Repoint | Rejoin | WidenQuorum | NarrowQuorum
-            | HoldCommits | ReleaseCommits)
+            | HoldCommits | ReleaseCommits | AdoptBreakGlass)
 
 # How long an in-region quorum candidate must have been gone before fallbacks join the
 # quorum: re-attaching after a re-point takes tens of milliseconds and is not a shortage.
@@ -98,13 +99,19 @@ def decide(
     rejoining: frozenset[str] = frozenset(),
     agents: Mapping[str, AgentView] | None = None,
     dr: Mapping[str, DrMemberLag] | None = None,
+    break_glass: BreakGlassRecord | None = None,
 ) -> Decision:
     """One controller cycle's decision for one cluster.
 
     ``agents``: the registered node agents, read when the primary is not answering (None when
     not read: nothing but a refused connection then proves the primary stopped). ``dr``: the DR
     standbys' lag measured this round (``lag.measure``; None or empty: not measured).
+    ``break_glass``: a promotion made without ZooKeeper (``drctl dr promote``); adopted before
+    anything else, once.
     """
+    adopt = adoption(state, break_glass)
+    if adopt is not None:
+        return adopt
     if state.operation is not None and state.operation.step is not Step.DONE:
         return Resume(state.operation, f"{state.operation.kind} {state.operation.id} stopped at "
                                        f"{state.operation.step}; resuming")
