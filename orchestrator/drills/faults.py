@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.coordination import Coordinator
 from orchestrator.drills.spec import (
@@ -25,9 +26,10 @@ from orchestrator.drills.spec import (
     Switchover,
     ZooKeeperServerLoss,
 )
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import CoordinationUnavailable, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.topology import Cluster
+from orchestrator.waiting import poll
 
 
 @dataclass(frozen=True)
@@ -150,12 +152,37 @@ def _region_loss(lab: Lab, coord: Coordinator, cluster: Cluster, fault: RegionLo
     if fault.promote is None:
         return Injected(at, what + "; dr_failover automatic promotes the DR standby", tuple(pids), sorted(dcs)[0])
     # The operator's command, as soon as a leader in the surviving region answers it.
-    request_id = coord.submit_request(cluster.name, {"kind": "failover", "to": fault.promote,
-                                                     "accept_data_loss": True})
-    result = coord.wait_result(cluster.name, request_id, timeout=60)
+    result = _operator_failover(coord, cluster, fault.promote, timeout=60)
     if result is None or not result.get("ok"):
         why = "no leader answered" if result is None else result.get("error")
         raise OrchestratorError(f"failover to {fault.promote} after the loss of {region} failed: {why}")
     return Injected(at, what + f"; operator failover to {fault.promote} --accept-data-loss "
                               f"({result.get('seconds')} s, DR lag at loss {result.get('data_loss_window_s')} s)",
                     tuple(pids), sorted(dcs)[0])
+
+
+def _operator_failover(coord: Coordinator, cluster: Cluster, target: str, *, timeout: float
+                       ) -> dict[str, Any] | None:
+    """``drctl failover --to TARGET --accept-data-loss`` from the drill, riding out the moments its
+    ZooKeeper session spends reconnecting after the server it used went down with the region."""
+    deadline = time.monotonic() + timeout
+    request = {"kind": "failover", "to": target, "accept_data_loss": True}
+    request_id: str | None = None
+
+    def submitted() -> bool:
+        nonlocal request_id
+        try:
+            request_id = coord.submit_request(cluster.name, request)
+        except CoordinationUnavailable:
+            return False
+        return True
+
+    if not poll(submitted, timeout=timeout, interval=0.05) or request_id is None:
+        raise OrchestratorError(f"could not submit the failover to {target}: ZooKeeper unreachable for {timeout:.0f}s")
+    while True:
+        try:
+            return coord.wait_result(cluster.name, request_id, timeout=max(0.1, deadline - time.monotonic()))
+        except CoordinationUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)   # the session reconnects within its timeout; then the watch is set again
