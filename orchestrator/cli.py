@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -25,8 +26,10 @@ from rich.text import Text
 from orchestrator import operator, statusview
 from orchestrator.audit import AuditLog
 from orchestrator.errors import InvalidInput, OrchestratorError
+from orchestrator.events import EventLog
 from orchestrator.lab import STATE_FILE, Lab, recorded_topology
 from orchestrator.topology import Topology, load_topology
+from orchestrator.topology import warnings as topology_warnings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -144,6 +147,7 @@ def lab_up(
         except OSError as exc:
             raise InvalidInput(f"--lab-dir: cannot create {lab.root} ({exc.strerror}); pass a directory you can "
                                "write to") from None
+    _print_warnings(lab.topology)
     started = time.monotonic()
     with console.status("bringing the lab up ..."):
         lab.up()
@@ -251,6 +255,13 @@ def validate(topology: Annotated[Path, typer.Argument(help="Topology YAML to che
     """Check a topology file; print a one-line error naming the field and the fix."""
     topo = load_topology(topology)
     console.print(f"{topology}: valid topology {topo.name!r} with {len(topo.clusters)} cluster(s)")
+    _print_warnings(topo)
+
+
+def _print_warnings(topo: Topology) -> None:
+    """Valid but unsafe layouts (topology.warnings), one line each, on stderr."""
+    for warning in topology_warnings(topo):
+        err_console.print(f"warning: {warning}", markup=False)
 
 
 controller_app = typer.Typer(no_args_is_help=True, help="Controllers: one per data centre; the leader acts.")
@@ -427,6 +438,43 @@ def failover(
         at_risk = result.get("wal_at_risk_bytes")
         risk = "unknown" if at_risk is None else f"{at_risk} bytes"
         console.print(f"zero loss NOT proven ({result.get('proof')}); WAL at risk: {risk}", markup=False)
+
+
+dr_app = typer.Typer(no_args_is_help=True, help="Disaster recovery without coordination (break-glass).")
+app.add_typer(dr_app, name="dr")
+
+
+@dr_app.command("promote")
+def dr_promote(
+    cluster: Annotated[str, typer.Option("--cluster", help="The cluster.")],
+    to: Annotated[str, typer.Option("--to", help="The member to promote (the DR standby).")],
+    confirm_fenced: Annotated[list[str], typer.Option(
+        "--confirm-fenced", help="The lost region, confirmed fenced (stopped, or cut from clients); repeat for "
+                                 "each region holding members other than the target's.")],
+    accept_data_loss: Annotated[bool, typer.Option(
+        help="Accept losing what the target had not received.")] = False,
+    lab_dir: LabDirOpt = None,
+    topology: TopologyOpt = None,
+) -> None:
+    """Break-glass: promote TO without ZooKeeper, when no ZooKeeper majority survives anywhere.
+
+    Refused while a majority serves (use drctl failover). Records what it did (lab
+    break-glass/CLUSTER.json, the audit trail, an event); when ZooKeeper returns, the leader
+    adopts TO as primary and fences the returning side's old primary.
+    """
+    from orchestrator import breakglass
+
+    lab = _lab(topology, lab_dir)
+    events = lab.root / "break-glass" / "events.log"
+    events.parent.mkdir(parents=True, exist_ok=True)
+    who = f"{os.environ.get('USER') or 'operator'}@{socket.gethostname()}"
+    with events.open("a") as stream:
+        log = EventLog(stream, tool="drctl dr promote")
+        record = breakglass.promote(lab, cluster, to, accept_data_loss=accept_data_loss,
+                                    confirm_fenced=confirm_fenced, by=who, emit=log.emit)
+    console.print(f"break-glass: {to} promoted (timeline {record.timeline}) without ZooKeeper; record "
+                  f"{record.id} in {breakglass.record_path(lab.root, cluster)}. When ZooKeeper is back, the "
+                  f"leader adopts {to} and fences the old primary; restart {to}'s agent after that.", markup=False)
 
 
 @app.command("abort")

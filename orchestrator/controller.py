@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import breakglass
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.alerts.dispatcher import AlertDispatcher
@@ -247,7 +248,7 @@ class Controller:
             ClusterCycle(ClusterContext(c.name, term, self._databases[c.name], store,
                                         d.Policy.from_topology(self.topology, c), self.log, self.clock, self._pool,
                                         agents=self._agents),
-                         rejoins, requests, publisher)
+                         rejoins, requests, publisher, break_glass=breakglass.reader(self.root))
             for c in self.topology.clusters
         ]
         self._drills_seen = None

@@ -149,6 +149,10 @@ class Operation(BaseModel):
     proven: bool = False
     proof: str = ""
     wal_at_risk_bytes: int | None = None
+    # A DR failover after a region loss: the region, and the DR lag when it was lost (the
+    # data-loss window the policy accepted; None: not measured).
+    lost_region: str = ""
+    data_loss_window_s: float | None = None
     # The step persisted as started and not yet as finished: a new leader knows it may be
     # half done (PROMOTE: the target may already be primary). None between steps.
     running: Step | None = None
@@ -233,6 +237,30 @@ class DrLagRecord(BaseModel):
         return self.holding if self.holding_primary == primary else None
 
 
+class BreakGlassRecord(BaseModel):
+    """A promotion made without ZooKeeper (``drctl dr promote``), as its operator's tool recorded it.
+
+    Written to a local file (and the audit trail) when no ZooKeeper majority survived anywhere;
+    the first leader once ZooKeeper is back adopts it (``decisions.breakglass``) before any
+    other rule: ``target`` becomes the primary of ``generation``, whatever the returning side
+    recorded, and that side's old primary is fenced as a stray, never merged.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    cluster: str
+    target: str
+    lost_region: str
+    at: float
+    by: str
+    # The generation it asserts: one above the last one its operator knew (the adopted state
+    # takes the higher of this and the returning state's next one).
+    generation: int
+    timeline: int | None = None
+    reason: str = ""
+
+
 class ClusterState(BaseModel):
     """The cluster's authoritative state in ZooKeeper."""
 
@@ -257,3 +285,5 @@ class ClusterState(BaseModel):
     leader: str = ""
     epoch: int = 0
     updated_at: float = 0.0
+    # Break-glass promotions already adopted (BreakGlassRecord.id): each is adopted once.
+    break_glass: tuple[str, ...] = ()

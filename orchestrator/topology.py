@@ -57,6 +57,9 @@ class Host(_Model):
 class DataCenter(_Model):
     name: str
     hosts: tuple[Host, ...] = ()
+    # A witness site hosts only a ZooKeeper server (no member, no controller): the third vote
+    # that lets the ensemble keep a majority when a whole region is lost (see :func:`warnings`).
+    witness: bool = False
 
     _name = field_validator("name")(_check_name)
 
@@ -202,6 +205,13 @@ class DrLagPolicy(_Model):
         return self.max_seconds / 2 if self.resume_below_seconds is None else self.resume_below_seconds
 
 
+class DrFailover(StrEnum):
+    """Whether the DR standby is promoted when the primary's whole region is lost."""
+
+    MANUAL = "manual"        # only by an operator: drctl failover --to M --accept-data-loss
+    AUTOMATIC = "automatic"  # by the leader, once every member and agent of the region is gone
+
+
 class ReplicationPolicy(_Model):
     """Synchronous quorum inside the primary's region, asynchronous across regions.
 
@@ -221,12 +231,19 @@ class ReplicationPolicy(_Model):
     fallback: tuple[str, ...] = ()
     # The cross-region RPO bound on the asynchronous DR standby's lag; none: unmeasured.
     dr_lag: DrLagPolicy | None = None
+    # The primary's whole region lost: promote the DR standby by an operator's command only
+    # (manual), or by the leader itself once the loss is confirmed (automatic; data may be lost).
+    dr_failover: DrFailover = DrFailover.MANUAL
 
 
 class Targets(_Model):
     rto_seconds: float = Field(30.0, gt=0)
     rpo_seconds: float = Field(0.0, ge=0)
     availability_percent: float = Field(99.99, gt=0, lt=100)
+    # A whole region lost (drills/region-loss.yaml): writes back in the other region within
+    # region_rto_seconds, and at most region_rpo_seconds of acknowledged writes lost.
+    region_rto_seconds: float = Field(30.0, gt=0)
+    region_rpo_seconds: float = Field(60.0, ge=0)
 
 
 class Compression(StrEnum):
@@ -439,7 +456,10 @@ class Topology(_Model):
 
     @property
     def controller_datacenters(self) -> tuple[str, ...]:
-        return self.controller.datacenters or tuple(dc.name for dc in self.datacenters)
+        return self.controller.datacenters or tuple(dc.name for dc in self.datacenters if not dc.witness)
+
+    def datacenters_of(self, region: str) -> tuple[str, ...]:
+        return tuple(dc.name for r in self.regions if r.name == region for dc in r.datacenters)
 
     def member_address(self, member: Member) -> str:
         dc = self.datacenter(member.datacenter)
@@ -590,6 +610,7 @@ def _contradictions(topo: Topology) -> Iterator[str]:
             f"zookeeper.datacenters: {len(topo.zookeeper_datacenters)} servers cannot form a majority "
             "after a split; use an odd number (3 or 5)"
         )
+    yield from _witness_contradictions(topo)
     if not topo.zookeeper.session_timeout_ms >= 2 * topo.zookeeper.tick_time_ms:
         yield (
             f"zookeeper.session_timeout_ms: {topo.zookeeper.session_timeout_ms} is below 2 x tick_time_ms "
@@ -612,6 +633,43 @@ def _contradictions(topo: Topology) -> Iterator[str]:
         yield str(exc)
         return
     yield from _port_clashes(topo, plan)
+
+
+def _witness_contradictions(topo: Topology) -> Iterator[str]:
+    """A witness site runs one ZooKeeper server and nothing else."""
+    for dc in (dc for dc in topo.datacenters if dc.witness):
+        if dc.name not in topo.zookeeper_datacenters:
+            yield (f"zookeeper.datacenters: the witness site {dc.name!r} is not listed, so it runs nothing; "
+                   f"add {dc.name!r} to zookeeper.datacenters (or drop witness: true)")
+        if dc.name in topo.controller.datacenters:
+            yield (f"controller.datacenters: {dc.name!r} is a witness site (a ZooKeeper server only); "
+                   "run controllers in the data centres that hold members")
+        for cluster in topo.clusters:
+            for member in cluster.members:
+                if member.datacenter == dc.name:
+                    yield (f"clusters.{cluster.name}.members.{member.name}.datacenter: {dc.name!r} is a witness "
+                           "site (a ZooKeeper server only); place the member in another data centre")
+
+
+def warnings(topo: Topology) -> list[str]:
+    """What is valid but unsafe, one line each naming the fix (``drctl validate``, ``drctl lab up``).
+
+    A region that holds a majority of the ZooKeeper servers takes coordination with it when it
+    is lost: the other region's controller can then neither lead nor promote its DR standby.
+    """
+    found = []
+    servers = topo.zookeeper_datacenters
+    majority = len(servers) // 2 + 1
+    for region in topo.regions:
+        here = [dc for dc in servers if topo.region_of(dc) == region.name]
+        if len(topo.regions) > 1 and len(here) >= majority:
+            found.append(
+                f"zookeeper.datacenters: region {region.name!r} holds {len(here)} of the {len(servers)} ZooKeeper "
+                f"servers ({', '.join(here)}), a majority: losing {region.name!r} stops coordination everywhere "
+                "and the DR site cannot be promoted; add a witness site (a data centre with witness: true running "
+                "only a ZooKeeper server) in a third location and spread the servers one per location"
+            )
+    return found
 
 
 def _cluster_contradictions(topo: Topology, cluster: Cluster, known_dcs: str) -> Iterator[str]:

@@ -10,6 +10,7 @@ its reason changes. Built per term by the controller (or by a test, from fakes).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from orchestrator import decisions as d
 from orchestrator.control import executors, operations
@@ -20,7 +21,15 @@ from orchestrator.control.requests import Requests
 from orchestrator.control.store import NoState
 from orchestrator.coordination import StateConflict
 from orchestrator.errors import DatabaseUnavailable
-from orchestrator.state import ClusterSnapshot, ClusterState, DrMemberLag, Operation, OperationKind, Role
+from orchestrator.state import (
+    BreakGlassRecord,
+    ClusterSnapshot,
+    ClusterState,
+    DrMemberLag,
+    Operation,
+    OperationKind,
+    Role,
+)
 
 
 def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapshot, memory: d.Memory,
@@ -33,7 +42,17 @@ def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapsho
         op = Operation(id=uuid.uuid4().hex[:12], kind=OperationKind.FAILOVER, source=decision.source,
                        target=decision.target, reason=decision.reason, started_at=ctx.clock(),
                        epoch=ctx.term.epoch, first_failure_at=memory.first_failure_at.get(decision.source),
-                       proven=decision.proven, proof=decision.proof)
+                       proven=decision.proven, proof=decision.proof, accept_data_loss=decision.accept_data_loss,
+                       lost_region=decision.lost_region, data_loss_window_s=decision.data_loss_window_s)
+        if decision.lost_region:
+            state, _ = ctx.store.get(ctx.cluster)
+            target = snapshot.members.get(decision.target)
+            op = op.model_copy(update={"wal_at_risk_bytes": d.wal_at_risk(
+                state, snapshot, decision.source, target.wal_lsn or 0) if target is not None else None})
+            ctx.log.emit("dr-failover", cluster=ctx.cluster, operation=op.id, region=decision.lost_region,
+                         source=decision.source, target=decision.target,
+                         data_loss_window_s=decision.data_loss_window_s, wal_at_risk_bytes=op.wal_at_risk_bytes,
+                         reason=decision.reason)
         operations.run(ctx, op, snapshot)
     elif isinstance(decision, d.Resume):
         operations.run(ctx, decision.operation, snapshot)
@@ -51,11 +70,16 @@ def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapsho
         executors.hold_commits(ctx, decision)
     elif isinstance(decision, d.ReleaseCommits):
         executors.release_commits(ctx, decision)
+    elif isinstance(decision, d.AdoptBreakGlass):
+        executors.adopt_break_glass(ctx, decision)
 
 
 class ClusterCycle:
-    def __init__(self, ctx: ClusterContext, rejoins: Rejoins, requests: Requests, publisher: Publisher) -> None:
+    def __init__(self, ctx: ClusterContext, rejoins: Rejoins, requests: Requests, publisher: Publisher,
+                 break_glass: Callable[[str], BreakGlassRecord | None] | None = None) -> None:
         self.ctx = ctx
+        # Reads a break-glass promotion's record (drctl dr promote), if any: adopted first.
+        self._break_glass = break_glass
         self._rejoins = rejoins
         self._requests = requests
         self._publisher = publisher
@@ -81,18 +105,24 @@ class ClusterCycle:
         except NoState as exc:
             self._note("no-state", str(exc))
             return False
-        if self._requests.serve(ctx, snapshot):
+        # A break-glass promotion not yet adopted goes first: no operator request runs before it.
+        record = self._break_glass(ctx.cluster) if self._break_glass is not None else None
+        if record is not None and d.adoption(ctx.store.get(ctx.cluster)[0], record) is None:
+            record = None  # adopted already
+        if record is None and self._requests.serve(ctx, snapshot):
             return True  # an operation moved the primary: decide on a fresh probe, not this snapshot
         state, _ = ctx.store.get(ctx.cluster)
         primary = snapshot.members.get(state.primary)
         # The agents are read only while the primary does not answer (never on the healthy path):
         # what may prove it stopped when its host does not refuse, and whose agent lapsed (a
-        # candidate its own agent would fence at once is never promoted).
+        # candidate its own agent would fence at once is never promoted), and a region loss is
+        # confirmed only by every agent there having lost its session (dr_failover automatic).
         down = primary is not None and not primary.reachable
         agents = ctx.agents.views(ctx.cluster) if down else None
         dr = self._measure_dr(snapshot, state, now)
         decision = d.decide(snapshot, state, ctx.policy, self.memory, now,
-                            rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents, dr=dr)
+                            rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents, dr=dr,
+                            break_glass=record)
         self.last_kind = type(decision).__name__.lower()
         self._note("decision", decision.reason, kind=self.last_kind)
         try:

@@ -108,3 +108,12 @@ def release_commits(ctx: ClusterContext, decision: d.ReleaseCommits) -> None:
         update={"holding": None, "holding_primary": "", "holding_since": None})
     ctx.store.write(state.model_copy(update={"dr_lag": record}), version)
     ctx.log.emit("dr-release", cluster=ctx.cluster, member=decision.member, setting=names, reason=decision.reason)
+
+
+def adopt_break_glass(ctx: ClusterContext, decision: d.AdoptBreakGlass) -> None:
+    """Record the break-glass primary as the primary (one epoch-checked write); the returning side's
+    old primary is then a stray the next round fences, and a rejoin makes it a standby."""
+    state, version = ctx.store.get(ctx.cluster)
+    ctx.store.write(d.adopted(state, decision.record, ctx.clock()), version)
+    ctx.log.emit("break-glass-adopted", cluster=ctx.cluster, record=decision.record.id,
+                 primary=decision.record.target, previous=state.primary, reason=decision.reason)

@@ -107,10 +107,15 @@ class Requests:
         elif kind != "switchover":
             return {"ok": False, "error": f"unknown request kind {kind!r}"}
         at_risk = None if choice.proven else d.wal_at_risk(state, snapshot, state.primary, choice.wal_lsn)
+        # An unproven promotion into another region (the DR site after a region loss): record the
+        # region and the DR lag last measured there, the data-loss window the operator accepted.
+        source_region = policy.members[state.primary].region if state.primary in policy.members else ""
+        dr = not choice.proven and policy.members[choice.name].region != source_region
         op = Operation(id=uuid.uuid4().hex[:12], kind=op_kind, source=state.primary, target=choice.name,
                        reason=f"operator {kind} to {choice.name}", started_at=ctx.clock(),
                        accept_data_loss=accept, epoch=ctx.term.epoch, proven=choice.proven, proof=choice.proof,
-                       wal_at_risk_bytes=at_risk)
+                       wal_at_risk_bytes=at_risk, lost_region=source_region if dr else "",
+                       data_loss_window_s=d.dr_lag_at_loss(state, choice.name) if dr else None)
         started = time.monotonic()
         done = operations.run(ctx, op, snapshot)
         if op_kind is OperationKind.SWITCHOVER:
@@ -118,7 +123,8 @@ class Requests:
         return {"ok": True, "operation": done.id, "primary": done.target,
                 "seconds": round(time.monotonic() - started, 3),
                 "steps": {s.step.value: s.at for s in done.steps},
-                "proven": done.proven, "proof": done.proof, "wal_at_risk_bytes": done.wal_at_risk_bytes}
+                "proven": done.proven, "proof": done.proof, "wal_at_risk_bytes": done.wal_at_risk_bytes,
+                "data_loss_window_s": done.data_loss_window_s}
 
 
 def _stop_evidence(ctx: ClusterContext, primary: str, snapshot: ClusterSnapshot) -> d.StopEvidence | None:

@@ -24,12 +24,14 @@ typed :class:`Decision` back (each carries its ``reason``), and executes it. Rul
 The rules live in one module each; this package re-exports them, so ``decisions.X`` is the
 name to use: :mod:`.policy`, :mod:`.lease`, :mod:`.detection` (verdict, fence-before-promote
 proof), :mod:`.candidates` (choice and proof, switchover, catch-up), :mod:`.lag` (DR lag in seconds, the
-cross-region RPO bound's alert and hold), :mod:`.table` (the one
+cross-region RPO bound's alert and hold), :mod:`.region` (a whole region lost: the DR failover rule),
+:mod:`.breakglass` (promoting without ZooKeeper, adopted when it returns), :mod:`.table` (the one
 decision per round) and :mod:`.steering` (resume, re-plan, roll back, abort).
 """
 
 from __future__ import annotations
 
+from orchestrator.decisions.breakglass import AdoptBreakGlass, adopted, adoption, lost_regions, new_record, refusal
 from orchestrator.decisions.candidates import (
     CATCH_UP_SECONDS,
     Candidate,
@@ -73,6 +75,7 @@ from orchestrator.decisions.lag import (
 )
 from orchestrator.decisions.lease import SessionState, may_act, should_yield
 from orchestrator.decisions.policy import DrBound, MemberPolicy, Policy
+from orchestrator.decisions.region import DrPromotion, RegionLoss, dr_failover, dr_lag_at_loss, region_loss
 from orchestrator.decisions.steering import (
     SWITCHOVER_DEADLINE_SECONDS,
     Abort,
@@ -110,6 +113,7 @@ __all__ = [
     "QUORUM_SHORTAGE_SECONDS",
     "SWITCHOVER_DEADLINE_SECONDS",
     "Abort",
+    "AdoptBreakGlass",
     "AgentView",
     "Assessment",
     "Blocked",
@@ -117,6 +121,7 @@ __all__ = [
     "CatchUp",
     "Decision",
     "DrBound",
+    "DrPromotion",
     "Failover",
     "FenceStray",
     "Hold",
@@ -128,6 +133,7 @@ __all__ = [
     "Policy",
     "Proceed",
     "Refusal",
+    "RegionLoss",
     "Rejoin",
     "ReleaseCommits",
     "Replanned",
@@ -142,6 +148,8 @@ __all__ = [
     "Wait",
     "WalHistory",
     "WidenQuorum",
+    "adopted",
+    "adoption",
     "after_catch_up",
     "alert_change",
     "assess_primary",
@@ -149,16 +157,22 @@ __all__ = [
     "choose_candidate",
     "cluster_lag",
     "decide",
+    "dr_failover",
+    "dr_lag_at_loss",
     "fallback_from_first_commit",
     "finished",
     "hold_change",
+    "lost_regions",
     "may_act",
     "measure",
+    "new_record",
     "observe",
     "plan_abort",
     "plan_resume",
     "plan_switchover",
     "record_of",
+    "refusal",
+    "region_loss",
     "remember",
     "replan",
     "seconds_behind",

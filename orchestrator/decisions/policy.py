@@ -49,6 +49,8 @@ class Policy:
     outside_datacenter: bool = False
     # The cross-region RPO bound; None: DR lag is not measured.
     dr_bound: DrBound | None = None
+    # replication.dr_failover automatic: promote the DR standby once the primary's region is lost.
+    dr_automatic: bool = False
 
     @classmethod
     def from_topology(cls, topology: Topology, cluster: Cluster) -> Policy:
@@ -79,6 +81,7 @@ class Policy:
             dr_bound=None if (dr := cluster.replication.dr_lag) is None else DrBound(
                 max_seconds=dr.max_seconds, resume_seconds=dr.resume_seconds, bounded=dr.mode.value == "bounded",
                 hold_when_down=dr.when_down.value == "hold"),
+            dr_automatic=cluster.replication.dr_failover.value == "automatic",
         )
 
     def _confirming(self, primary: str, names: tuple[str, ...]) -> tuple[str, ...]:

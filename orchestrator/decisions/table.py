@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from orchestrator.decisions.breakglass import AdoptBreakGlass, adoption
 from orchestrator.decisions.candidates import Refusal, choose_candidate
 from orchestrator.decisions.detection import AgentView, Memory, StopProof, Verdict, assess_primary, stop_evidence
 from orchestrator.decisions.lag import HoldCommits, ReleaseCommits, hold_change
 from orchestrator.decisions.policy import Policy
-from orchestrator.state import ClusterSnapshot, ClusterState, DrMemberLag, Operation, Role, Step
+from orchestrator.decisions.region import DrPromotion, dr_failover
+from orchestrator.state import BreakGlassRecord, ClusterSnapshot, ClusterState, DrMemberLag, Operation, Role, Step
 
 # ---- the decision --------------------------------------------------------------------------
 
@@ -35,7 +37,12 @@ class Failover:
     target: str
     proven: bool
     reason: str
-    proof: str = ""        # why zero loss is proven (an automatic failover always is)
+    proof: str = ""        # why zero loss is proven (an automatic failover always is, but a DR one)
+    # A DR failover after a region loss (replication.dr_failover automatic): unproven, the loss
+    # accepted by policy, and the DR lag at loss (the data-loss window; None: not measured).
+    accept_data_loss: bool = False
+    data_loss_window_s: float | None = None
+    lost_region: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ class NarrowQuorum:
 
 
 Decision = (Idle | Wait | Blocked | Failover | Resume | FenceStray | Repoint | Rejoin | WidenQuorum | NarrowQuorum
-            | HoldCommits | ReleaseCommits)
+            | HoldCommits | ReleaseCommits | AdoptBreakGlass)
 
 # How long an in-region quorum candidate must have been gone before fallbacks join the
 # quorum: re-attaching after a re-point takes tens of milliseconds and is not a shortage.
@@ -92,6 +99,7 @@ def decide(
     rejoining: frozenset[str] = frozenset(),
     agents: Mapping[str, AgentView] | None = None,
     dr: Mapping[str, DrMemberLag] | None = None,
+    break_glass: BreakGlassRecord | None = None,
 ) -> Decision:
     """One controller cycle's decision for one cluster.
 
@@ -99,7 +107,12 @@ def decide(
     not read: nothing but a refused connection then proves the primary stopped, and no
     candidate is passed over for a lapsed agent). ``dr``: the DR
     standbys' lag measured this round (``lag.measure``; None or empty: not measured).
+    ``break_glass``: a promotion made without ZooKeeper (``drctl dr promote``); adopted before
+    anything else, once.
     """
+    adopt = adoption(state, break_glass)
+    if adopt is not None:
+        return adopt
     if state.operation is not None and state.operation.step is not Step.DONE:
         return Resume(state.operation, f"{state.operation.kind} {state.operation.id} stopped at "
                                        f"{state.operation.step}; resuming")
@@ -126,8 +139,22 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
                        f"anti-flap period (force with drctl failover {policy.cluster} --to MEMBER)")
     choice = choose_candidate(snapshot, policy, state.primary, extra_synchronous=state.synchronous_extra,
                               agents=agents)
+    if policy.dr_automatic and (isinstance(choice, Refusal) or not choice.proven):
+        dr = dr_failover(snapshot, state, policy, agents)
+        if isinstance(dr, DrPromotion):
+            return Failover(state.primary, dr.target, False, f"{why}; {dr.reason}",
+                            "unproven: a DR standby promoted after a region loss", accept_data_loss=True,
+                            data_loss_window_s=dr.window_s, lost_region=dr.region)
+        why = f"{why}; {dr.reason}"
     if isinstance(choice, Refusal):
-        return Blocked(f"{why}; {choice.reason}")
+        fallback = choose_candidate(snapshot, policy, state.primary, allow_async=True,
+                                    extra_synchronous=state.synchronous_extra, agents=agents)
+        if isinstance(fallback, Refusal):
+            return Blocked(f"{why}; {choice.reason}")
+        # A region loss under dr_failover manual: the operator's command is the way out.
+        return Blocked(f"{why}; {choice.reason}; refusing automatic failover (to promote {fallback.name} "
+                       f"accepting data loss: drctl failover {policy.cluster} --to {fallback.name} "
+                       "--accept-data-loss)")
     if not choice.proven:
         # Never automatic: an unproven promotion is only ever an operator's explicit choice.
         return Blocked(f"{why}; {choice.reason}; refusing automatic failover (to promote it anyway: "

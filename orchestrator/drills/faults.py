@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.coordination import Coordinator
 from orchestrator.drills.spec import (
@@ -21,12 +22,14 @@ from orchestrator.drills.spec import (
     DatacenterOutage,
     Fault,
     KillPrimary,
+    RegionLoss,
     Switchover,
     ZooKeeperServerLoss,
 )
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import CoordinationUnavailable, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.topology import Cluster
+from orchestrator.waiting import poll
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Inje
         return Injected(at, f"outage of {dc}: kill -9 of {', '.join(members)}"
                             f"{' and their agents' if agents else ''}, its controller and its "
                             f"ZooKeeper server", tuple(pids), dc)
+    if isinstance(fault, RegionLoss):
+        return _region_loss(lab, coord, cluster, fault)
     if isinstance(fault, ControllerLeaderCrash):
         leader = coord.leader_identity()
         if leader is None:
@@ -119,3 +124,65 @@ def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Inje
             raise OrchestratorError(f"switchover to {fault.to} failed: {why}")
         return Injected(at, f"planned switchover to {fault.to} ({result.get('seconds')} s)")
     raise OrchestratorError(f"unknown fault {fault!r}")
+
+
+def _region_loss(lab: Lab, coord: Coordinator, cluster: Cluster, fault: RegionLoss) -> Injected:
+    """kill -9 of every process of the region at once; then, in manual mode, the operator's failover."""
+    topo = lab.topology
+    region = fault.region
+    if region == PRIMARY_DATACENTER:
+        region = topo.region_of(cluster.member(current_primary(coord, cluster)).datacenter)
+    dcs = set(topo.datacenters_of(region))
+    pids: list[int] = []
+    members: list[str] = []
+    for each in topo.clusters:
+        for member in each.members:
+            if member.datacenter not in dcs:
+                continue
+            members.append(member.name)
+            pid = lab.layout(each, member).postmaster_pid()
+            agent = lab.agent_pid(each.name, member.name) if lab.with_agents else None
+            pids += [p for p in (pid, agent) if p is not None]
+    pids += [p for dc in sorted(dcs) if (p := lab.controller_pid(dc)) is not None]
+    pids += [p for s in lab.zookeeper() if s.datacenter in dcs if (p := s.pid()) is not None]
+    at = time.time()
+    _kill(pids)
+    what = (f"loss of region {region} ({', '.join(sorted(dcs))}): kill -9 of {', '.join(members)}, their agents, "
+            f"controllers and ZooKeeper servers")
+    if fault.promote is None:
+        return Injected(at, what + "; dr_failover automatic promotes the DR standby", tuple(pids), sorted(dcs)[0])
+    # The operator's command, as soon as a leader in the surviving region answers it.
+    result = _operator_failover(coord, cluster, fault.promote, timeout=60)
+    if result is None or not result.get("ok"):
+        why = "no leader answered" if result is None else result.get("error")
+        raise OrchestratorError(f"failover to {fault.promote} after the loss of {region} failed: {why}")
+    return Injected(at, what + f"; operator failover to {fault.promote} --accept-data-loss "
+                              f"({result.get('seconds')} s, DR lag at loss {result.get('data_loss_window_s')} s)",
+                    tuple(pids), sorted(dcs)[0])
+
+
+def _operator_failover(coord: Coordinator, cluster: Cluster, target: str, *, timeout: float
+                       ) -> dict[str, Any] | None:
+    """``drctl failover --to TARGET --accept-data-loss`` from the drill, riding out the moments its
+    ZooKeeper session spends reconnecting after the server it used went down with the region."""
+    deadline = time.monotonic() + timeout
+    request = {"kind": "failover", "to": target, "accept_data_loss": True}
+    request_id: str | None = None
+
+    def submitted() -> bool:
+        nonlocal request_id
+        try:
+            request_id = coord.submit_request(cluster.name, request)
+        except CoordinationUnavailable:
+            return False
+        return True
+
+    if not poll(submitted, timeout=timeout, interval=0.05) or request_id is None:
+        raise OrchestratorError(f"could not submit the failover to {target}: ZooKeeper unreachable for {timeout:.0f}s")
+    while True:
+        try:
+            return coord.wait_result(cluster.name, request_id, timeout=max(0.1, deadline - time.monotonic()))
+        except CoordinationUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)   # the session reconnects within its timeout; then the watch is set again

@@ -247,6 +247,9 @@ class Promotion(_Frozen):
     proof: str
     accept_data_loss: bool
     wal_at_risk_bytes: int | None
+    # A DR promotion after a region loss: the region, and the DR lag when it was lost.
+    lost_region: str = ""
+    data_loss_window_s: float | None = None
 
     def words(self) -> str:
         """``failover dc1-a -> dc2-a: zero loss proven: yes (why)``, with the WAL at risk when unproven."""
@@ -255,14 +258,19 @@ class Promotion(_Frozen):
             return head + f"yes ({self.proof or 'no reason recorded'})"
         risk = "unknown" if self.wal_at_risk_bytes is None else f"{self.wal_at_risk_bytes} bytes"
         accepted = ", data loss accepted by the operator" if self.accept_data_loss else ""
-        return head + f"no ({self.proof or 'no reason recorded'}{accepted}); WAL at risk: {risk}"
+        region = ""
+        if self.lost_region:
+            lag = "unknown" if self.data_loss_window_s is None else f"{self.data_loss_window_s:.2f} s"
+            region = f"; region {self.lost_region} lost, DR lag at loss: {lag}"
+        return head + f"no ({self.proof or 'no reason recorded'}{accepted}); WAL at risk: {risk}{region}"
 
 
 def promotions(history: Iterable[Operation], *, fault_at: float, until: float) -> tuple[Promotion, ...]:
     """The operations started between the fault (1 s of slack before it) and ``until``: the drill's."""
     return tuple(
         Promotion(operation=op.id, kind=op.kind.value, source=op.source, target=op.target, proven=op.proven,
-                  proof=op.proof, accept_data_loss=op.accept_data_loss, wal_at_risk_bytes=op.wal_at_risk_bytes)
+                  proof=op.proof, accept_data_loss=op.accept_data_loss, wal_at_risk_bytes=op.wal_at_risk_bytes,
+                  lost_region=op.lost_region, data_loss_window_s=op.data_loss_window_s)
         for op in history if fault_at - 1 <= op.started_at <= until
     )
 

@@ -56,6 +56,7 @@ class FaultKind(StrEnum):
     CONTROLLER_LEADER_CRASH = "controller-leader-crash"
     ZOOKEEPER_SERVER_LOSS = "zookeeper-server-loss"
     SWITCHOVER = "switchover"
+    REGION_LOSS = "region-loss"
 
 
 class KillPrimary(_Model):
@@ -84,6 +85,19 @@ class ZooKeeperServerLoss(_Model):
     datacenter: str = ZOOKEEPER_LEADER
 
 
+class RegionLoss(_Model):
+    """Every process of one region at once: members, agents, controllers, ZooKeeper servers.
+
+    ``promote``: the DR standby the drill promotes as the operator would (``drctl failover --to
+    M --accept-data-loss``) once the region is down; omitted, the cluster's ``dr_failover:
+    automatic`` must promote it. Judged against ``targets.region_rto_seconds`` / ``region_rpo_seconds``.
+    """
+
+    kind: Literal[FaultKind.REGION_LOSS]
+    region: str = PRIMARY_DATACENTER   # "primary": the region holding the primary now
+    promote: str | None = None
+
+
 class Switchover(_Model):
     """A planned, zero-loss handover of the primary role to member ``to``."""
 
@@ -92,7 +106,7 @@ class Switchover(_Model):
 
 
 Fault = Annotated[
-    KillPrimary | DatacenterOutage | ControllerLeaderCrash | ZooKeeperServerLoss | Switchover,
+    KillPrimary | DatacenterOutage | ControllerLeaderCrash | ZooKeeperServerLoss | Switchover | RegionLoss,
     Field(discriminator="kind"),
 ]
 
@@ -189,7 +203,11 @@ class DrillSpec(_Model):
     def effective_targets(self, cluster: Cluster) -> Targets:
         """The cluster's targets with this drill's overrides applied."""
         overrides = self.targets.model_dump(exclude_none=True)
-        return cluster.targets.model_copy(update=overrides)
+        base = cluster.targets
+        if isinstance(self.fault, RegionLoss):  # a region lost is judged by the region targets
+            base = base.model_copy(update={"rto_seconds": base.region_rto_seconds,
+                                           "rpo_seconds": base.region_rpo_seconds})
+        return base.model_copy(update=overrides)
 
     def abort_after_s(self, targets: Targets) -> float:
         """Seconds after the fault without recovery before the runner aborts."""
@@ -198,7 +216,7 @@ class DrillSpec(_Model):
     def expects_new_primary(self, primary_datacenter: str) -> bool:
         """Whether the fault must move the primary (for :func:`~orchestrator.drills.measure.measure`)."""
         fault = self.fault
-        if isinstance(fault, KillPrimary | Switchover):
+        if isinstance(fault, KillPrimary | Switchover | RegionLoss):
             return True
         if isinstance(fault, DatacenterOutage):
             return fault.datacenter in (PRIMARY_DATACENTER, primary_datacenter)
@@ -240,6 +258,8 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
                 f"fault.datacenter: no ZooKeeper server in {fault.datacenter!r}; "
                 f"use one of {', '.join(zk)} or {ZOOKEEPER_LEADER!r}"
             )
+    if isinstance(fault, RegionLoss):
+        problems.extend(_region_loss_contradictions(fault, topo, cluster))
     if isinstance(fault, ControllerLeaderCrash) and len(topo.controller_datacenters) < 2:
         problems.append(
             "fault: controller-leader-crash needs a second controller to take over; "
@@ -265,6 +285,22 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
             "observe at least as long as the target"
         )
     return problems
+
+
+def _region_loss_contradictions(fault: RegionLoss, topo: Topology, cluster: Cluster) -> list[str]:
+    regions = [r.name for r in topo.regions]
+    if fault.region not in (PRIMARY_DATACENTER, *regions):
+        return [f"fault.region: unknown region {fault.region!r}; use one of {', '.join(regions)} "
+                f"or {PRIMARY_DATACENTER!r}"]
+    members = [m.name for m in cluster.members]
+    if fault.promote is not None and fault.promote not in members:
+        return [f"fault.promote: unknown member {fault.promote!r} of cluster {cluster.name!r}; "
+                f"use one of {', '.join(members)}"]
+    if fault.promote is None and cluster.replication.dr_failover.value == "manual":
+        return [f"fault.promote: cluster {cluster.name!r} has replication.dr_failover manual, so nothing promotes "
+                "by itself; name the DR standby the drill promotes (as drctl failover --to M --accept-data-loss), "
+                "or set dr_failover: automatic"]
+    return []
 
 
 # ---- loading ------------------------------------------------------------------------------

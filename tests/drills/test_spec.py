@@ -104,7 +104,7 @@ BAD = [
     pytest.param(_set("fault", {"kind": "switchover"}), "fault.to: required field is missing; add it",
                  id="switchover-without-target"),
     pytest.param(_set("fault", {"kind": "datacenter-outage", "datacenter": "dc9"}),
-                 "fault.datacenter: unknown data centre 'dc9'; use one of dc1, dc2, dc3 or 'primary'",
+                 "fault.datacenter: unknown data centre 'dc9'; use one of dc1, dc2, dc3, witness or 'primary'",
                  id="unknown-datacenter"),
     pytest.param(_set("fault", {"kind": "zookeeper-server-loss", "datacenter": "dc4"}),
                  "fault.datacenter: no ZooKeeper server in 'dc4'", id="unknown-zookeeper-datacenter"),
@@ -197,7 +197,7 @@ def test_schedule_gives_the_next_run(raw: dict[str, Any], shipped_topology: Topo
         pytest.param({"kind": "datacenter-outage", "datacenter": "dc1"}, True, id="outage-of-dc1"),
         pytest.param({"kind": "datacenter-outage", "datacenter": "dc3"}, False, id="outage-of-dc3"),
         pytest.param({"kind": "controller-leader-crash"}, False, id="controller"),
-        pytest.param({"kind": "zookeeper-server-loss", "datacenter": "dc2"}, False, id="zookeeper"),
+        pytest.param({"kind": "zookeeper-server-loss", "datacenter": "dc3"}, False, id="zookeeper"),
     ],
 )
 def test_which_faults_must_move_the_primary(

@@ -27,14 +27,15 @@ def raw() -> dict[str, Any]:
 
 def test_shipped_topology_validates(shipped_topology: Topology) -> None:
     cluster = shipped_topology.cluster("payments")
-    assert [dc.name for dc in shipped_topology.datacenters] == ["dc1", "dc2", "dc3"]
+    assert [dc.name for dc in shipped_topology.datacenters] == ["dc1", "dc2", "dc3", "witness"]
     assert cluster.initial_primary.name == "dc1-a"
     assert shipped_topology.synchronous_members(cluster) == ("dc1-a", "dc1-b", "dc2-a")
     # RPO 0: the initial primary's commits are confirmed outside dc1 only.
     assert shipped_topology.synchronous_standby_names(cluster) == 'ANY 1 ("dc2-a")'
     assert shipped_topology.synchronous_standby_names(cluster, ("dc3-a",)) == 'ANY 1 ("dc2-a", "dc3-a")'
     assert shipped_topology.region_of("dc3") == "west"
-    assert shipped_topology.zookeeper_datacenters == ("dc1", "dc2", "dc3")
+    assert shipped_topology.zookeeper_datacenters == ("dc1", "dc3", "witness")
+    assert shipped_topology.controller_datacenters == ("dc1", "dc2", "dc3")
 
 
 def _member(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def _unknown_field(d: dict[str, Any]) -> None:
 
 
 def _even_zookeeper(d: dict[str, Any]) -> None:
-    d["zookeeper"]["datacenters"] = ["dc1", "dc2"]
+    d["zookeeper"]["datacenters"] = ["dc1", "witness"]
 
 
 def _bad_name(d: dict[str, Any]) -> None:
