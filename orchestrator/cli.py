@@ -632,6 +632,15 @@ def drill_history(reports_dir: ReportsDirOpt = Path("reports")) -> None:
         table.add_row(entry.run_id, report.drill, "[green]PASS[/green]" if report.verdict.passed else "[red]FAIL[/red]",
                       f"{report.measurement.outage.rto_seconds:.3f}", str(report.measurement.loss.lost))
     console.print(table)
+    _print_other_reports(reports_dir)
+
+
+def _print_other_reports(reports_dir: Path) -> None:
+    """The stored availability projections, newest first, with their pages."""
+    from orchestrator.slo.page import PROJECTION_HTML, list_projections
+
+    for path in list_projections(reports_dir):
+        console.print(f"projection {path.name}: {path / PROJECTION_HTML}", highlight=False, soft_wrap=True)
 
 
 @drill_app.command("show")
@@ -649,6 +658,54 @@ def drill_show(run: str, reports_dir: ReportsDirOpt = Path("reports")) -> None:
     for line in summarize(load_report(path)):
         console.print(line, highlight=False)
     console.print(f"report: {path / 'report.html'}")
+
+
+slo_app = typer.Typer(no_args_is_help=True, help="Service-level objectives: the availability projection.")
+app.add_typer(slo_app, name="slo")
+
+
+@slo_app.command("project")
+def slo_project(
+    cluster: str,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and reports give the same projection.")] = 0,
+    years: Annotated[int, typer.Option(min=1, max=10_000_000, help="Simulated years.")] = 100_000,
+    output: Annotated[str, typer.Option("--format", help="text, json or html (prints the page's path).")] = "text",
+    min_drills: Annotated[int, typer.Option(min=1, help="Fewer drills of a kind: weak evidence.")] = 5,
+    max_age_days: Annotated[float, typer.Option(min=0, help="Newest drill older than this: weak evidence.")] = 90,
+    reports_dir: ReportsDirOpt = Path("reports"),
+    topology: TopologyOpt = None,
+    lab_dir: LabDirOpt = None,
+) -> None:
+    """Project CLUSTER's yearly availability from its SLO rates and every stored drill's measured RTO.
+
+    Writes <reports-dir>/<UTC>-slo-<cluster>/projection.json and projection.html.
+    """
+    from orchestrator.drills.report import list_reports
+    from orchestrator.slo.evidence import sources
+    from orchestrator.slo.page import summary_lines, write_projection
+    from orchestrator.slo.projection import project
+
+    if output not in ("text", "json", "html"):
+        raise InvalidInput(f"--format: {output!r} is not a format; use text, json or html")
+    topo = _topology(topology, lab_dir)
+    cl = topo.cluster(_cluster(topo, cluster))
+    now = time.time()
+    reports = [e.report for e in list_reports(reports_dir) if e.report is not None]
+    projection = project(cl.name, sources(reports, cl, now=now), target_percent=cl.targets.availability_percent,
+                         seed=seed, years=years, min_drills=min_drills, max_age_days=max_age_days)
+    slo = {"availability": f"{cl.targets.availability_percent:g}%", "RTO target": f"{cl.targets.rto_seconds:g} s",
+           "RPO target": f"{cl.targets.rpo_seconds:g} s",
+           "p99 write latency": f"{cl.slo.write_latency_p99_ms:g} ms",
+           **{f"{k.value} incidents per year": f"{v:g}" for k, v in cl.slo.incidents_per_year.items()},
+           "planned switchovers per year": f"{cl.slo.switchovers_per_year:g}"}
+    path = write_projection(projection, reports_dir, generated_at=now, slo=slo)
+    if output == "json":
+        _print_json(projection.model_dump(mode="json"))
+        return
+    if output == "text":
+        for line in summary_lines(projection):
+            console.print(line, highlight=False)
+    console.print(f"report: {path / 'projection.html'}")
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against peers on this machine.")

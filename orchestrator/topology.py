@@ -246,6 +246,53 @@ class Targets(_Model):
     region_rpo_seconds: float = Field(60.0, ge=0)
 
 
+class IncidentKind(StrEnum):
+    """The unplanned failures an availability projection counts (``slo.incidents_per_year`` keys).
+
+    Each maps to the drill fault that measures its recovery (orchestrator.slo.evidence);
+    ``region-loss`` has no drill yet, so a projection reports it as unmeasured.
+    """
+
+    PRIMARY_CRASH = "primary-crash"
+    DATACENTER_OUTAGE = "datacenter-outage"
+    REGION_LOSS = "region-loss"
+    CONTROLLER_LEADER_CRASH = "controller-leader-crash"
+    ZOOKEEPER_SERVER_LOSS = "zookeeper-server-loss"
+
+
+_INCIDENT_KINDS = ", ".join(k.value for k in IncidentKind)
+
+
+def _default_incidents() -> dict[IncidentKind, float]:
+    return {IncidentKind.PRIMARY_CRASH: 12.0, IncidentKind.DATACENTER_OUTAGE: 2.0, IncidentKind.REGION_LOSS: 0.2}
+
+
+class Slo(_Model):
+    """A cluster's service-level objectives beyond the targets (orchestrator.slo uses them).
+
+    ``write_latency_p99_ms``: the workload's p99 write (transfer) latency objective, which the
+    capacity run ramps against and a game day checks. ``max_error_percent``: the share of
+    failed requests at which a capacity step counts as broken. ``incidents_per_year``: the
+    expected rate of each unplanned failure; ``switchovers_per_year``: planned maintenance.
+    """
+
+    write_latency_p99_ms: float = Field(50.0, gt=0, le=600_000)
+    max_error_percent: float = Field(1.0, ge=0, lt=100)
+    incidents_per_year: dict[IncidentKind, float] = Field(default_factory=_default_incidents)
+    switchovers_per_year: float = Field(12.0, ge=0, le=100_000)
+
+    @field_validator("incidents_per_year", mode="before")
+    @classmethod
+    def _kinds(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, rate in value.items():
+                if key not in IncidentKind._value2member_map_:
+                    raise ValueError(f"unknown incident kind {key!r}; use one of {_INCIDENT_KINDS}")
+                if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 100_000:
+                    raise ValueError(f"{key}: {rate!r} is not a rate; give incidents per year, a number >= 0")
+        return value
+
+
 class Compression(StrEnum):
     """How base backups and archived WAL are compressed in the object store (pgBackRest's compress-type)."""
 
@@ -338,6 +385,8 @@ class Cluster(_Model):
     members: tuple[Member, ...] = Field(min_length=1)
     replication: ReplicationPolicy = ReplicationPolicy()
     targets: Targets = Targets()
+    # Service-level objectives: latency, incident rates, planned maintenance (orchestrator.slo).
+    slo: Slo = Slo()
     # Base backups and WAL archive to S3 (orchestrator.backup); none when absent.
     backup: BackupSpec | None = None
 

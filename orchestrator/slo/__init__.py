@@ -1,0 +1,1 @@
+"""Service-level objectives: budget arithmetic, the availability projection and its report."""
