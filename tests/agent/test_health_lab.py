@@ -77,16 +77,33 @@ def members(lab: Lab) -> list[str]:
 def settled_state(lab: Lab, coord: Coordinator) -> ClusterState:
     """The state once every member answers /primary or /replica as it says (agents watch it)."""
     found: list[ClusterState] = []
+    seen: dict[str, tuple[int, int]] = {}
 
     def agreed() -> bool:
         state, _ = coord.read_state(CLUSTER)
         if state is None or state.operation is not None:
             return False
         found[:] = [state]
-        return all(ask(lab, m, "/primary")[0] == (200 if m == state.primary else 503)
-                   and ask(lab, m, "/replica")[0] == (503 if m == state.primary else 200) for m in members(lab))
+        seen.clear()
+        seen.update({m: (ask(lab, m, "/primary")[0], ask(lab, m, "/replica")[0]) for m in members(lab)})
+        return all(codes == ((200, 503) if m == state.primary else (503, 200)) for m, codes in seen.items())
 
-    assert poll(agreed, timeout=60, interval=0.1), "the health endpoints never agreed with the cluster state"
+    assert poll(agreed, timeout=90, interval=0.1), \
+        f"the health endpoints never agreed with the state ({found[0].primary if found else None} primary): " \
+        f"(/primary, /replica) = {seen}"
+    return found[0]
+
+
+def idle_state(coord: Coordinator) -> ClusterState:
+    """The cluster state once no operation runs."""
+    found: list[ClusterState] = []
+
+    def idle() -> bool:
+        state, _ = coord.read_state(CLUSTER)
+        found[:] = [state] if state is not None else []
+        return state is not None and state.operation is None
+
+    assert poll(idle, timeout=90, interval=0.1), "an operation never ended"
     return found[0]
 
 
@@ -219,7 +236,7 @@ def test_haproxy_routes_writes_to_the_primary_across_a_switchover(lab: Lab, coor
 
 
 def test_metrics_scraped_from_the_controllers_api(lab: Lab, coord: Coordinator) -> None:
-    state = settled_state(lab, coord)
+    state = idle_state(coord)
     context = ssl.create_default_context(cafile=str(lab.root / "api" / "cert.pem"))
     done_switchovers = sum(1 for op in state.history if op.kind == "switchover" and op.outcome == "done")
     counted = 0.0
