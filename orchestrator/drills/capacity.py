@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
+_STARTUP_S = 5.0   # Locust's start-up on a busy machine, on top of each step
 KNEE_GAIN = 0.10   # a step adding less than 10% throughput over the previous one is past the knee
 
 
@@ -173,7 +174,9 @@ def run_capacity(conninfo: str, cluster: str, *, step_users: int, max_users: int
     steps: list[StepResult] = []
     for users in range(step_users, max_users + 1, step_users):
         progress(f"step: {users} users for {step_seconds:g}s")
-        load = start_load(conninfo, work / f"journal-{users}", users, float(users), step_seconds, accounts, 0.0, work)
+        # Locust's run time includes its start-up; the step is measured from its first ack.
+        load = start_load(conninfo, work / f"journal-{users}", users, float(users),
+                          step_seconds + settle_s + _STARTUP_S, accounts, 0.0, work)
         try:
             load.wait()
         finally:
@@ -181,7 +184,7 @@ def run_capacity(conninfo: str, cluster: str, *, step_users: int, max_users: int
         records = read_journal(load.journal_files())
         acks = [r.start for r in records if r.outcome is Outcome.ACK]
         begin = (min(acks) if acks else time.time()) + settle_s
-        end = max((r.start for r in records), default=begin)
+        end = min(begin + step_seconds, max((r.start for r in records), default=begin))
         step = step_result(records, users=users, start=begin, end=end, p99_objective_ms=p99_objective_ms,
                            max_error_percent=max_error_percent)
         steps.append(step)

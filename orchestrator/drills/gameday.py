@@ -163,7 +163,8 @@ def analyse(
         faults.append(FaultResult(drill=inj.drill, kind=inj.kind, description=inj.description, at=inj.at,
                                   rto_seconds=outage.rto_seconds, unrecovered=outage.unrecovered,
                                   recovered_by=outage.recovered_by, lost=loss.lost, rpo_seconds=loss.rpo_seconds))
-    window = [r for r in records if start <= r.start <= window_end]
+    # Attempts cut off by the runner stopping the load are no service failure.
+    window = [r for r in records if start <= r.start <= window_end and not (r.error or "").startswith("interrupted:")]
     acks = [r for r in window if r.outcome is Outcome.ACK]
     failed = sum(r.outcome is Outcome.FAIL for r in window)
     req = request_availability(len(acks), len(window))

@@ -32,6 +32,7 @@ from orchestrator.lab import Lab
 from orchestrator.topology import Cluster
 
 Progress = Callable[[str], None]
+_SLACK_S = 900.0   # how long the load may outlive the window while faults wait for the steady state
 
 
 class GameDayRunner:
@@ -61,14 +62,15 @@ class GameDayRunner:
             coord.acquire_drill_lock(f"game day pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
             try:
                 return self._run(specs, plan, cluster, coord, duration_s=duration_s, seed=seed, users=users,
-                                 user_rate=user_rate, accounts=accounts)
+                                 user_rate=user_rate, accounts=accounts, recovery_s=recovery_s)
             finally:
                 coord.release_drill_lock()
         finally:
             coord.stop()
 
     def _run(self, specs: list[DrillSpec], plan: tuple[Planned, ...], cluster: Cluster, coord: Coordinator, *,
-             duration_s: float, seed: int, users: int, user_rate: float, accounts: int) -> GameDay:
+             duration_s: float, seed: int, users: int, user_rate: float, accounts: int, recovery_s: float
+             ) -> GameDay:
         by_name = {s.name: s for s in specs}
         self.progress("checking steady state")
         self.drills._steady_state(specs[0], cluster, timeout=90)
@@ -78,8 +80,10 @@ class GameDayRunner:
         self.progress(f"starting load: {users} users for {duration_s:.0f}s; faults at "
                       + ", ".join(f"+{p.offset_s:.0f}s {p.drill}" for p in plan))
         started = time.time()
-        load = start_load(conninfo, work / "journal", users, float(max(users, 1)), duration_s, accounts,
-                          user_rate, work)
+        # The load outlives the window: a fault delayed by a slow rejoin is still observed for
+        # recovery_s after it; the runner stops the load itself (interrupted attempts are not counted).
+        load = start_load(conninfo, work / "journal", users, float(max(users, 1)), duration_s + _SLACK_S,
+                          accounts, user_rate, work)
         injections: list[Injection] = []
         aborted: str | None = None
         targets = cluster.targets
@@ -100,13 +104,17 @@ class GameDayRunner:
                                             at=injected.at, expect_new_primary=expects))
                 self._recover(spec, cluster, coord, old, expects, injected.at,
                               spec.abort_after_s(spec.effective_targets(cluster)))
-            load.wait(timeout=duration_s + 120)
+            last = injections[-1].at if injections else started
+            while time.time() < max(started + duration_s, last + recovery_s):
+                if not load.running:
+                    raise OrchestratorError(f"the load generator stopped early; see {load.log}")
+                time.sleep(0.2)
         except OrchestratorError as exc:
             aborted = f"game day stopped: {exc}"
         finally:
+            finished = time.time()   # the window ends when the runner stops the load, not when Locust has exited
             if load.running:
                 load.stop()
-        finished = time.time()
         self.progress("reading the journal and checking the invariants")
         self.lab.restart_services()
         self.drills._steady_state(specs[0], cluster, timeout=120)
