@@ -106,6 +106,15 @@ class GameDay(_Frozen):
     writer_conflicts: int
     checks: tuple[Check, ...]
     series: tuple[tuple[float, int, float | None], ...]   # (seconds since start, acks, p99 ms) per second
+    # Locust's own count of the transfers (its CSV), an independent check of request availability.
+    locust_requests: int | None = None
+    locust_failures: int | None = None
+
+    @property
+    def locust_availability(self) -> float | None:
+        if not self.locust_requests or self.locust_failures is None:
+            return None
+        return 100.0 * (self.locust_requests - self.locust_failures) / self.locust_requests
 
     @property
     def passed(self) -> bool:
@@ -120,7 +129,8 @@ class GameDay(_Frozen):
             f"{self.window_end - self.window_start:.0f} s, seed {self.seed}",
             f"availability: requests {pct(self.request_availability)} ({self.acks:,} of {self.attempts:,} acknowledged,"
             f" {self.failed} failed, {self.indeterminate} indeterminate); time {pct(self.time_availability)} "
-            f"({self.downtime_seconds:.2f} s down); target {self.availability_target:g}%",
+            f"({self.downtime_seconds:.2f} s down); target {self.availability_target:g}%; Locust's own count "
+            f"{pct(self.locust_availability)}",
             f"error budget burn rate {'—' if self.burn_rate is None else f'{self.burn_rate:.1f}'}x "
             f"(1x spends the {self.availability_target:g}% budget exactly over the SLO period)",
             f"latency: p99 {'—' if self.p99_ms is None else f'{self.p99_ms:.1f} ms'} over the window, objective "
@@ -146,7 +156,7 @@ def analyse(
     records: Sequence[JournalRecord], injections: Sequence[Injection], *, cluster: str, seed: int,
     started_at: float, window_end: float, present_ids: Collection[str], expected_total: int, observed_total: int,
     duplicates: int, availability_target: float, p99_objective_ms: float, rto_target: float,
-    aborted: str | None = None,
+    aborted: str | None = None, locust_counts: tuple[int, int] | None = None,
 ) -> GameDay:
     """Every figure of a game day from its journal; the window runs from the load's start to ``window_end``."""
     start = min((r.start for r in records), default=started_at)
@@ -204,6 +214,12 @@ def analyse(
         Check(name="failed-transfers-not-committed", passed=loss.failed_but_committed == 0,
               reason=f"{loss.failed_but_committed} transfer(s) reported failed were committed"),
     ]
+    if locust_counts is not None and locust_counts[0] > 0 and req is not None:
+        independent = 100.0 * (locust_counts[0] - locust_counts[1]) / locust_counts[0]
+        checks.append(Check(
+            name="availability-agrees-with-locust", passed=abs(independent - req) <= 0.001,
+            reason=f"journal {req:.5f}% vs Locust's own count {independent:.5f}% "
+                   f"({locust_counts[0] - locust_counts[1]:,} of {locust_counts[0]:,})"))
     return GameDay(
         cluster=cluster, seed=seed, started_at=started_at, window_start=start, window_end=window_end,
         availability_target=availability_target, p99_objective_ms=p99_objective_ms, faults=tuple(faults),
@@ -213,5 +229,7 @@ def analyse(
         burn_rate=None if req is None else burn_rate(1 - req / 100, availability_target),
         lost=loss.lost, expected_total=expected_total, observed_total=observed_total, duplicates=duplicates,
         writer_conflicts=len(conflicts), checks=tuple(checks), series=series,
+        locust_requests=None if locust_counts is None else locust_counts[0],
+        locust_failures=None if locust_counts is None else locust_counts[1],
     )
 

@@ -27,7 +27,7 @@ from orchestrator.drills.load import start_load
 from orchestrator.drills.measure import ids_to_look_up
 from orchestrator.drills.runner import INITIAL_BALANCE, DrillRunner
 from orchestrator.drills.spec import DrillSpec, Fault, Switchover
-from orchestrator.errors import DrillFileError, OrchestratorError
+from orchestrator.errors import DrillFileError, LabError, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.topology import Cluster
 
@@ -88,9 +88,11 @@ class GameDayRunner:
         aborted: str | None = None
         targets = cluster.targets
         try:
+            # A busy machine starts Locust seconds late: the schedule counts from when writes flow.
+            flowing = self.drills._wait_for_load(specs[0], load, deadline=time.time() + 120)
             for planned in plan:
                 spec = by_name[planned.drill]
-                time.sleep(max(0.0, started + planned.offset_s - time.time()))
+                time.sleep(max(0.0, flowing + planned.offset_s - time.time()))
                 if not load.running:
                     raise OrchestratorError("the load stopped before every fault was injected")
                 self.drills._steady_state(spec, cluster, timeout=120)
@@ -104,8 +106,8 @@ class GameDayRunner:
                                             at=injected.at, expect_new_primary=expects))
                 self._recover(spec, cluster, coord, old, expects, injected.at,
                               spec.abort_after_s(spec.effective_targets(cluster)))
-            last = injections[-1].at if injections else started
-            while time.time() < max(started + duration_s, last + recovery_s):
+            last = injections[-1].at if injections else flowing
+            while time.time() < max(flowing + duration_s, last + recovery_s):
                 if not load.running:
                     raise OrchestratorError(f"the load generator stopped early; see {load.log}")
                 time.sleep(0.2)
@@ -119,12 +121,18 @@ class GameDayRunner:
         self.lab.restart_services()
         self.drills._steady_state(specs[0], cluster, timeout=120)
         records = read_journal(load.journal_files())
+        try:
+            stats = load.stats()
+            locust_counts: tuple[int, int] | None = (stats.requests, stats.failures)
+        except LabError:
+            locust_counts = None
         return analyse(
             records, injections, cluster=cluster.name, seed=seed, started_at=started, window_end=finished,
             present_ids=bank.present_transfers(conninfo, ids_to_look_up(records)),
             expected_total=accounts * INITIAL_BALANCE, observed_total=bank.total_balance(conninfo),
             duplicates=bank.duplicate_transfers(conninfo), availability_target=targets.availability_percent,
             p99_objective_ms=cluster.slo.write_latency_p99_ms, rto_target=targets.rto_seconds, aborted=aborted,
+            locust_counts=locust_counts,
         )
 
     def _retarget(self, fault: Fault, cluster: Cluster, primary: str) -> Fault:

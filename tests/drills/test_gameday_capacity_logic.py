@@ -56,6 +56,20 @@ def test_analyse_counts_each_fault_and_the_whole_window() -> None:
     assert g.latency_compliance == 1.0 and g.p99_ms == pytest.approx(4.0, abs=1e-3)
 
 
+def test_availability_is_checked_against_locusts_own_count() -> None:
+    records = _journal((20.0, 21.0))
+    present = {r.id for r in records if r.outcome is Outcome.ACK}
+    failed = sum(r.outcome is Outcome.FAIL for r in records)
+    kwargs = dict(cluster="payments", seed=1, started_at=T0, window_end=T0 + 60, present_ids=present,
+                  expected_total=100, observed_total=100, duplicates=0, availability_target=99.99,
+                  p99_objective_ms=50, rto_target=5)
+    agree = analyse(records, [], locust_counts=(len(records), failed), **kwargs)  # type: ignore[arg-type]
+    check = next(c for c in agree.checks if c.name == "availability-agrees-with-locust")
+    assert check.passed and agree.locust_availability == pytest.approx(agree.request_availability)
+    disagree = analyse(records, [], locust_counts=(len(records), failed + 1), **kwargs)  # type: ignore[arg-type]
+    assert not next(c for c in disagree.checks if c.name == "availability-agrees-with-locust").passed
+
+
 def test_analyse_catches_a_lost_write_and_unbalanced_money() -> None:
     records = _journal((20.0, 21.0))
     present = {r.id for r in records if r.outcome is Outcome.ACK} - {records[10].id}
