@@ -148,7 +148,12 @@ class GameDayRunner:
 
         :raises OrchestratorError: no new primary within ``abort_after`` seconds.
         """
-        while expects and current_primary(coord, cluster) == old:
+        while expects:
+            try:
+                if current_primary(coord, cluster) != old:
+                    break
+            except OrchestratorError:
+                pass   # the fault may have taken our ZooKeeper server: kazoo moves to another; keep asking
             if time.time() - at > abort_after:
                 raise OrchestratorError(f"{spec.name}: no new primary within {abort_after:.0f}s")
             time.sleep(0.2)
