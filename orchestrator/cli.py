@@ -636,9 +636,14 @@ def drill_history(reports_dir: ReportsDirOpt = Path("reports")) -> None:
 
 
 def _print_other_reports(reports_dir: Path) -> None:
-    """The stored availability projections, newest first, with their pages."""
+    """The stored game days, capacity runs and availability projections, newest first, with their pages."""
+    from orchestrator.drills.gameday_report import CAPACITY_HTML, CAPACITY_JSON, GAMEDAY_HTML, GAMEDAY_JSON, list_runs
     from orchestrator.slo.page import PROJECTION_HTML, list_projections
 
+    for path in list_runs(reports_dir, GAMEDAY_JSON):
+        console.print(f"game day {path.name}: {path / GAMEDAY_HTML}", highlight=False, soft_wrap=True)
+    for path in list_runs(reports_dir, CAPACITY_JSON):
+        console.print(f"capacity {path.name}: {path / CAPACITY_HTML}", highlight=False, soft_wrap=True)
     for path in list_projections(reports_dir):
         console.print(f"projection {path.name}: {path / PROJECTION_HTML}", highlight=False, soft_wrap=True)
 
@@ -658,6 +663,109 @@ def drill_show(run: str, reports_dir: ReportsDirOpt = Path("reports")) -> None:
     for line in summarize(load_report(path)):
         console.print(line, highlight=False)
     console.print(f"report: {path / 'report.html'}")
+
+
+def _duration(value: str, option: str) -> float:
+    """``90``, ``90s``, ``30m``, ``1h`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = value.strip().lower()
+    scale = units.get(text[-1:])
+    try:
+        seconds = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise InvalidInput(f"{option}: {value!r} is not a duration; give e.g. 120, 90s, 30m or 1h")
+    return seconds
+
+
+def _running_lab(lab_dir: Path | None) -> Lab:
+    root = _lab_dir(lab_dir)
+    topo = _recorded_topology(root)
+    if topo is None:
+        raise InvalidInput(f"no lab at {root}; run 'drctl lab up' first or pass --lab-dir")
+    return Lab(topo, root)
+
+
+def _progress(text: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(text)}", highlight=False)
+
+
+@drill_app.command("gameday")
+def drill_gameday(
+    duration: Annotated[str, typer.Option(help="The window of sustained load: 120, 90s, 30m, 1h.")] = "30m",
+    faults: Annotated[str, typer.Option(help="Drill names whose faults to inject, comma-separated, in order.")
+                      ] = "primary-crash,planned-switchover",
+    seed: Annotated[int, typer.Option(help="Seeds the fault times: the same seed, the same schedule.")] = 0,
+    users: Annotated[int, typer.Option(min=1, max=1000, help="Locust users for the whole window.")] = 10,
+    user_rate: Annotated[float, typer.Option(min=0, help="Transfers per second per user; 0: as fast as it can.")
+                         ] = 0.0,
+    recovery: Annotated[float, typer.Option(min=1, help="Seconds each fault keeps free after it to recover.")
+                        ] = 30.0,
+    lab_dir: LabDirOpt = None,
+    drills_dir: DrillsDirOpt = Path("drills"),
+    reports_dir: ReportsDirOpt = Path("reports"),
+) -> None:
+    """Sustained load with several drills' faults at seeded random times; every invariant over the window.
+
+    Exit 1 when a check fails. Writes <reports-dir>/<UTC>-gameday-<cluster>/ (gameday.json, gameday.html).
+    """
+    from orchestrator.drills.gameday import schedule
+    from orchestrator.drills.gameday_report import write_gameday
+    from orchestrator.drills.gameday_runner import GameDayRunner
+
+    seconds = _duration(duration, "--duration")
+    names = [n.strip() for n in faults.split(",") if n.strip()]
+    try:
+        schedule(names, duration_s=seconds, seed=seed, recovery_s=recovery)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    runner = GameDayRunner(_running_lab(lab_dir), drills_dir, progress=_progress)
+    runner.load(names)
+    result = runner.run(names, duration_s=seconds, seed=seed, users=users, user_rate=user_rate,
+                        recovery_s=recovery)
+    path = write_gameday(result, reports_dir)
+    for line in result.lines():
+        console.print(line, highlight=False)
+    console.print(f"report: {path / 'gameday.html'}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+load_app = typer.Typer(no_args_is_help=True, help="Load: find the cluster's capacity within its objectives.")
+app.add_typer(load_app, name="load")
+
+
+@load_app.command("capacity")
+def load_capacity(
+    cluster: str,
+    step_users: Annotated[int, typer.Option(min=1, help="Users added per step.")] = 5,
+    max_users: Annotated[int, typer.Option(min=1, help="Stop after the step with this many users.")] = 60,
+    step_seconds: Annotated[float, typer.Option(min=3, help="Length of each step.")] = 15.0,
+    p99_ms: Annotated[float | None, typer.Option(
+        help="p99 latency objective in ms (default: the cluster's slo.write_latency_p99_ms).")] = None,
+    lab_dir: LabDirOpt = None,
+    reports_dir: ReportsDirOpt = Path("reports"),
+) -> None:
+    """Ramp the bank workload in steps until p99 latency or the error rate breaks its objective.
+
+    Writes <reports-dir>/<UTC>-capacity-<cluster>/ (capacity.json, capacity.html with the plot).
+    """
+    from orchestrator.drills.capacity import run_capacity
+    from orchestrator.drills.gameday_report import write_capacity
+
+    lab = _running_lab(lab_dir)
+    cl = lab.topology.cluster(_cluster(lab.topology, cluster))
+    if p99_ms is not None and p99_ms <= 0:
+        raise InvalidInput(f"--p99-ms: {p99_ms:g} must be positive")
+    started = time.time()
+    result = run_capacity(lab.app_connection_string(cl), cl.name, step_users=step_users, max_users=max_users,
+                          step_seconds=step_seconds, p99_objective_ms=p99_ms or cl.slo.write_latency_p99_ms,
+                          max_error_percent=cl.slo.max_error_percent, progress=_progress)
+    path = write_capacity(result, reports_dir, at=started)
+    for line in result.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"report: {path / 'capacity.html'}")
 
 
 slo_app = typer.Typer(no_args_is_help=True, help="Service-level objectives: the availability projection.")
