@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def region_lab(shipped_topology: Topology) -> Iterator[Lab]:
     lab = Lab(with_port_base(shipped_topology, TEST_PORT_BASE + 1600), make_lab_dir("drctl-region-"))
     try:
-        lab.up()
+        lab.up(timeout=240)   # the machine is shared: start-up under heavy load takes minutes
         yield lab
     finally:
         lab.down()
