@@ -32,7 +32,7 @@ CLUSTER = "payments"
 def glass_lab(shipped_topology: Topology) -> Iterator[Lab]:
     lab = Lab(with_port_base(shipped_topology, TEST_PORT_BASE + 1700), make_lab_dir("drctl-glass-"), agents=False)
     try:
-        lab.up()
+        lab.up(timeout=240)   # the machine is shared: start-up under heavy load takes minutes
         yield lab
     finally:
         lab.down()

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def region_lab(shipped_topology: Topology) -> Iterator[Lab]:
     lab = Lab(with_port_base(shipped_topology, TEST_PORT_BASE + 1600), make_lab_dir("drctl-region-"))
     try:
-        lab.up()
+        lab.up(timeout=240)   # the machine is shared: start-up under heavy load takes minutes
         yield lab
     finally:
         lab.down()
@@ -54,6 +54,8 @@ def test_losing_east_promotes_dc3_and_reports_the_loss_against_the_region_target
         state, _ = coord.read_state("payments")
     finally:
         coord.stop()
-    assert state is not None and state.primary == "dc3-a"
-    done = state.history[-1]
-    assert (done.lost_region, done.data_loss_window_s) == ("east", promotion.data_loss_window_s)
+    assert state is not None
+    # The rollback switched the primary back to dc1-a (the drill repeats); the failover stays recorded.
+    assert state.primary == "dc1-a"
+    done = next(op for op in state.history if op.id == promotion.operation)
+    assert (done.target, done.lost_region, done.data_loss_window_s) == ("dc3-a", "east", promotion.data_loss_window_s)
