@@ -100,12 +100,7 @@ class AuditLog:
             path = day_file(self.directory, ts)
             if files and files[-1].name > path.name:
                 path = files[-1]   # the clock stepped back over midnight: stay in the newest file
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, (canonical(entry) + "\n").encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_line(path, entry, os.O_APPEND)
             lines = last[0] + 1 if last is not None and files[-1] == path else 1
             _write_head(self.directory, {"file": path.name, "line": lines, "hash": entry["hash"]})
             return entry
@@ -126,13 +121,18 @@ def _last_entry(path: Path) -> tuple[int, str] | None:
 
 def _write_head(directory: Path, head: dict[str, Any]) -> None:
     tmp = directory / f".{HEAD_FILE}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    _write_line(tmp, head, os.O_TRUNC)
+    os.replace(tmp, directory / HEAD_FILE)
+
+
+def _write_line(path: Path, document: dict[str, Any], mode: int) -> None:
+    """One canonical JSON line, synced to disk before returning (file created 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
     try:
-        os.write(fd, (canonical(head) + "\n").encode("ascii"))
+        os.write(fd, (canonical(document) + "\n").encode("ascii"))
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, directory / HEAD_FILE)
 
 
 # ---- reading and verifying ---------------------------------------------------------------------

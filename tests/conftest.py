@@ -19,7 +19,11 @@ from orchestrator.lab import Lab
 from orchestrator.topology import Topology, load_topology, with_port_base
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_PORT_BASE = int(os.environ.get("DRCTL_TEST_PORT_BASE", "26000"))
+# Under pytest-xdist each worker takes its own window below the base (gw0 the base itself, gw1
+# 7000 ports lower, ...): every lab port of a test is an offset (< 6800) from TEST_PORT_BASE.
+WORKER_PORT_SPAN = 7000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_PORT_BASE = int(os.environ.get("DRCTL_TEST_PORT_BASE", "26000")) - _WORKER * WORKER_PORT_SPAN
 
 # Property tests check logic, never speed: hypothesis's default 200 ms deadline per example fails
 # them when the session lab's servers share the two cores (a timing target belongs in a benchmark).

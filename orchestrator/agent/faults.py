@@ -102,6 +102,8 @@ class CutProxy:
             self._closed.set()
             sockets, self._sockets = self._sockets, []
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not, on Linux)
+        with contextlib.suppress(OSError):
             self._listener.close()
         for sock in sockets:
             with contextlib.suppress(OSError):

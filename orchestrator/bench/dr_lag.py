@@ -24,7 +24,6 @@ import signal
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import psycopg
 
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
+from orchestrator.drills.writers import Writers
 from orchestrator.lab import Lab
 from orchestrator.pgserver import member_endpoint
 from orchestrator.state import lsn_to_int
@@ -46,42 +46,6 @@ def _percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-class _Load:
-    def __init__(self, conninfo: str, writers: int) -> None:
-        self.conninfo = conninfo
-        self.acks: list[float] = []
-        self.halt = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(writers)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self) -> None:
-        conn: psycopg.Connection[tuple[object, ...]] | None = None
-        while not self.halt.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=2)
-                conn.execute("INSERT INTO dr_lag_bench (id, filler) VALUES (%s, repeat('x', 200))",
-                             (uuid.uuid4().hex,))
-                with self._lock:
-                    self.acks.append(time.time())
-            except psycopg.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-                self.halt.wait(0.05)
-        if conn is not None:
-            conn.close()
-
-    def stop(self) -> None:
-        self.halt.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
 
 
 class _Sampler:
@@ -168,7 +132,8 @@ def run_mode(mode: str, args: argparse.Namespace, lab_dir: Path) -> dict[str, An
         dr = member_endpoint(topo, cluster, cluster.member("dc3-a"))
         with psycopg.connect(lab.app_connection_string(cluster), autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS dr_lag_bench (id text PRIMARY KEY, filler text)")
-        load = _Load(lab.app_connection_string(cluster), args.writers)
+        load = Writers(lab.app_connection_string(cluster), "dr_lag_bench", count=args.writers, filler_bytes=200,
+                       retry_pause=0.05)
         sampler = _Sampler(primary, dr, creds)
         load.start()
         sampler.start()
@@ -190,9 +155,10 @@ def run_mode(mode: str, args: argparse.Namespace, lab_dir: Path) -> dict[str, An
         stall_end = time.time()
         load.stop()
         sampler.stop()
+        acks = [ack.wall for ack in load.snapshot()]
         return {"mode": mode, "bound_s": args.bound,
-                "steady": _phase(sampler.samples, load.acks, steady_start, stall_start),
-                "stalled": _phase(sampler.samples, load.acks, stall_start, stall_end),
+                "steady": _phase(sampler.samples, acks, steady_start, stall_start),
+                "stalled": _phase(sampler.samples, acks, stall_start, stall_end),
                 "events": {name: _events(lab.root, name) for name in ("dr-lag-over", "dr-lag-recovered",
                                                                        "dr-hold", "dr-release")}}
     finally:

@@ -85,10 +85,11 @@ class ClusterCycle:
             return True  # an operation moved the primary: decide on a fresh probe, not this snapshot
         state, _ = ctx.store.get(ctx.cluster)
         primary = snapshot.members.get(state.primary)
-        # The agents are read only while the primary does not answer and its host does not refuse
-        # (a refusal proves it stopped already): what else may prove it, on no fast path.
-        silent = primary is not None and not primary.reachable and not primary.refused
-        agents = ctx.agents.views(ctx.cluster) if silent else None
+        # The agents are read only while the primary does not answer (never on the healthy path):
+        # what may prove it stopped when its host does not refuse, and whose agent lapsed (a
+        # candidate its own agent would fence at once is never promoted).
+        down = primary is not None and not primary.reachable
+        agents = ctx.agents.views(ctx.cluster) if down else None
         dr = self._measure_dr(snapshot, state, now)
         decision = d.decide(snapshot, state, ctx.policy, self.memory, now,
                             rejoining=self._rejoins.rejoining(ctx.cluster), agents=agents, dr=dr)

@@ -90,7 +90,8 @@ class Requests:
             op_kind = OperationKind.SWITCHOVER
         else:
             choice = d.choose_candidate(snapshot, policy, state.primary, target=target, allow_async=accept,
-                                        extra_synchronous=state.synchronous_extra)
+                                        extra_synchronous=state.synchronous_extra,
+                                        agents=ctx.agents.views(ctx.cluster))
             op_kind = OperationKind.FAILOVER
         if isinstance(choice, d.Refusal):
             return {"ok": False, "error": choice.reason}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from orchestrator.decisions.detection import AgentView
 from orchestrator.decisions.policy import Policy
 from orchestrator.state import ClusterSnapshot, ClusterState, MemberStatus, Operation, OperationKind, Role
 
@@ -24,8 +26,20 @@ class Refusal:
     reason: str
 
 
-def _eligible(status: MemberStatus, policy: Policy, exclude: str, allow_async: bool, quorum: frozenset[str]
-              ) -> bool:
+def agent_lapsed(name: str, agents: Mapping[str, AgentView] | None) -> bool:
+    """``name`` runs a registered node agent whose ZooKeeper session is gone.
+
+    Such an agent fences its member as soon as it sees it primary without a lease (or was
+    stopped, and nothing would fence the member if it were later isolated): promoting it buys
+    an outage, not an end to one. Unregistered members (no agent deployed) and an unread agent
+    directory (``None``) lapse nothing.
+    """
+    view = agents.get(name) if agents is not None else None
+    return view is not None and not view.live
+
+
+def _eligible(status: MemberStatus, policy: Policy, exclude: str, allow_async: bool, quorum: frozenset[str],
+              agents: Mapping[str, AgentView] | None) -> bool:
     member = policy.members.get(status.name)
     return (
         member is not None
@@ -35,6 +49,7 @@ def _eligible(status: MemberStatus, policy: Policy, exclude: str, allow_async: b
         and status.wal_lsn is not None
         and not member.never_promote
         and (status.name in quorum or allow_async)
+        and not agent_lapsed(status.name, agents)
     )
 
 
@@ -46,27 +61,35 @@ def choose_candidate(
     target: str | None = None,
     allow_async: bool = False,
     extra_synchronous: tuple[str, ...] = (),
+    agents: Mapping[str, AgentView] | None = None,
 ) -> Candidate | Refusal:
     """The best member to promote, or why there is none.
 
     Among eligible members: the most advanced received WAL wins, then the old primary's
     region, then the higher priority, then the name (so the choice is deterministic).
     ``extra_synchronous``: fallback members currently in the quorum (they may hold
-    acknowledged commits, so they count like quorum candidates).
+    acknowledged commits, so they count like quorum candidates). ``agents``: the registered
+    node agents as read now; a member whose agent lapsed is never chosen (:func:`agent_lapsed`).
     """
     quorum = policy.quorum_members(extra_synchronous, primary=old_primary)
     statuses = list(snapshot.members.values())
-    eligible = [s for s in statuses if _eligible(s, policy, old_primary, allow_async, quorum)]
+    eligible = [s for s in statuses if _eligible(s, policy, old_primary, allow_async, quorum, agents)]
     if target is not None:
         if target not in policy.members:
             return Refusal(f"{target!r} is not a member of {policy.cluster}")
         eligible = [s for s in eligible if s.name == target]
         if not eligible:
-            why = "it is asynchronous (pass --accept-data-loss)" if target not in quorum \
-                and not allow_async else "it is unreachable, not a standby, or never_promote"
+            if target not in quorum and not allow_async:
+                why = "it is asynchronous (pass --accept-data-loss)"
+            elif agent_lapsed(target, agents):
+                why = "its node agent holds no ZooKeeper session (start the agent, or wait for it to reconnect)"
+            else:
+                why = "it is unreachable, not a standby, or never_promote"
             return Refusal(f"cannot promote {target}: {why}")
     if not eligible:
-        return Refusal(f"no reachable synchronous standby of {policy.cluster} can be promoted")
+        lapsed = sorted(s.name for s in statuses if s.reachable and agent_lapsed(s.name, agents))
+        return Refusal(f"no reachable synchronous standby of {policy.cluster} can be promoted"
+                       + (f" ({', '.join(lapsed)}: node agent without a ZooKeeper session)" if lapsed else ""))
     old_region = policy.members[old_primary].region if old_primary in policy.members else ""
 
     def rank(status: MemberStatus) -> tuple[int, int, int, int, str]:

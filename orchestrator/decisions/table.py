@@ -96,7 +96,8 @@ def decide(
     """One controller cycle's decision for one cluster.
 
     ``agents``: the registered node agents, read when the primary is not answering (None when
-    not read: nothing but a refused connection then proves the primary stopped). ``dr``: the DR
+    not read: nothing but a refused connection then proves the primary stopped, and no
+    candidate is passed over for a lapsed agent). ``dr``: the DR
     standbys' lag measured this round (``lag.measure``; None or empty: not measured).
     """
     if state.operation is not None and state.operation.step is not Step.DONE:
@@ -123,7 +124,8 @@ def _on_failure(snapshot: ClusterSnapshot, state: ClusterState, policy: Policy, 
         ago = now - state.last_failover_at
         return Blocked(f"{why}; last failover {ago:.0f}s ago, within the {policy.anti_flap_seconds:.0f}s "
                        f"anti-flap period (force with drctl failover {policy.cluster} --to MEMBER)")
-    choice = choose_candidate(snapshot, policy, state.primary, extra_synchronous=state.synchronous_extra)
+    choice = choose_candidate(snapshot, policy, state.primary, extra_synchronous=state.synchronous_extra,
+                              agents=agents)
     if isinstance(choice, Refusal):
         return Blocked(f"{why}; {choice.reason}")
     if not choice.proven:

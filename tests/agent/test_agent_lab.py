@@ -17,11 +17,10 @@ import signal
 import socket
 import statistics
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -35,6 +34,7 @@ from orchestrator.agent.faults import CutProxies
 from orchestrator.agent.main import agent_command
 from orchestrator.agent.rules import fencing_budget
 from orchestrator.coordination import AgentSession, Coordinator
+from orchestrator.drills.writers import Writers
 from orchestrator.errors import CoordinationUnavailable, LabError, LostLeadership
 from orchestrator.lab import Lab
 from orchestrator.pgserver import InstanceLayout
@@ -187,54 +187,28 @@ def restore(lab: Lab, member: str, upstream: str | None) -> None:
         prober.close()
 
 
-@dataclass
-class Writer:
-    """Commits in a loop on one connection straight to the member; remembers when each was acknowledged."""
+class MemberWriters:
+    """Two writers committing straight to member a, and one more with ``synchronous_commit = local``
+    (not held by an unreachable ``synchronous_standby_names``)."""
 
-    conninfo: str
-    local_commit: bool = False
-    acked: list[float] = field(default_factory=list)
-    halt: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        conn: psycopg.Connection[tuple[object, ...]] | None = None
-        while not self.halt.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self.conninfo, autocommit=True)
-                    if self.local_commit:  # not held by an unreachable synchronous_standby_names
-                        conn.execute("SET synchronous_commit = local")
-                conn.execute("INSERT INTO agent_writes VALUES (%s)", (uuid.uuid4().hex,))
-                self.acked.append(time.monotonic())
-            except psycopg.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-                self.halt.wait(0.005)  # reconnect back-off, not synchronisation
-        if conn is not None:
-            conn.close()
-
-
-class Writers:
     def __init__(self, lab: Lab) -> None:
         creds, endpoint = lab.credentials, layout(lab, "a").endpoint
         conninfo = psycopg.conninfo.make_conninfo(
             host=endpoint.address, port=endpoint.port, user=creds.superuser, password=creds.superuser_password,
-            dbname="postgres", connect_timeout=1)
-        self.writers = [Writer(conninfo), Writer(conninfo), Writer(conninfo, local_commit=True)]
-        self.threads = [threading.Thread(target=w.run, daemon=True) for w in self.writers]
-        for thread in self.threads:
-            thread.start()
-        wait_for(lambda: all(len(w.acked) > 10 for w in self.writers), 20, "every writer to commit")
+            dbname="postgres")
+        self.groups = [Writers(conninfo, "agent_writes", count=2, connect_timeout=1, retry_pause=0.005),
+                       Writers(conninfo, "agent_writes", count=1, connect_timeout=1, retry_pause=0.005,
+                                session_sql=("SET synchronous_commit = local",))]
+        for group in self.groups:
+            group.start()
+        wait_for(lambda: all(group.count() > 10 for group in self.groups), 20, "every writer to commit")
 
     def last_ack(self) -> float:
-        return max(w.acked[-1] for w in self.writers)
+        return max(ack.mono for group in self.groups if (ack := group.last()) is not None)
 
     def stop(self) -> None:
-        for w in self.writers:
-            w.halt.set()
-        for thread in self.threads:
-            thread.join(10)
+        for group in self.groups:
+            group.stop(10)
 
 
 @dataclass(frozen=True)
@@ -249,7 +223,7 @@ def isolate_once(lab: Lab, watcher: AgentSession) -> IsolationRound:
     restore(lab, "a", None)
     agent = start_agent(lab, watcher, "a")
     try:
-        writers = Writers(lab)
+        writers = MemberWriters(lab)
         try:
             cut_at = time.monotonic()
             agent.proxies.cut()
@@ -297,7 +271,7 @@ def test_watchdog_fences_the_primary_of_a_frozen_or_dead_agent(agent_lab: Lab, w
     dog_log = agent_lab.root / "agent" / f"{CLUSTER}-a.watchdog.log"
     fenced_before = dog_log.read_text().count('"event": "fenced"')
     try:
-        writers = Writers(agent_lab)
+        writers = MemberWriters(agent_lab)
         try:
             frozen_at = time.monotonic()
             os.kill(agent.pid, sig)

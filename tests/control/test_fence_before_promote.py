@@ -55,16 +55,31 @@ def test_a_silent_primary_without_an_agent_is_never_promoted_over(elect: Callabl
     assert blocked and "cannot prove dc1-a stopped acknowledging commits" in blocked[-1]
 
 
-def test_a_killed_primary_is_proven_by_the_refusal_without_reading_the_agents(
+def test_a_killed_primary_is_proven_by_the_refusal_and_no_agent_is_told_to_fence(
         elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
     agents = FakeAgents(zk, db, every_agent(db))
     leader = elect("dc2:a", agents=agents)
     leader.cycle.run_once()
+    assert agents.view_calls == 0, "a healthy primary's cycle reads nothing from ZooKeeper for the agents"
     db.kill("dc1-a")
     run_until_failed_over(leader, zk)
-    assert agents.view_calls == 0, "the kill -9 fast path reads nothing from ZooKeeper for the agents"
+    assert agents.view_calls >= 1, "the candidates' agents are read before one is promoted"
     assert agents.instructions == []
     assert "refuses connections" in fence_detail(zk)
+
+
+def test_a_candidate_whose_agent_lapsed_is_passed_over(
+        elect: Callable[..., Leader], zk: FakeZooKeeper, db: FakeCluster) -> None:
+    roster = every_agent(db)
+    roster["dc2-a"].live = False  # its agent would fence it the moment it became primary
+    leader = elect("dc2:a", agents=FakeAgents(zk, db, roster))
+    leader.cycle.run_once()
+    db.kill("dc1-a")
+    for _ in range(10):
+        leader.cycle.run_once()
+    assert "promote" not in [action for action, *_ in db.actions], "a member its own agent would fence was promoted"
+    assert zk.states["payments"][0].primary == "dc1-a"
+    assert any("dc2-a: node agent without a ZooKeeper session" in str(e) for e in leader.log.events)
 
 
 def test_a_silent_primary_is_fenced_by_its_agent_before_anything_is_promoted(

@@ -15,8 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pytest
 
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
+from orchestrator.drills.writers import Writers
 from orchestrator.errors import CoordinationUnavailable
 from orchestrator.lab import Lab
 from orchestrator.pgserver import member_endpoint
@@ -37,48 +36,6 @@ pytestmark = pytest.mark.lab
 
 CLUSTER = "payments"
 BOUND = 2.0
-
-
-class Writers:
-    """Threads inserting through the read-write connection string; counts acknowledged commits."""
-
-    def __init__(self, conninfo: str, count: int = 3) -> None:
-        self.conninfo = conninfo
-        self.acks = 0
-        self.halt = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self) -> None:
-        conn: psycopg.Connection[tuple[object, ...]] | None = None
-        while not self.halt.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=2)
-                conn.execute("INSERT INTO dr_lag_writes (id, filler) VALUES (%s, repeat('x', 500))",
-                             (uuid.uuid4().hex,))
-                with self._lock:
-                    self.acks += 1
-            except psycopg.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-                self.halt.wait(0.05)
-        if conn is not None:
-            conn.close()
-
-    def count(self) -> int:
-        with self._lock:
-            return self.acks
-
-    def stop(self) -> None:
-        self.halt.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +98,8 @@ def test_a_stalled_dr_standby_is_alerted_once_holds_commits_and_everything_retur
     coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity="test-observer",
                         session_timeout=20 * zk.tick_time_ms / 1000)
     coord.start()
-    writers = Writers(lab.app_connection_string(cluster))
+    writers = Writers(lab.app_connection_string(cluster), "dr_lag_writes", count=3, filler_bytes=500,
+                      retry_pause=0.05)
     stopped: int | None = None
     try:
         writers.start()

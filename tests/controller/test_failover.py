@@ -10,9 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import psycopg
 import pytest
@@ -20,6 +18,7 @@ import pytest
 from orchestrator import postgres as pg
 from orchestrator.controller import Controller, EventLog
 from orchestrator.coordination import Coordinator
+from orchestrator.drills.writers import Ack, Writers
 from orchestrator.errors import LostLeadership
 from orchestrator.lab import Lab
 from orchestrator.state import Role
@@ -63,51 +62,22 @@ def all_streaming_from(lab: Lab, primary: str) -> bool:
     )
 
 
-@dataclass
-class Writer:
-    """A steady write loop through the multi-host string; remembers what was acknowledged."""
-
-    conninfo: str
-    acked: list[tuple[str, float]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        conn: psycopg.Connection[tuple[object, ...]] | None = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self.conninfo, autocommit=True)
-                ident = uuid.uuid4().hex
-                conn.execute("INSERT INTO ctl_writes VALUES (%s)", (ident,))
-                self.acked.append((ident, time.time()))
-            except psycopg.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.005)
-        if conn is not None:
-            conn.close()
-
-
 @pytest.fixture
-def writer(lab: Lab) -> Iterator[Writer]:
+def writer(lab: Lab) -> Iterator[Writers]:
+    """A steady write loop through the multi-host string; remembers what was acknowledged."""
     conninfo = lab.app_connection_string(lab.topology.cluster("payments"))
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS ctl_writes (id text PRIMARY KEY)")
-    w = Writer(conninfo)
-    thread = threading.Thread(target=w.run, daemon=True)
-    thread.start()
-    wait_for(lambda: len(w.acked) > 50, 10, "writes to flow")
-    yield w
-    w.stop.set()
-    thread.join(10)
+    with Writers(conninfo, "ctl_writes", count=1, retry_pause=0.005) as w:
+        wait_for(lambda: w.count() > 50, 10, "writes to flow")
+        yield w
 
 
-def assert_all_present(lab: Lab, acked: list[tuple[str, float]]) -> None:
+def assert_all_present(lab: Lab, acked: list[Ack]) -> None:
     with psycopg.connect(lab.app_connection_string(lab.topology.cluster("payments"))) as conn:
         present = {r[0] for r in conn.execute("SELECT id FROM ctl_writes WHERE id = ANY(%s)",
-                                              ([i for i, _ in acked],))}
-    missing = [i for i, _ in acked if i not in present]
+                                              ([a.ident for a in acked],))}
+    missing = [a.ident for a in acked if a.ident not in present]
     assert not missing, f"{len(missing)} acknowledged writes lost"
 
 
@@ -125,7 +95,7 @@ def coordinator(topology: Topology) -> Coordinator:
     return coord
 
 
-def test_kill_primary_fails_over_and_old_primary_rejoins(lab: Lab, writer: Writer) -> None:
+def test_kill_primary_fails_over_and_old_primary_rejoins(lab: Lab, writer: Writers) -> None:
     old = healthy(lab)
     cluster = lab.topology.cluster("payments")
     pid = lab.layout(cluster, cluster.member(old)).postmaster_pid()
@@ -135,11 +105,11 @@ def test_kill_primary_fails_over_and_old_primary_rejoins(lab: Lab, writer: Write
     wait_for(lambda: primary_of(lab) not in (None, old), 30, "a new primary")
     new = primary_of(lab)
     assert new in lab.topology.synchronous_members(cluster)
-    wait_for(lambda: any(t > killed_at + 0.05 for _, t in writer.acked[-5:]), 30, "writes to resume")
-    writer.stop.set()
-    time.sleep(0.2)
-    assert_all_present(lab, [(i, t) for i, t in writer.acked if t < killed_at])
-    assert_all_present(lab, writer.acked)
+    wait_for(lambda: (last := writer.last()) is not None and last.wall > killed_at + 0.05, 30, "writes to resume")
+    writer.stop()
+    acked = writer.snapshot()
+    assert_all_present(lab, [a for a in acked if a.wall < killed_at])
+    assert_all_present(lab, acked)
     # The old primary comes back by itself (pg_rewind playbook) as a standby of the new one.
     wait_for(lambda: all_streaming_from(lab, new or ""), 90, f"{old} to rejoin as a standby of {new}")
 
@@ -174,7 +144,7 @@ def _switchover(lab: Lab, target: str) -> None:
                     "--lab-dir", str(lab.root)], check=True, capture_output=True, text=True, timeout=120)
 
 
-def test_switchover_there_and_back_loses_nothing(lab: Lab, writer: Writer) -> None:
+def test_switchover_there_and_back_loses_nothing(lab: Lab, writer: Writers) -> None:
     first = healthy(lab)
     cluster = lab.topology.cluster("payments")
     target = next(m for m in lab.topology.synchronous_members(cluster) if m != first)
@@ -183,9 +153,8 @@ def test_switchover_there_and_back_loses_nothing(lab: Lab, writer: Writer) -> No
     healthy(lab)
     _switchover(lab, first)
     assert primary_of(lab) == first
-    writer.stop.set()
-    time.sleep(0.2)
-    assert_all_present(lab, writer.acked)
+    writer.stop()
+    assert_all_present(lab, writer.snapshot())
     healthy(lab)
 
 

@@ -9,11 +9,8 @@ loopback by the agents' own fault hooks until the namespace lab exists").
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import psycopg
 import pytest
@@ -21,6 +18,7 @@ import pytest
 from orchestrator.agent.faults import CutProxies
 from orchestrator.agent.rules import fencing_budget
 from orchestrator.coordination import Coordinator
+from orchestrator.drills.writers import Writers
 from orchestrator.errors import CoordinationUnavailable
 from orchestrator.lab import Lab
 from orchestrator.topology import Topology, with_port_base
@@ -30,59 +28,6 @@ from tests.conftest import TEST_PORT_BASE, make_lab_dir
 pytestmark = pytest.mark.lab
 
 CLUSTER = "payments"
-
-
-@dataclass
-class Ack:
-    port: int
-    at: float          # monotonic, when the commit returned
-    ident: str
-
-
-@dataclass
-class Writers:
-    """Threads committing through the cluster's read-write connection string; every ack journaled."""
-
-    conninfo: str
-    count: int = 4
-    acks: list[Ack] = field(default_factory=list)
-    halt: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> None:
-        for n in range(self.count):
-            thread = threading.Thread(target=self._run, name=f"writer-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _run(self) -> None:
-        conn: psycopg.Connection[tuple[object, ...]] | None = None
-        while not self.halt.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=2)
-                ident = uuid.uuid4().hex
-                conn.execute("INSERT INTO isolation_writes (id) VALUES (%s)", (ident,))
-                ack = Ack(int(conn.info.port), time.monotonic(), ident)
-                with self._lock:
-                    self.acks.append(ack)
-            except psycopg.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-                self.halt.wait(0.02)
-        if conn is not None:
-            conn.close()
-
-    def stop(self) -> None:
-        self.halt.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-    def snapshot(self) -> list[Ack]:
-        with self._lock:
-            return list(self.acks)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +69,7 @@ def test_an_isolated_primary_fences_itself_before_anything_else_is_promoted(
     coord = Coordinator(topo.zookeeper_hosts(), topo.name, identity="test-observer",
                         session_timeout=20 * zk.tick_time_ms / 1000)
     coord.start()
-    writers = Writers(lab.app_connection_string(cluster))
+    writers = Writers(lab.app_connection_string(cluster), "isolation_writes")
     try:
         assert recorded_primary(coord) == old.name
         writers.start()
@@ -142,8 +87,8 @@ def test_an_isolated_primary_fences_itself_before_anything_else_is_promoted(
         writers.stop()
         proxies.heal()
     acks = writers.snapshot()
-    last_old = max(a.at for a in acks if a.port == old_port)
-    first_new = min(a.at for a in acks if a.port == new_port)
+    last_old = max(a.mono for a in acks if a.port == old_port)
+    first_new = min(a.mono for a in acks if a.port == new_port)
     print(f"\nisolated {old.name}: last acknowledgement {last_old - cut_at:.3f}s after the cut (bound {bound}s); "
           f"{moved} took its first write {first_new - cut_at:.3f}s after the cut")
     assert last_old - cut_at <= bound, f"{old.name} acknowledged a commit {last_old - cut_at:.3f}s after the cut"

@@ -409,3 +409,56 @@ def test_only_a_failover_starts_the_anti_flap_period(kind: OperationKind, arms: 
     done = d.finished(STATE.model_copy(update={"operation": op}), op, now=50.0)
     assert done.operation is None and done.history[-1].id == "x"
     assert (done.last_failover_at == 50.0) is arms
+
+
+# ---- a candidate's own node agent -----------------------------------------------------------------
+
+LAPSED = d.AgentView(live=False, postmaster_alive=True, bound_s=1.75, session_timeout_s=3.5)
+LIVE = d.AgentView(live=True, postmaster_alive=True, bound_s=1.75, session_timeout_s=3.5)
+
+
+def test_a_candidate_whose_agent_lapsed_is_never_promoted(policy: d.Policy) -> None:
+    # Its agent would fence it the moment it saw it primary without a lease: an outage, not a failover.
+    blocked = d.decide(dead_primary(dc1_b=10, dc2_a=20), STATE, policy, FAILED, now=100.0,
+                       agents={"dc2-a": LAPSED, "dc1-b": LIVE})
+    assert isinstance(blocked, d.Blocked)
+    assert "no reachable synchronous standby of payments can be promoted (dc2-a: node agent without a " \
+           "ZooKeeper session)" in blocked.reason
+    live = d.decide(dead_primary(dc1_b=10, dc2_a=20), STATE, policy, FAILED, now=100.0,
+                    agents={"dc2-a": LIVE, "dc1-b": LIVE})
+    assert isinstance(live, d.Failover) and live.target == "dc2-a"
+
+
+def test_a_member_without_a_registered_agent_is_judged_as_before(policy: d.Policy) -> None:
+    decision = d.decide(dead_primary(dc1_b=10, dc2_a=20), STATE, policy, FAILED, now=100.0, agents={})
+    assert isinstance(decision, d.Failover) and decision.target == "dc2-a"
+
+
+def test_an_operator_cannot_promote_a_member_whose_agent_lapsed(policy: d.Policy) -> None:
+    refused = d.choose_candidate(dead_primary(dc1_b=10, dc2_a=20), policy, "dc1-a", target="dc2-a",
+                                 agents={"dc2-a": LAPSED})
+    assert isinstance(refused, d.Refusal)
+    assert refused.reason == ("cannot promote dc2-a: its node agent holds no ZooKeeper session (start the agent, "
+                              "or wait for it to reconnect)")
+
+
+@given(st.sampled_from(["dc1-a", "dc1-b", "dc2-a"]),
+       st.fixed_dictionaries({n: statuses for n in ("dc1-a", "dc1-b", "dc2-a", "dc3-a")}),
+       st.fixed_dictionaries({n: st.sampled_from(["live", "lapsed", "none"]) for n in ("dc1-b", "dc2-a", "dc3-a")}),
+       st.booleans())
+def test_no_choice_ever_lands_on_a_lapsed_agent(
+    shipped_topology: Topology, primary: str, members: dict[str, tuple[bool, int, bool]],
+    agent_state: dict[str, str], allow_async: bool,
+) -> None:
+    policy = d.Policy.from_topology(shipped_topology, shipped_topology.cluster("payments"))
+    snapshot = snap(down(primary), *[
+        up_standby(name, lsn, streaming=streaming) if reach else down(name)
+        for name, (reach, lsn, streaming) in members.items() if name != primary
+    ])
+    agents = {n: LIVE if s == "live" else LAPSED for n, s in agent_state.items() if s != "none"}
+    choice = d.choose_candidate(snapshot, policy, primary, allow_async=allow_async, agents=agents)
+    without = d.choose_candidate(snapshot, policy, primary, allow_async=allow_async)
+    if isinstance(choice, d.Candidate):
+        assert agent_state.get(choice.name) != "lapsed"
+    if isinstance(without, d.Candidate) and agent_state.get(without.name) != "lapsed":
+        assert isinstance(choice, d.Candidate) and choice.name == without.name  # nothing else changes

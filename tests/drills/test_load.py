@@ -129,17 +129,19 @@ def _most_advanced_standby(lab: Lab, cluster: Cluster, candidates: list[Member])
 
 def test_load_journals_every_transfer_and_conserves_money(tmp_path: Path, conninfo: str) -> None:
     bank.setup(conninfo, ACCOUNTS, INITIAL_BALANCE)
-    handle = _load(conninfo, tmp_path, users=4, duration_s=5)
+    # Stopped once 50 transfers were acknowledged (how long that takes depends on the machine's load).
+    handle = _load(conninfo, tmp_path, users=4, duration_s=120)
     try:
-        handle.wait()
+        _wait_until("50 acknowledged transfers", lambda: len(_acks(_records_so_far(handle))) >= 50,
+                    timeout=110, handle=handle)
     finally:
         handle.stop()
 
     records = read_journal(handle.journal_files())
     acks = _acks(records)
-    # Only the attempts cut off when the run ended may be anything but acknowledged.
+    # Only the attempts cut off when the run was stopped may be anything but acknowledged.
     assert all(r.outcome is Outcome.ACK or _stopped(r) for r in records)
-    assert len(acks) > 50
+    assert len(acks) >= 50
     assert len({r.id for r in records}) == len(records)
     assert len({r.server for r in acks}) == 1 and all(r.timeline for r in acks)
     assert bank.present_transfers(conninfo, [r.id for r in acks]) == {r.id for r in acks}

@@ -357,7 +357,6 @@ def test_rejoin_turns_the_killed_old_primary_into_a_standby_of_the_new_one(pb_la
 
     extravars = rejoin_extravars(pb_lab.layout(cluster, old), new_endpoint, creds)
     result = runner.run("rejoin.yml", limit=member_host(topo, old), extravars=extravars)
-    assert result.duration < 60, f"rejoin took {result.duration:.1f}s (measured here: ~8 s)"
 
     assert REWIND_TASK in result.changed_tasks and CLONE_TASK not in result.changed_tasks, result.changed_tasks
     # Back as a standby of the new primary, streaming from it, with every row: asynchronously, as
