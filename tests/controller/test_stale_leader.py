@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from orchestrator.drills.writers import Writers
 from orchestrator.lab import Lab
 from tests.controller.test_failover import (
-    Writer,
     coordinator,
     healthy,
     primary_of,
@@ -54,7 +54,7 @@ def postmasters(lab: Lab) -> dict[str, int | None]:
     return {m.name: lab.layout(cluster, m).postmaster_pid() for m in cluster.members}
 
 
-def test_a_leader_paused_past_its_session_changes_nothing_when_it_wakes(lab: Lab, writer: Writer) -> None:
+def test_a_leader_paused_past_its_session_changes_nothing_when_it_wakes(lab: Lab, writer: Writers) -> None:
     old_primary = healthy(lab)
     cluster = lab.topology.cluster("payments")
     coord = coordinator(lab.topology)
@@ -77,7 +77,8 @@ def test_a_leader_paused_past_its_session_changes_nothing_when_it_wakes(lab: Lab
             killed_at = time.time()
             os.kill(primary_pid, signal.SIGKILL)
             wait_for(lambda: primary_of(lab) not in (None, old_primary), 30, "a new primary")
-            wait_for(lambda: any(t > killed_at + 0.05 for _, t in writer.acked[-5:]), 30, "writes to resume")
+            wait_for(lambda: (last := writer.last()) is not None and last.wall > killed_at + 0.05, 30,
+                     "writes to resume")
             new_primary = primary_of(lab)
             state, _ = coord.read_state("payments")
             assert state is not None and state.primary == new_primary
@@ -99,7 +100,8 @@ def test_a_leader_paused_past_its_session_changes_nothing_when_it_wakes(lab: Lab
         # PostgreSQL: no member the new leader runs was stopped; the new primary takes writes.
         assert {n: p for n, p in postmasters(lab).items() if n != old_primary} == running
         assert primary_of(lab) == new_primary
-        wait_for(lambda: any(t > woke_at for _, t in writer.acked[-5:]), 10, "writes after the old leader woke")
+        wait_for(lambda: (last := writer.last()) is not None and last.wall > woke_at, 10,
+                 "writes after the old leader woke")
         with psycopg.connect(lab.app_connection_string(cluster), autocommit=True) as conn:
             conn.execute("INSERT INTO ctl_writes VALUES (%s)", (f"after-wake-{woke_at}",))
         # ZooKeeper: the state is still the new leader's, under the newer epoch.
@@ -110,11 +112,11 @@ def test_a_leader_paused_past_its_session_changes_nothing_when_it_wakes(lab: Lab
         assert current is not None and current.epoch > lease.epoch
     finally:
         coord.stop()
-    writer.stop.set()
-    acked = list(writer.acked)  # an insert in flight now is acknowledged after the check's query
+    writer.stop()
+    acked = writer.snapshot()
     with psycopg.connect(lab.app_connection_string(cluster)) as conn:
         present = {r[0] for r in conn.execute("SELECT id FROM ctl_writes WHERE id = ANY(%s)",
-                                              ([i for i, _ in acked],))}
-    missing = [round(t - killed_at, 3) for i, t in acked if i not in present]
+                                              ([a.ident for a in acked],))}
+    missing = [round(a.wall - killed_at, 3) for a in acked if a.ident not in present]
     assert not missing, f"acknowledged writes lost, acknowledged at these seconds after the kill: {missing}"
     healthy(lab)

@@ -28,6 +28,7 @@ from orchestrator import pgserver
 from orchestrator import postgres as pg
 from orchestrator.controller import Controller, EventLog
 from orchestrator.decisions import steering
+from orchestrator.drills.writers import Writers
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.lab import Lab
 from orchestrator.pgserver import InstanceLayout
@@ -36,7 +37,6 @@ from orchestrator.state import Outcome, lsn_to_int
 from orchestrator.topology import Topology
 from orchestrator.waiting import poll
 from tests.controller.test_failover import (
-    Writer,
     all_streaming_from,
     assert_all_present,
     coordinator,
@@ -152,7 +152,7 @@ def recorded(lab: Lab) -> Any:
 
 
 def test_a_failover_target_killed_right_after_it_was_chosen_the_next_candidate_is_promoted(
-        lab: Lab, writer: Writer, solo: Callable[[Topology], Solo], monkeypatch: pytest.MonkeyPatch) -> None:
+        lab: Lab, writer: Writers, solo: Callable[[Topology], Solo], monkeypatch: pytest.MonkeyPatch) -> None:
     old = healthy(lab)
     standbys = sync_standbys(lab, old)
     assert len(standbys) == 2
@@ -192,15 +192,16 @@ def test_a_failover_target_killed_right_after_it_was_chosen_the_next_candidate_i
     (first,) = chosen
     (second,) = [n for n in standbys if n != first]
     assert primary_of(lab) == second
-    assert poll(lambda: any(t > killed_at + 0.05 for _, t in writer.acked[-5:]), timeout=30, interval=0.05), \
+    assert poll(lambda: (last := writer.last()) is not None and last.wall > killed_at + 0.05,
+                timeout=30, interval=0.05), \
         "writes did not resume on the next candidate"
-    writer.stop.set()
+    writer.stop()
     state = recorded(lab)
     op = state.history[-1]
     assert (state.primary, op.outcome, op.target) == (second, Outcome.DONE, second)
     assert [(r.old_target, r.new_target) for r in op.replans] == [(first, second)]
     assert not [f for f in one.events("promote-timing") if f.get("member") == first]
-    assert_all_present(lab, list(writer.acked))
+    assert_all_present(lab, writer.snapshot())
     one.controller.stop_event.set()
     one.thread.join(20)
     lab.restart_services()
@@ -212,7 +213,7 @@ def all_rejoined(lab: Lab, primary: str) -> bool:
 
 
 def test_abort_of_a_switchover_whose_target_is_stopped_makes_the_old_primary_writable(
-        lab: Lab, writer: Writer, solo: Callable[[Topology], Solo], monkeypatch: pytest.MonkeyPatch) -> None:
+        lab: Lab, writer: Writers, solo: Callable[[Topology], Solo], monkeypatch: pytest.MonkeyPatch) -> None:
     old = healthy(lab)
     target = sync_standbys(lab, old)[0]
     # Far away, so that the operator's abort, not the deadline, ends it (in this process only).
@@ -244,15 +245,16 @@ def test_abort_of_a_switchover_whose_target_is_stopped_makes_the_old_primary_wri
         row = conn.execute("SHOW default_transaction_read_only").fetchone()
     assert row is not None and row[0] == "off", f"{old} is still read-only after the abort"
     # Writes are acknowledged again (by the old primary, its standbys re-pointed back to it).
-    assert poll(lambda: any(t > aborted_at for _, t in writer.acked[-5:]), timeout=30, interval=0.05), \
+    assert poll(lambda: (last := writer.last()) is not None and last.wall > aborted_at,
+                timeout=30, interval=0.05), \
         "no write acknowledged after the abort"
     assert primary_of(lab) == old
-    writer.stop.set()
+    writer.stop()
     state = recorded(lab)
     assert state.operation is None and state.primary == old
     assert state.history[-1].outcome is Outcome.ABORTED and "target down" in state.history[-1].outcome_detail
     assert [f for f in one.events("aborted")]
-    assert_all_present(lab, list(writer.acked))
+    assert_all_present(lab, writer.snapshot())
     one.controller.stop_event.set()
     one.thread.join(20)
     lab.restart_services()
@@ -267,7 +269,7 @@ def pg_conninfo(lab: Lab, member: str) -> str:
 
 
 def test_a_switchover_whose_target_dies_at_promotion_restarts_the_stopped_old_primary(
-        lab: Lab, writer: Writer, solo: Callable[[Topology], Solo]) -> None:
+        lab: Lab, writer: Writers, solo: Callable[[Topology], Solo]) -> None:
     old = healthy(lab)
     target = sync_standbys(lab, old)[0]
     one = solo(lab.topology)
@@ -286,10 +288,11 @@ def test_a_switchover_whose_target_dies_at_promotion_restarts_the_stopped_old_pr
     assert state.history[-1].outcome is Outcome.ROLLED_BACK
     assert f"{old} restarted as primary" in state.history[-1].outcome_detail
     assert primary_of(lab) == old
-    assert poll(lambda: any(t > rolled_back_at for _, t in writer.acked[-5:]), timeout=30, interval=0.05), \
+    assert poll(lambda: (last := writer.last()) is not None and last.wall > rolled_back_at,
+                timeout=30, interval=0.05), \
         "no write acknowledged after the roll-back"
-    writer.stop.set()
-    assert_all_present(lab, list(writer.acked))
+    writer.stop()
+    assert_all_present(lab, writer.snapshot())
     one.controller.stop_event.set()
     one.thread.join(20)
     lab.restart_services()
