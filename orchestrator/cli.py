@@ -969,6 +969,13 @@ def backup_verify(
     where = scratch or Path(tempfile.mkdtemp(prefix="drctl-verify-", dir=service.root))
     try:
         record = service.verify(label, scratch=where, port=port)
+    except OrchestratorError as exc:
+        from orchestrator.alerts.dispatcher import alert_now
+
+        alert_now(service.topology.alerts, service.root, "backup-unproven",
+                  {"cluster": cluster, "label": label or "newest", "error": str(exc)},
+                  audit=AuditLog(service.root / "audit"), who=_who())
+        raise
     finally:
         if scratch is None:
             shutil.rmtree(where, ignore_errors=True)

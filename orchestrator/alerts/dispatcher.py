@@ -127,13 +127,41 @@ class AlertDispatcher:
                 for name in self.spec.receivers_for(item.kind):
                     self._workers[name].queue.put(item)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop taking alerts; let queued deliveries finish within ``timeout`` (retries are cut short)."""
+    def close(self, timeout: float = 5.0, *, drain: bool = False) -> None:
+        """Stop taking alerts; let queued deliveries finish within ``timeout``.
+
+        ``drain``: retries run on until done or ``timeout`` (a command that alerts, then exits);
+        otherwise a delivery's retries are cut short (a controller that stops).
+        """
+        deadline = time.monotonic() + timeout
         self._inbox.put(None)
         self._thread.join(timeout)
-        self._stop.set()
+        if not drain:
+            self._stop.set()
         for worker in self._workers.values():
             worker.queue.put(None)
-        deadline = time.monotonic() + timeout
         for worker in self._workers.values():
             worker.thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+
+
+def alert_now(spec: AlertsSpec | None, root: Path, event: str, fields: dict[str, Any], *, audit: AuditLog | None,
+              who: str, timeout: float = 60.0) -> None:
+    """Deliver the alert ``event`` raises from a short-lived command (``drctl backup verify``), then return.
+
+    Its own events (``alert-sent``, ``alert-failed``, ...) go to ``<root>/alerts/drctl.jsonl``;
+    a delivery that gives up is audited as in a controller. No ``alerts:`` section: nothing.
+    """
+    if spec is None:
+        return
+    from orchestrator.events import EventLog
+
+    (root / "alerts").mkdir(parents=True, exist_ok=True)
+    with (root / "alerts" / "drctl.jsonl").open("a") as stream:
+        log = EventLog(stream, who=who)
+        dispatcher = AlertDispatcher.from_spec(spec, root, emit=log.emit, audit=audit, who=who)
+        log.subscribe(dispatcher)
+        try:
+            log.emit(event, **fields)
+        finally:
+            dispatcher.close(timeout, drain=True)

@@ -177,6 +177,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return identity
 
     app.state.authorize = authorize
+    from orchestrator.api.status_page import status_router  # the status page (HTML + /api/v1/overview)
+
+    app.include_router(status_router(ctx))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

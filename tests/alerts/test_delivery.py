@@ -192,3 +192,22 @@ def test_a_missing_secret_is_a_failed_delivery_not_a_crash(tmp_path: Path, hook:
         dispatcher.close()
     assert "secret: cannot read" in recorded.events("alert-failed")[0]["error"]
     assert hook.received() == []
+
+
+def test_a_short_lived_command_delivers_before_it_returns(tmp_path: Path, hook: HttpReceiver) -> None:
+    """``drctl backup verify`` on failure: the alert is delivered (retried) before the command exits."""
+    from orchestrator.alerts.dispatcher import alert_now
+
+    (tmp_path / "secret").write_text(SECRET.decode())
+    spec = AlertsSpec.model_validate({"receivers": [_spec().receivers[0].model_dump()],
+                                      "routes": [{"kinds": ["backup-unproven"], "receivers": ["hook"]}],
+                                      "backoff_s": 0.05})
+    alert_now(spec, tmp_path, "backup-unproven", {"cluster": "payments", "label": "20261202-F", "error": "no WAL"},
+              audit=None, who="root@test")
+    (request,) = hook.received()   # no polling: alert_now returned only once it was delivered
+    assert request.signed is True and request.json["kind"] == "backup-unproven"
+    assert request.json["subject"] == "20261202-F" and "no WAL" in request.json["summary"]
+    lines = (tmp_path / "alerts" / "drctl.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines][-1] == "alert-sent"
+    alert_now(None, tmp_path, "backup-unproven", {"cluster": "payments"}, audit=None, who="x")   # no section: nothing
+    assert len(hook.received()) == 1
