@@ -50,8 +50,10 @@ STOP_TASK = "Stop the server immediately"
 
 def test_inventory_groups_lab_hosts_by_region_datacenter_and_cluster(shipped_topology: Topology) -> None:
     inv = inventory(shipped_topology)["all"]
-    assert set(inv["hosts"]) == {"dc1-host", "dc2-host", "dc3-host"}
-    for name, region, dc in (("dc1-host", "east", "dc1"), ("dc2-host", "east", "dc2"), ("dc3-host", "west", "dc3")):
+    # The witness site's host runs only a ZooKeeper server: in the inventory, in no cluster's group.
+    assert set(inv["hosts"]) == {"dc1-host", "dc2-host", "dc3-host", "witness-host"}
+    for name, region, dc in (("dc1-host", "east", "dc1"), ("dc2-host", "east", "dc2"), ("dc3-host", "west", "dc3"),
+                             ("witness-host", "central", "witness")):
         assert inv["hosts"][name] == {
             "ansible_host": "127.0.0.1",
             "ansible_connection": "local",
@@ -62,6 +64,7 @@ def test_inventory_groups_lab_hosts_by_region_datacenter_and_cluster(shipped_top
     groups = inv["children"]
     assert groups["region_east"] == {"children": {"dc_dc1": {}, "dc_dc2": {}}}
     assert groups["region_west"] == {"children": {"dc_dc3": {}}}
+    assert groups["region_central"] == {"children": {"dc_witness": {}}}
     assert groups["dc_dc1"] == {"hosts": {"dc1-host": {}}}
     assert groups["dc_dc3"] == {"hosts": {"dc3-host": {}}}
     assert set(groups["cluster_payments"]["hosts"]) == {"dc1-host", "dc2-host", "dc3-host"}
