@@ -21,6 +21,7 @@ the process with gevent); configured through the environment:
 * ``DRCTL_JOURNAL``   journal path; each process writes ``<stem>-<pid><suffix>`` (required)
 * ``DRCTL_ACCOUNTS``  number of accounts, ids 1..N (default 100)
 * ``DRCTL_USER_RATE`` transfers per second per user (default 50)
+* ``DRCTL_RUN_SECONDS`` quit this many seconds after the users start (default 0: until stopped)
 
 Never bound a COMMIT with ``statement_timeout`` or a cancel: a cancelled synchronous-commit
 wait returns *success* for a row no standby has. Hence ``statement_timeout=0`` on every
@@ -72,6 +73,7 @@ CONNINFO = _env("DRCTL_CONNINFO")
 JOURNAL = Path(_env("DRCTL_JOURNAL"))
 ACCOUNTS = int(_env("DRCTL_ACCOUNTS", "100"))
 USER_RATE = float(_env("DRCTL_USER_RATE", "50"))
+RUN_SECONDS = float(_env("DRCTL_RUN_SECONDS", "0"))  # 0: until stopped (SIGTERM)
 if ACCOUNTS < 2:
     raise RuntimeError(f"DRCTL_ACCOUNTS={ACCOUNTS}: a transfer needs at least 2 accounts")
 
@@ -219,6 +221,29 @@ def _final_stats_on_quit(environment: Environment, runner: Runner | None = None,
 
 
 events.init.add_listener(_final_stats_on_quit)  # type: ignore[no-untyped-call]
+
+
+def _quit_after_run_time(environment: Environment, **_kwargs: Any) -> None:
+    """Quit ``DRCTL_RUN_SECONDS`` after the users start, timed on the real monotonic clock.
+
+    Locust's own ``-t`` schedules a gevent timer against the loop's cached time; a process whose
+    start-up stalled (a starved machine) saw that timer fire within a second of starting, and the
+    drill then injected its fault into no load at all. Polling ``time.monotonic()`` cannot fire
+    early; a stall only makes it late.
+    """
+    if RUN_SECONDS <= 0 or isinstance(environment.runner, WorkerRunner) or environment.runner is None:
+        return
+    runner, started = environment.runner, time.monotonic()
+
+    def watch() -> None:
+        while time.monotonic() - started < RUN_SECONDS:
+            gevent.sleep(0.1)
+        runner.quit()
+
+    gevent.spawn(watch)
+
+
+events.test_start.add_listener(_quit_after_run_time)  # type: ignore[no-untyped-call]
 
 
 def _connection_lost(session: Session, exc: psycopg.Error) -> bool:

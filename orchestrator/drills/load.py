@@ -192,11 +192,14 @@ def start_load(
         "DRCTL_JOURNAL": str(journal_dir / f"{stem}.jsonl"),
         "DRCTL_ACCOUNTS": str(accounts),
         "DRCTL_USER_RATE": str(user_rate),
+        # The run time is enforced by the locustfile on the real clock (not Locust's -t, whose gevent
+        # timer can fire at once when the process starts on a starved machine).
+        "DRCTL_RUN_SECONDS": str(seconds),
         "PYTHONUNBUFFERED": "1",
     }
     argv = [
         str(executable), "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(spawn_rate),
-        "-t", f"{seconds}s", "--csv", str(csv_prefix), "--only-summary",
+        "--csv", str(csv_prefix), "--only-summary",
         # fail and indeterminate transfers are the point of a drill, not a failed run
         "--exit-code-on-error", "0",
     ]
