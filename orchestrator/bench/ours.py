@@ -57,8 +57,10 @@ def bench_topology(port_base: int, *, tuned_from: Path = TUNED_FROM, port_span: 
         "regions": [{"name": "bench", "datacenters": [
             {"name": dc, "hosts": [{"name": f"{dc}-host", "address": "127.0.0.1"}]} for dc in DATACENTERS]}],
         "ports": {"base": port_base, "span": port_span},
-        "zookeeper": tuned.zookeeper.model_dump(mode="json"),
-        "controller": tuned.controller.model_dump(mode="json"),
+        # The timings are tuned like the lab's; the placement is the bench's own (one ZooKeeper server
+        # and one controller in each of its data centres), not the lab's (dc1, dc3 and a witness).
+        "zookeeper": tuned.zookeeper.model_dump(mode="json", exclude={"datacenters"}),
+        "controller": tuned.controller.model_dump(mode="json", exclude={"datacenters"}),
         "postgres": tuned.postgres.model_dump(mode="json"),
         "clusters": [{
             "name": CLUSTER,
