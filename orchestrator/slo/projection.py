@@ -174,7 +174,10 @@ def project(
         verdict = Verdict.MEETS_ON_AVERAGE
     else:
         verdict = Verdict.MISSES
-    counts, edges = np.histogram(total, bins=bins)
+    # Years whose downtimes differ by under a microsecond are one bin: numpy cannot split a range
+    # narrower than its floats' spacing into ``bins`` (a property test found RTOs of 5e-324 s).
+    spread = float(total.max() - total.min()) if total.size else 0.0
+    counts, edges = np.histogram(total, bins=bins if spread > 1e-6 else 1)
     dominant = max(per_source, key=lambda name: per_source[name]) if per_source and mean > 0 else None
     return Projection(
         cluster=cluster, seed=seed, years=years, target_percent=target_percent, budget_seconds=budget,

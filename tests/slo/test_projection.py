@@ -101,3 +101,10 @@ def test_scaling_every_rto_scales_the_downtime(seed: int, rate: float, rtos: tup
     assert b.mean_downtime_s == pytest.approx(k * a.mean_downtime_s, rel=1e-9, abs=1e-9)
     assert a.availability_low <= a.availability_high
     assert 0 <= a.share_of_years_meeting <= 1
+
+
+def test_years_whose_downtimes_differ_by_a_denormal_still_project() -> None:
+    # Found by hypothesis: numpy cannot cut a 5e-324 s range into bins.
+    result = project("c", [_src("k", 1.0, (5e-324,))], target_percent=99.99, seed=0, years=300)
+    assert result.mean_downtime_s == pytest.approx(0.0, abs=1e-9)
+    assert sum(count for _, _, count in result.histogram) == 300
