@@ -28,6 +28,7 @@ from orchestrator import postgres as pg
 from orchestrator.alerts.dispatcher import AlertDispatcher
 from orchestrator.audit import AuditLog, AutomaticActions
 from orchestrator.control.agents import ZooKeeperAgents
+from orchestrator.control.archive_watch import ArchiveWatch
 from orchestrator.control.context import ClusterContext
 from orchestrator.control.cycle import ClusterCycle
 from orchestrator.control.database import PostgresCluster
@@ -38,7 +39,6 @@ from orchestrator.control.requests import Requests
 from orchestrator.control.store import NoState, StateStore
 from orchestrator.control.term import LeaseInDoubt, Term
 from orchestrator.coordination import Coordinator
-from orchestrator.decisions.archiving import ArchiverStats, new_failure_streak
 from orchestrator.drills.spec import list_drills, load_drill
 from orchestrator.errors import CoordinationUnavailable, LostLeadership, OrchestratorError
 from orchestrator.events import EventLog
@@ -121,7 +121,7 @@ class Controller:
         self._elected_at = 0.0
         self._creds = creds
         self._archiver_checked = 0.0
-        self._archivers: dict[str, tuple[str, ArchiverStats]] = {}   # this term's last reading per cluster
+        self._archive_watch = ArchiveWatch(self.log.emit, self.metrics.note_archiver)
 
     def _runner(self, rejoin: LayoutRejoin) -> RejoinRunner:
         def run(cluster: str, member: str, upstream: str, cancelled: Callable[[], bool]) -> None:
@@ -257,7 +257,7 @@ class Controller:
             for c in self.topology.clusters
         ]
         self._drills_seen = None
-        self._archivers = {}
+        self._archive_watch = ArchiveWatch(self.log.emit, self.metrics.note_archiver)   # a new term announces afresh
         self.log.emit("elected", epoch=term.epoch)
         try:
             while not self.stop_event.is_set():
@@ -346,7 +346,7 @@ class Controller:
 
     def _watch_archiving(self, store: StateStore) -> None:
         """Every 10 s: read the primary's ``pg_stat_archiver`` (clusters with backups) for /metrics, and
-        emit ``archive-failed`` once per failure streak (:func:`~orchestrator.decisions.archiving.new_failure_streak`).
+        emit ``archive-failed`` once per failure streak (:class:`~orchestrator.control.archive_watch.ArchiveWatch`).
         """
         now = time.monotonic()
         if now - self._archiver_checked < 10.0:
@@ -362,17 +362,7 @@ class Controller:
                 stats = pg.archiver_stats(endpoint, self._creds, conn=conn) if conn is not None else None
             except OrchestratorError:
                 stats = None
-            if stats is None:
-                self.metrics.note_archiver(cluster.name, state.primary, None)
-                continue   # the probe sees an unreachable primary; failover is its business
-            before = self._archivers.get(cluster.name)
-            previous = before[1] if before is not None and before[0] == state.primary else None
-            self._archivers[cluster.name] = (state.primary, stats)
-            self.metrics.note_archiver(cluster.name, state.primary, stats)
-            if new_failure_streak(previous, stats):
-                self.log.emit("archive-failed", cluster=cluster.name, member=state.primary,
-                              error=f"{stats.failed_count} failed attempt(s) since the statistics reset, the last "
-                                    f"on segment {stats.last_failed_wal}")
+            self._archive_watch.observe(cluster.name, state.primary, stats)
 
     def _last_verified(self, cluster: str) -> float | None:
         """The newest verified restore of ``cluster``'s backups, read from its store (for /metrics, cached)."""

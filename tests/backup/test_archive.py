@@ -5,13 +5,13 @@ archive_command start one failure streak and end it once archiving works again."
 from __future__ import annotations
 
 import hashlib
-from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from orchestrator import postgres as pg
-from orchestrator.decisions.archiving import ArchiverStats, failing, new_failure_streak
+from orchestrator.control.archive_watch import ArchiveWatch
+from orchestrator.decisions.archiving import ArchiverStats, failing
 from orchestrator.waiting import poll
 from tests.backup.conftest import CLUSTER, BackupLab
 
@@ -61,5 +61,10 @@ def test_a_failing_archive_command_is_one_failure_streak(backup_lab: BackupLab) 
     assert backup_lab.archived(broken, timeout=90), "archiving did not catch up once the command worked again"
     readings.append(pg.archiver_stats(backup_lab.primary, creds))
     assert not failing(readings[-1])
-    events = [new_failure_streak(prev, cur) for prev, cur in pairwise(readings)]
-    assert events.count(True) == 1, [(r.failed_count, r.last_failed_at, r.last_archived_at) for r in readings]
+    # The leader's watch over these real readings: one archive-failed event for the streak.
+    events: list[dict[str, object]] = []
+    watch = ArchiveWatch(lambda _event, **fields: events.append(fields), lambda *_: None)
+    for reading in readings:
+        watch.observe(CLUSTER, "n1", reading)
+    assert len(events) == 1, [(r.failed_count, r.last_failed_at, r.last_archived_at) for r in readings]
+    assert f"on segment {broken}" in str(events[0]["error"])
