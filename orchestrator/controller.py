@@ -28,6 +28,7 @@ from orchestrator import postgres as pg
 from orchestrator.alerts.dispatcher import AlertDispatcher
 from orchestrator.audit import AuditLog, AutomaticActions
 from orchestrator.control.agents import ZooKeeperAgents
+from orchestrator.control.archive_watch import ArchiveWatch
 from orchestrator.control.context import ClusterContext
 from orchestrator.control.cycle import ClusterCycle
 from orchestrator.control.database import PostgresCluster
@@ -41,7 +42,7 @@ from orchestrator.coordination import Coordinator
 from orchestrator.drills.spec import list_drills, load_drill
 from orchestrator.errors import CoordinationUnavailable, LostLeadership, OrchestratorError
 from orchestrator.events import EventLog
-from orchestrator.metrics import ControllerMetrics
+from orchestrator.metrics import Cached, ControllerMetrics
 from orchestrator.operator import reports_dir, spawn_drill
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.schedule import due_drills
@@ -96,7 +97,8 @@ class Controller:
         # /metrics on the API: counters from this log's events, gauges read at each scrape.
         self.metrics = ControllerMetrics(topology, read_state=lambda name: self.coord.read_state(name)[0],
                                          reports_dir=reports_dir(drills_dir) if drills_dir is not None else None,
-                                         identity=self.identity, clock=clock)
+                                         identity=self.identity, clock=clock,
+                                         last_verified=Cached(self._last_verified, ttl=300.0))
         self.log.subscribe(self.metrics.on_event)
         self.stop_event = threading.Event()
         self._wake = threading.Event()  # an operator request arrived: cycle now
@@ -117,6 +119,9 @@ class Controller:
         self._schedule_checked = 0.0
         self._yield_checked = 0.0
         self._elected_at = 0.0
+        self._creds = creds
+        self._archiver_checked = 0.0
+        self._archive_watch = ArchiveWatch(self.log.emit, self.metrics.note_archiver)
 
     def _runner(self, rejoin: LayoutRejoin) -> RejoinRunner:
         def run(cluster: str, member: str, upstream: str, cancelled: Callable[[], bool]) -> None:
@@ -252,6 +257,7 @@ class Controller:
             for c in self.topology.clusters
         ]
         self._drills_seen = None
+        self._archive_watch = ArchiveWatch(self.log.emit, self.metrics.note_archiver)   # a new term announces afresh
         self.log.emit("elected", epoch=term.epoch)
         try:
             while not self.stop_event.is_set():
@@ -276,6 +282,7 @@ class Controller:
                 if not urgent:
                     self._run_scheduled_drills(term)
                     self._note_failed_drills()
+                    self._watch_archiving(store)
                     if self._yield_leadership(cycles, store, rejoins):
                         return
                 pause = self._interval / 4 if urgent else self._interval
@@ -336,6 +343,32 @@ class Controller:
             if run.get("passed") is False:
                 self.log.emit("drill-failed", run=name, drill=run.get("drill"), cluster=run.get("cluster", "-"),
                               rto_seconds=run.get("rto_seconds"), lost=run.get("lost"))
+
+    def _watch_archiving(self, store: StateStore) -> None:
+        """Every 10 s: read the primary's ``pg_stat_archiver`` (clusters with backups) for /metrics, and
+        emit ``archive-failed`` once per failure streak (:class:`~orchestrator.control.archive_watch.ArchiveWatch`).
+        """
+        now = time.monotonic()
+        if now - self._archiver_checked < 10.0:
+            return
+        self._archiver_checked = now
+        for cluster in self.topology.clusters:
+            state = store.cached(cluster.name)
+            if cluster.backup is None or state is None:
+                continue
+            endpoint = self._databases[cluster.name].endpoints[state.primary]
+            conn = self._prober.connection(endpoint)   # only on the open probe connection: never a new login
+            try:                                       # to a primary the probe could not reach
+                stats = pg.archiver_stats(endpoint, self._creds, conn=conn) if conn is not None else None
+            except OrchestratorError:
+                stats = None
+            self._archive_watch.observe(cluster.name, state.primary, stats)
+
+    def _last_verified(self, cluster: str) -> float | None:
+        """The newest verified restore of ``cluster``'s backups, read from its store (for /metrics, cached)."""
+        from orchestrator.backup.service import BackupService
+
+        return BackupService(self.topology, cluster, self.root, self._creds).last_verified_at()
 
     def _run_scheduled_drills(self, term: Term) -> None:
         """Start due drills as ``drctl drill run`` children (Locust's gevent stays out of here)."""

@@ -9,6 +9,10 @@ global one: two controllers in one process, as in the tests, keep their own). Tw
 * **reads at scrape time**: the cluster state in ZooKeeper (roles, timeline, lag, the DR lag
   against its bound) and the drill reports on disk (the last RTO/RPO per drill, and the share
   of the yearly error budget the drills' outages used in the last 365 days: :func:`budget_used`).
+* **backups** (clusters with a ``backup`` section): the leader's last reading of the primary's
+  ``pg_stat_archiver`` (:meth:`ControllerMetrics.note_archiver`; no database call per scrape),
+  and the newest verified restore read from the store through a :class:`Cached` reader (one
+  store listing per cluster per ``ttl``, not per scrape).
 
 The node agents export the per-member view (role, lag in seconds, probe latency, ZooKeeper
 contact) on their health ports (:mod:`orchestrator.agent.health`).
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from orchestrator.decisions.archiving import ArchiverStats, archive_age_seconds, failing
 from orchestrator.errors import OrchestratorError
 from orchestrator.state import ClusterState, Outcome, Role
 from orchestrator.topology import Topology
@@ -72,6 +77,28 @@ def budget_used(outages: Iterable[DrillOutage], cluster: str, availability_perce
     return spent / budget if budget > 0 else 0.0
 
 
+@dataclass
+class Cached:
+    """``read(key)`` remembered for ``ttl`` seconds per key (a failed read is remembered as None too)."""
+
+    read: Callable[[str], float | None]
+    ttl: float
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+
+    def __call__(self, key: str) -> float | None:
+        now = self.clock()
+        hit = self._seen.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            value = self.read(key)
+        except OrchestratorError:
+            value = None
+        self._seen[key] = (now, value)
+        return value
+
+
 # ---- the registry --------------------------------------------------------------------------------
 
 StateReader = Callable[[str], ClusterState | None]
@@ -84,12 +111,16 @@ class _Collector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield from self._owner.state_families()
         yield from self._owner.drill_families()
+        yield from self._owner.backup_families()
 
 
 class ControllerMetrics:
     def __init__(self, topology: Topology, *, read_state: StateReader, reports_dir: Path | None,
-                 identity: str = "", clock: Callable[[], float] = time.time) -> None:
+                 identity: str = "", clock: Callable[[], float] = time.time,
+                 last_verified: Callable[[str], float | None] | None = None) -> None:
         self.topology = topology
+        self._last_verified = last_verified
+        self._archiver: dict[str, tuple[str, ArchiverStats]] = {}
         self._read_state = read_state
         self._reports = reports_dir
         self._identity = identity
@@ -114,6 +145,13 @@ class ControllerMetrics:
         hit = counted(event, fields)
         if hit is not None:
             self._counters[hit.counter].labels(hit.cluster, hit.label).inc()
+
+    def note_archiver(self, cluster: str, member: str, stats: ArchiverStats | None) -> None:
+        """The leader's latest ``pg_stat_archiver`` reading of ``cluster``'s primary (None: forget it)."""
+        if stats is None:
+            self._archiver.pop(cluster, None)
+        else:
+            self._archiver[cluster] = (member, stats)
 
     # ---- read at scrape time -------------------------------------------------------------------
 
@@ -204,3 +242,31 @@ class ControllerMetrics:
             budget.add_metric([cluster.name], budget_used(outages, cluster.name,
                                                           cluster.targets.availability_percent, now))
         yield from (rto, rpo, lost, passed, when, budget)
+
+    def backup_families(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["cluster", "member"]
+        lag = GaugeMetricFamily("drctl_backup_archive_lag_seconds", "Seconds since the primary last archived "
+                                "a WAL segment (pg_stat_archiver.last_archived_time), as the leader last read it",
+                                labels=labels)
+        failed = GaugeMetricFamily("drctl_backup_archive_failed_count", "Failed archive_command runs on the "
+                                   "primary since its statistics were reset (pg_stat_archiver.failed_count)",
+                                   labels=labels)
+        failing_now = GaugeMetricFamily("drctl_backup_archive_failing", "1 while the primary's last archiving "
+                                        "attempt failed", labels=labels)
+        verified = GaugeMetricFamily("drctl_backup_last_verified_restore_timestamp_seconds", "When a backup was "
+                                     "last proven by a verified restore ('drctl backup verify')", labels=["cluster"])
+        now = self._clock()
+        for cluster in self.topology.clusters:
+            if cluster.backup is None:
+                continue
+            if cluster.name in self._archiver:
+                member, stats = self._archiver[cluster.name]
+                age = archive_age_seconds(stats, now)
+                if age is not None:
+                    lag.add_metric([cluster.name, member], age)
+                failed.add_metric([cluster.name, member], float(stats.failed_count))
+                failing_now.add_metric([cluster.name, member], 1.0 if failing(stats) else 0.0)
+            at = self._last_verified(cluster.name) if self._last_verified is not None else None
+            if at is not None:
+                verified.add_metric([cluster.name], at)
+        yield from (lag, failed, failing_now, verified)

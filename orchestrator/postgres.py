@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from orchestrator.decisions.archiving import ArchiverStats
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.state import Health, MemberStatus, Role, lsn_to_int
 from orchestrator.waiting import poll_tight
@@ -447,6 +448,35 @@ def attached_standbys(endpoint: Endpoint, creds: Credentials, *, conn: Connectio
             return sorted(str(r[0]) for r in conn.execute("SELECT application_name FROM pg_stat_replication"))
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: reading replication failed ({_first_line(exc)})") from exc
+
+
+_ARCHIVER = """
+SELECT archived_count, extract(epoch FROM last_archived_time)::float8, last_archived_wal,
+       failed_count, extract(epoch FROM last_failed_time)::float8, last_failed_wal
+  FROM pg_stat_archiver
+"""
+
+
+def archiver_stats(endpoint: Endpoint, creds: Credentials, *, conn: Connection | None = None) -> ArchiverStats:
+    """``endpoint``'s ``pg_stat_archiver`` row (one round trip on a borrowed connection).
+
+    :raises DatabaseUnavailable: unreachable, or the read failed.
+    """
+    try:
+        with _session(endpoint, creds, conn) as conn:
+            row = conn.execute(_ARCHIVER).fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"{endpoint.name}: reading pg_stat_archiver failed ({_first_line(exc)})") from exc
+    assert row is not None
+    archived, archived_at, archived_wal, failed, failed_at, failed_wal = row
+    return ArchiverStats(archived_count=int(str(archived)), last_archived_at=_float_or_none(archived_at),
+                         last_archived_wal=None if archived_wal is None else str(archived_wal),
+                         failed_count=int(str(failed)), last_failed_at=_float_or_none(failed_at),
+                         last_failed_wal=None if failed_wal is None else str(failed_wal))
+
+
+def _float_or_none(value: object) -> float | None:
+    return None if value is None else float(str(value))
 
 
 def stop_server(endpoint: Endpoint, creds: Credentials, *, pg_ctl: str, mode: str = "fast",

@@ -193,6 +193,17 @@ class BackupService:
         return restore_instance(engine, layout, backup, target, postgresql_conf=conf, creds=self.creds, port=listen,
                                 archive=False)
 
+    def last_verified_at(self) -> float | None:
+        """When the newest verified-restore record was written (UNIX seconds); None: no backup proven yet.
+
+        One listing of ``<repo>/drctl/verified/`` and one read per record (a failed verification
+        writes none). :raises BackupFailed, BackupConfigError: the store failed or refused.
+        """
+        keys = [key for key, _ in self.store.list_objects(f"{self.repo}/drctl/verified/") if key.endswith(".json")]
+        times = [float(at) for key in keys if (record := self.store.get_json(key)) is not None
+                 and isinstance(at := record.get("verified_at"), int | float)]
+        return max(times, default=None)
+
     def verify(self, label: str | None = None, *, scratch: Path, port: int | None = None,
                check: Callable[[pg.Endpoint], dict[str, Any]] | None = None) -> dict[str, Any]:
         """Restore one backup (default: the newest) to its consistency point in ``scratch``, start it, check it,

@@ -4,13 +4,17 @@ One lab for the module (the shipped topology: controllers with their API, agents
 health ports). The agents' answers are checked against the cluster state; HAProxy routes writes
 to the primary before and after a switchover through the same port, while a poller asks every
 member's /primary and proves no two answered 200 at overlapping moments; the controllers' and
-agents' /metrics are scraped over HTTP and parsed with prometheus_client's parser.
+agents' /metrics are scraped over HTTP and parsed with prometheus_client's parser. Last, the
+primary's postmaster is killed (a failover, not a switchover): the same poller proves the new
+primary alone answers 200 on /primary, the killed member never again answers 200.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import ssl
 import threading
 import time
@@ -267,3 +271,39 @@ def test_metrics_scraped_from_the_controllers_api(lab: Lab, coord: Coordinator) 
                        if s.name == "drctl_switchovers_total" and s.labels["outcome"] == "done")
     # Each switchover is counted by the one controller that ran it (none restarted in this lab).
     assert counted == done_switchovers
+
+
+def test_primary_endpoint_follows_a_failover_after_kill_9(lab: Lab, coord: Coordinator) -> None:
+    old = settled_state(lab, coord).primary
+    cluster = lab.topology.cluster(CLUSTER)
+    pid = lab.layout(cluster, cluster.member(old)).postmaster_pid()
+    assert pid is not None, f"{old} is not running"
+    with PrimaryWatcher(lab) as watcher:
+        assert poll(lambda: any(c.member == old for c in watcher.claims), timeout=10, interval=0.05)
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        found: dict[str, int | None] = {}
+
+        def new_primary_alone() -> bool:
+            state, _ = coord.read_state(CLUSTER)
+            if state is None or state.primary == old:
+                return False
+            found.clear()
+            for member in members(lab):
+                try:
+                    found[member] = ask(lab, member, "/primary")[0]
+                except OSError:
+                    found[member] = None   # the killed member's agent may not answer at all
+            return all(code == (200 if m == state.primary else 503)
+                       for m, code in found.items() if m != old) and found[old] in (None, 503)
+
+        assert poll(new_primary_alone, timeout=60, interval=0.1), \
+            f"after the kill of {old}: /primary answered {found}"
+        new = next(m for m, code in found.items() if code == 200)
+        assert poll(lambda: any(c.member == new for c in watcher.claims), timeout=10, interval=0.05)
+    assert watcher.overlapping() == [], "two members answered 200 on /primary at the same time"
+    # The killed member's last 200 was asked before the new primary's first one was answered.
+    last_old = max(c.sent for c in watcher.claims if c.member == old)
+    first_new = min(c.received for c in watcher.claims if c.member == new)
+    assert last_old < first_new
+    assert {c.member for c in watcher.claims if c.sent > killed_at} <= {old, new}

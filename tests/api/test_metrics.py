@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -21,11 +22,13 @@ from orchestrator.api.app import ApiContext, create_app
 from orchestrator.api.auth import AllowList, FailedLogins, Role, TokenFile
 from orchestrator.api.server import ApiServer
 from orchestrator.audit import AuditLog
+from orchestrator.backup.errors import BackupFailed
+from orchestrator.decisions.archiving import ArchiverStats
 from orchestrator.drills.report import REPORT_JSON
-from orchestrator.metrics import SECONDS_PER_YEAR, ControllerMetrics, Counted, DrillOutage, budget_used, counted
+from orchestrator.metrics import SECONDS_PER_YEAR, Cached, ControllerMetrics, Counted, DrillOutage, budget_used, counted
 from orchestrator.state import ClusterState, Health, MemberRecord
 from orchestrator.state import Role as MemberRole
-from orchestrator.topology import Topology
+from orchestrator.topology import Topology, load_topology
 from tests.conftest import TEST_PORT_BASE
 from tests.drills.test_report import START, make_report
 
@@ -139,3 +142,44 @@ def test_metrics_token_required_when_configured(servers: tuple[Served, Served]) 
     assert served.get("/metrics", token="wrong")[0] == 401
     status, text = served.get("/metrics", token=served.viewer)
     assert status == 200 and "drctl_cluster_primary" in text
+
+
+def test_cached_reads_once_per_ttl_and_remembers_failures() -> None:
+    now = [0.0]
+    calls: list[str] = []
+
+    def read(cluster: str) -> float | None:
+        calls.append(cluster)
+        if cluster == "broken":
+            raise BackupFailed("backup: the store is down")
+        return 1000.0 + now[0]
+
+    cached = Cached(read, ttl=300.0, clock=lambda: now[0])
+    assert cached("payments") == 1000.0
+    now[0] = 299.0
+    assert cached("payments") == 1000.0 and cached("broken") is None and cached("broken") is None
+    assert calls == ["payments", "broken"]
+    now[0] = 300.0
+    assert cached("payments") == 1300.0
+    assert calls == ["payments", "broken", "payments"]
+
+
+def test_backup_metrics_from_the_leaders_archiver_reading_and_the_verified_restores() -> None:
+    topology = load_topology(Path(__file__).parents[2] / "topology" / "lab-backup.yaml")
+    backed = [c.name for c in topology.clusters if c.backup is not None]
+    assert backed == ["payments"]
+    metrics = ControllerMetrics(topology, read_state=lambda _name: None, reports_dir=None, identity="dc1:test",
+                                clock=lambda: START + 75.0, last_verified=lambda cluster: START - 3600.0)
+    stats = ArchiverStats(archived_count=7, last_archived_at=START, last_archived_wal="000000010000000000000007",
+                          failed_count=2, last_failed_at=START + 30.0, last_failed_wal="000000010000000000000008")
+    families = _families(generate_latest(metrics.registry).decode())
+    assert families["drctl_backup_archive_lag_seconds"] == []        # nothing read yet: no sample, not 0
+    assert [s.value for s in families["drctl_backup_last_verified_restore_timestamp_seconds"]] == [START - 3600.0]
+    metrics.note_archiver("payments", "dc1-a", stats)
+    families = _families(generate_latest(metrics.registry).decode())
+    labels = {"cluster": "payments", "member": "dc1-a"}
+    assert [(s.labels, s.value) for s in families["drctl_backup_archive_lag_seconds"]] == [(labels, 75.0)]
+    assert [s.value for s in families["drctl_backup_archive_failed_count"]] == [2.0]
+    assert [s.value for s in families["drctl_backup_archive_failing"]] == [1.0]
+    metrics.note_archiver("payments", "dc1-a", None)   # the primary could not be read: no stale sample
+    assert _families(generate_latest(metrics.registry).decode())["drctl_backup_archive_lag_seconds"] == []

@@ -126,6 +126,7 @@ def test_a_verified_restore_is_recorded_and_listed_and_a_newer_backup_is_unprove
     assert record["checks"] == {"total_balance": ACCOUNTS * BALANCE}
     assert rows[base_backup].verified == record
     assert rows[newer.label].verified is None
+    assert backup_lab.service.last_verified_at() == record["verified_at"]   # drctl_backup_last_verified_restore_...
     assert rows[newer.label].backup.kind == "incr"
     assert rows[base_backup].backup.wal_start <= rows[base_backup].backup.wal_stop < rows[newer.label].backup.wal_start
     assert not list(scratch.rglob("PG_VERSION"))    # the scratch copy was stopped and removed
