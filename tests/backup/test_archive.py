@@ -45,20 +45,30 @@ def test_a_failing_archive_command_is_one_failure_streak(backup_lab: BackupLab) 
         conn.execute("ALTER SYSTEM SET archive_command = 'false'")
         conn.execute("SELECT pg_reload_conf()")
     readings: list[ArchiverStats] = [working]
+    switched = [backup_lab.switch_wal()]
     try:
-        broken = backup_lab.switch_wal()
-
         def failed() -> bool:
             readings.append(pg.archiver_stats(backup_lab.primary, creds))
-            return readings[-1].failed_count > working.failed_count
-        assert poll(failed, timeout=30, interval=0.1), "archive_command 'false' never failed"
-        assert failing(readings[-1]) and readings[-1].last_failed_wal == broken
+            if readings[-1].failed_count > working.failed_count:
+                return True
+            last = readings[-1].last_archived_wal
+            if last is not None and last >= switched[-1]:
+                # Archived with the old command: pg_reload_conf() had not reached the archiver yet.
+                switched.append(backup_lab.switch_wal())
+            return False
+        assert poll(failed, timeout=60, interval=0.1), "archive_command 'false' never failed"
+        broken = readings[-1].last_failed_wal
+        assert failing(readings[-1]) and broken is not None and broken in switched, (broken, switched)
     finally:
         with backup_lab.connect() as conn:
             conn.execute("ALTER SYSTEM RESET archive_command")
             conn.execute("SELECT pg_reload_conf()")
-            assert conn.execute("SHOW archive_command").fetchone() == command
-    assert backup_lab.archived(broken, timeout=90), "archiving did not catch up once the command worked again"
+
+        def restored() -> bool:  # the reload is asynchronous: a later session sees it
+            with backup_lab.connect() as conn:
+                return conn.execute("SHOW archive_command").fetchone() == command
+        assert poll(restored, timeout=30, interval=0.05), "archive_command was not restored"
+    assert backup_lab.archived(switched[-1], timeout=90), "archiving did not catch up once the command worked again"
     readings.append(pg.archiver_stats(backup_lab.primary, creds))
     assert not failing(readings[-1])
     # The leader's watch over these real readings: one archive-failed event for the streak.
