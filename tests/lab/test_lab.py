@@ -30,13 +30,16 @@ def _drctl(*args: str, lab: Lab) -> str:
     return proc.stdout.strip()
 
 
-def _wait_replayed(lab: Lab, member_name: str, marker: str, timeout: float = 10) -> None:
+def _wait_replayed(lab: Lab, member_name: str, marker: str, timeout: float = 30) -> None:
     cluster = lab.topology.cluster("payments")
     endpoint = lab.layout(cluster, cluster.member(member_name)).endpoint
 
     def replayed() -> bool:
         with pg.connect(endpoint, lab.credentials, dbname="payments") as conn:
-            row = conn.execute("SELECT count(*) FROM lab_probe WHERE marker = %s", (marker,)).fetchone()
+            try:
+                row = conn.execute("SELECT count(*) FROM lab_probe WHERE marker = %s", (marker,)).fetchone()
+            except psycopg.errors.UndefinedTable:
+                return False  # an asynchronous standby has not replayed the CREATE TABLE yet
         return bool(row and row[0] == 1)
 
     assert poll(replayed, timeout=timeout, interval=0.05), f"{member_name} never replayed {marker}"
