@@ -308,7 +308,8 @@ def agent_run(
     """Run one node agent until SIGTERM; logs one JSON line per event to stdout."""
     from orchestrator.agent.main import agent_config, run_agent
 
-    run_agent(agent_config(_lab_dir(lab_dir), member, cluster=cluster, zk_hosts=zk_hosts), sys.stdout)
+    root = _lab_dir(lab_dir)
+    run_agent(agent_config(root, member, cluster=cluster, zk_hosts=zk_hosts), sys.stdout, lab_root=root)
 
 
 class _Rejoiner:

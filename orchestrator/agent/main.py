@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from orchestrator.agent.facts import socket_conninfo
+from orchestrator.agent.reporting import SelfFencingReports
 from orchestrator.agent.rules import fencing_budget
 from orchestrator.agent.runtime import Agent, AgentConfig
 from orchestrator.errors import InvalidInput, OrchestratorError
@@ -94,12 +95,25 @@ def agent_config(lab_root: Path, member: str, *, cluster: str | None = None, zk_
     )
 
 
-def run_agent(config: AgentConfig, stream: TextIO) -> None:
-    """Run one agent in this process until SIGTERM/SIGINT; one JSON line per event on ``stream``."""
-    agent = Agent(config, EventLog(stream, cluster=config.cluster, member=config.member))
+def run_agent(config: AgentConfig, stream: TextIO, *, lab_root: Path | None = None) -> None:
+    """Run one agent in this process until SIGTERM/SIGINT; one JSON line per event on ``stream``.
+
+    With ``lab_root`` (and a topology), the fences the agent decides alone are audited there and
+    alerted (:mod:`orchestrator.agent.reporting`).
+    """
+    log = EventLog(stream, cluster=config.cluster, member=config.member)
+    reports = None
+    if lab_root is not None and config.topology is not None:
+        reports = SelfFencingReports(config.topology, config.cluster, config.member, lab_root.resolve(), log)
+        log.subscribe(reports)
+    agent = Agent(config, log)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop_event.set())
-    agent.run()
+    try:
+        agent.run()
+    finally:
+        if reports is not None:
+            reports.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 2 if isinstance(exc, InvalidInput) else 1
     try:
-        run_agent(config, sys.stdout)
+        run_agent(config, sys.stdout, lab_root=args.lab_dir)
     except OrchestratorError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -27,7 +27,7 @@ import psutil
 import psycopg
 import pytest
 
-from orchestrator import pgserver
+from orchestrator import audit, pgserver
 from orchestrator import postgres as pg
 from orchestrator.agent.facts import AgentFacts
 from orchestrator.agent.faults import CutProxies
@@ -42,6 +42,7 @@ from orchestrator.processes import is_running, spawn, stop, wait_gone
 from orchestrator.state import ClusterState, Operation, OperationKind
 from orchestrator.topology import parse_topology
 from orchestrator.waiting import poll
+from tests.alerts.receivers import HttpReceiver
 from tests.conftest import TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
@@ -67,6 +68,9 @@ def free_port_base() -> int:
             return base
     return TEST_PORT_BASE + 3000
 CLUSTER = "agents"
+# The agents' own fences are alerted to this receiver (a real HTTP server on loopback).
+HOOK_PORT = TEST_PORT_BASE + 3100
+HOOK_SECRET = b"agent-lab-webhook-secret"
 ROUNDS = int(os.environ.get("DRCTL_FENCE_ROUNDS", "3"))
 
 
@@ -83,7 +87,14 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
 
 
 @pytest.fixture(scope="module")
-def agent_lab() -> Iterator[Lab]:
+def hook() -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver(HOOK_PORT, HOOK_SECRET)
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def agent_lab(hook: HttpReceiver) -> Iterator[Lab]:
     topo = parse_topology({
         "name": "agentlab",
         "regions": [{"name": "r", "datacenters": [{"name": "dc1"}]}],
@@ -92,8 +103,15 @@ def agent_lab() -> Iterator[Lab]:
             {"name": "a", "datacenter": "dc1", "role": "primary"}, {"name": "b", "datacenter": "dc1"}],
             # One data centre cannot promise RPO 0 (its loss takes every copy): a positive RPO.
             "targets": {"rpo_seconds": 1}}],
+        "alerts": {"receivers": [{"name": "ops-hook", "type": "webhook", "url": f"http://127.0.0.1:{HOOK_PORT}/agent",
+                                  "secret_file": "alerts/webhook.secret"}],
+                   "routes": [{"kinds": ["fencing"], "receivers": ["ops-hook"]}],
+                   "dedup_window_s": 0, "attempts": 5, "backoff_s": 0.2, "max_backoff_s": 1},
     })
     lab = Lab(topo, make_lab_dir("drctl-agent-"), controllers=False)
+    (lab.root / "alerts").mkdir(parents=True)
+    (lab.root / "alerts" / "webhook.secret").write_bytes(HOOK_SECRET)
+    os.chmod(lab.root / "alerts" / "webhook.secret", 0o600)
     try:
         for attempt in range(3):
             try:
@@ -241,9 +259,12 @@ def isolate_once(lab: Lab, watcher: AgentSession) -> IsolationRound:
         agent.stop()
 
 
-def test_isolated_primary_stops_acknowledging_within_its_bound(agent_lab: Lab, watcher: AgentSession) -> None:
+def test_isolated_primary_stops_acknowledging_within_its_bound(agent_lab: Lab, watcher: AgentSession,
+                                                               hook: HttpReceiver) -> None:
     bound = budget(agent_lab)
     rounds: list[IsolationRound] = []
+    alerted_before = len(hook.received())
+    audited_before = sum(1 for e in audit.read_entries(agent_lab.root / "audit") if e["action"] == "self-fenced")
     for round_no in range(ROUNDS):
         r = isolate_once(agent_lab, watcher)
         rounds.append(r)
@@ -256,6 +277,22 @@ def test_isolated_primary_stops_acknowledging_within_its_bound(agent_lab: Lab, w
     print(f"\nisolated primary, {ROUNDS} rounds: last acknowledgement after the cut median "
           f"{statistics.median(acks):.3f}s max {max(acks):.3f}s; postmaster gone median {statistics.median(gone):.3f}s "
           f"max {max(gone):.3f}s; liveness node gone min {min(r.node_expired_s for r in rounds):.3f}s; bound {bound}s")
+    # Each fence the agent decided alone, cut off from ZooKeeper, reached the on-call webhook (signed) and the
+    # audit trail, sent by the agent itself: no controller saw it happen.
+    assert poll(lambda: len(hook.received()) >= alerted_before + ROUNDS, timeout=30, interval=0.05), \
+        f"{len(hook.received()) - alerted_before} of {ROUNDS} self-fencing alerts arrived"
+    alerts = hook.received()[alerted_before:]
+    assert len(alerts) == ROUNDS, [a.json for a in alerts]
+    for alert in alerts:
+        body = alert.json
+        assert alert.signed is True and alert.path == "/agent"
+        assert (body["kind"], body["cluster"], body["subject"]) == ("fencing", CLUSTER, "a"), body
+        assert "fenced itself (" in body["summary"] and ("session-lost" in body["summary"]
+                                                         or "lease-lapsed" in body["summary"]), body
+    entries = [e for e in audit.read_entries(agent_lab.root / "audit") if e["action"] == "self-fenced"]
+    assert len(entries) - audited_before == ROUNDS
+    assert all(e["who"] == f"agent {CLUSTER}/a" and e["details"]["member"] == "a" for e in entries)
+    assert audit.verify(agent_lab.root / "audit").broken is None
     restore(agent_lab, "a", None)
 
 
