@@ -34,7 +34,7 @@ unit: setup
 	$(VENV)/bin/pytest -q -m "not lab"
 
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 drill: setup
 	$(DRCTL) lab up

@@ -703,6 +703,8 @@ def drill_gameday(
                          ] = 0.0,
     recovery: Annotated[float, typer.Option(min=1, help="Seconds each fault keeps free after it to recover.")
                         ] = 30.0,
+    workers: Annotated[int, typer.Option(min=0, max=64, help="Distributed Locust: worker processes under one "
+                                                              "master (0: one process).")] = 0,
     lab_dir: LabDirOpt = None,
     drills_dir: DrillsDirOpt = Path("drills"),
     reports_dir: ReportsDirOpt = Path("reports"),
@@ -724,7 +726,7 @@ def drill_gameday(
     runner = GameDayRunner(_running_lab(lab_dir), drills_dir, progress=_progress)
     runner.load(names)
     result = runner.run(names, duration_s=seconds, seed=seed, users=users, user_rate=user_rate,
-                        recovery_s=recovery)
+                        recovery_s=recovery, workers=workers)
     path = write_gameday(result, reports_dir)
     for line in result.lines():
         console.print(line, highlight=False)

@@ -23,7 +23,7 @@ from orchestrator.drills import bank
 from orchestrator.drills.faults import current_primary, inject
 from orchestrator.drills.gameday import GameDay, Injection, Planned, analyse, schedule
 from orchestrator.drills.journal import read_journal
-from orchestrator.drills.load import start_load
+from orchestrator.drills.load import master_port, start_load
 from orchestrator.drills.measure import ids_to_look_up
 from orchestrator.drills.runner import INITIAL_BALANCE, DrillRunner
 from orchestrator.drills.spec import DrillSpec, Fault, Switchover
@@ -51,7 +51,7 @@ class GameDayRunner:
         return specs
 
     def run(self, names: list[str], *, duration_s: float, seed: int, users: int, user_rate: float,
-            accounts: int = 100, recovery_s: float = 30.0) -> GameDay:
+            accounts: int = 100, recovery_s: float = 30.0, workers: int = 0) -> GameDay:
         specs = self.load(names)
         plan = schedule(names, duration_s=duration_s, seed=seed, recovery_s=recovery_s)
         cluster = self.lab.topology.cluster(specs[0].cluster)
@@ -62,15 +62,15 @@ class GameDayRunner:
             coord.acquire_drill_lock(f"game day pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
             try:
                 return self._run(specs, plan, cluster, coord, duration_s=duration_s, seed=seed, users=users,
-                                 user_rate=user_rate, accounts=accounts, recovery_s=recovery_s)
+                                 user_rate=user_rate, accounts=accounts, recovery_s=recovery_s, workers=workers)
             finally:
                 coord.release_drill_lock()
         finally:
             coord.stop()
 
     def _run(self, specs: list[DrillSpec], plan: tuple[Planned, ...], cluster: Cluster, coord: Coordinator, *,
-             duration_s: float, seed: int, users: int, user_rate: float, accounts: int, recovery_s: float
-             ) -> GameDay:
+             duration_s: float, seed: int, users: int, user_rate: float, accounts: int, recovery_s: float,
+             workers: int) -> GameDay:
         by_name = {s.name: s for s in specs}
         self.progress("checking steady state")
         self.drills._steady_state(specs[0], cluster, timeout=90)
@@ -83,7 +83,8 @@ class GameDayRunner:
         # The load outlives the window: a fault delayed by a slow rejoin is still observed for
         # recovery_s after it; the runner stops the load itself (interrupted attempts are not counted).
         load = start_load(conninfo, work / "journal", users, float(max(users, 1)), duration_s + _SLACK_S,
-                          accounts, user_rate, work)
+                          accounts, user_rate, work, workers=workers,
+                          master_port=master_port(self.lab.topology) if workers else None)
         injections: list[Injection] = []
         aborted: str | None = None
         targets = cluster.targets

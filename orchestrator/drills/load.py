@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import LabError
+from orchestrator.topology import Topology
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "bank_transfer.py"
 _STOP_GRACE_S = 30.0  # Locust's start-up and shutdown on top of the run time
@@ -72,11 +73,13 @@ def parse_stats(path: Path, name: str = "transfer") -> LoadStats:
 
 
 class LoadHandle:
-    """A running (or finished) Locust process started by :func:`start_load`."""
+    """A running (or finished) Locust process started by :func:`start_load`, with its workers if distributed."""
 
     def __init__(self, process: subprocess.Popen[bytes], *, journal_dir: Path, journal_stem: str,
-                 csv_prefix: Path, log: Path, duration_s: int) -> None:
+                 csv_prefix: Path, log: Path, duration_s: int,
+                 workers: tuple[subprocess.Popen[bytes], ...] = ()) -> None:
         self._process = process
+        self.workers = workers
         self.journal_dir = journal_dir
         self._journal_stem = journal_stem
         self.csv_prefix = csv_prefix
@@ -103,7 +106,10 @@ class LoadHandle:
         except subprocess.TimeoutExpired:
             raise LabError(f"load generator {self.pid} still running after {limit:.0f}s; stop it") from None
         if code != 0:
+            self._stop_workers()
             raise LabError(f"load generator {self.pid} exited with {code}: {self._log_tail()}; see {self.log}")
+        # The master tells its workers to quit as it ends: each writes its journal's last lines and exits.
+        self._stop_workers(grace=_STOP_GRACE_S)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the run early: SIGTERM to its PID, then SIGKILL to its process group after ``timeout``.
@@ -111,17 +117,15 @@ class LoadHandle:
         Locust ends its users and writes its statistics on SIGTERM. Stopping a finished
         run is a no-op.
         """
-        if self._process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self._process.send_signal(signal.SIGTERM)
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            # Its own session: the group holds Locust and nothing of ours.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            self._process.wait(5)
+        _terminate(self._process, timeout)
+        self._stop_workers(grace=timeout)
+
+    def _stop_workers(self, grace: float = 0.0) -> None:
+        """Each worker by its PID: given ``grace`` to exit after its master, then SIGTERM, then SIGKILL."""
+        for worker in self.workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(grace)
+            _terminate(worker, 10.0)
 
     def journal_files(self) -> list[Path]:
         """Every journal this run wrote (one per Locust process), sorted by name."""
@@ -140,6 +144,35 @@ class LoadHandle:
         except OSError:
             return "no log"
         return lines[-1] if lines else "empty log"
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to a Locust process, then SIGKILL to its process group (its own session) after ``timeout``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        # Its own session: the group holds Locust and nothing of ours.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def master_port(topology: Topology) -> int:
+    """The port a distributed run's Locust master listens on (loopback): the first port of the
+    topology's range that no server of its plan uses.
+
+    :raises LabError: every port of the range is taken.
+    """
+    used = set(topology.port_plan().values())
+    port = next((p for p in range(topology.ports.base, topology.ports.end) if p not in used), None)
+    if port is None:
+        raise LabError(f"ports: no port of {topology.ports.base}-{topology.ports.end - 1} is left for the Locust "
+                       "master of a distributed run; raise ports.span")
+    return port
 
 
 def locust_executable() -> Path:
@@ -161,8 +194,14 @@ def start_load(
     workdir: Path,
     *,
     locustfile: Path = LOCUSTFILE,
+    workers: int = 0,
+    master_port: int | None = None,
 ) -> LoadHandle:
     """Start ``users`` bank users (``spawn_rate`` per second) for ``duration_s`` seconds and return at once.
+
+    ``workers`` > 0: distributed Locust, a master on ``127.0.0.1:master_port`` that spreads the users
+    over that many worker processes; each worker writes its own journal (all are read back by
+    :meth:`LoadHandle.journal_files`) and the master's statistics cover them all.
 
     Each user makes ``user_rate`` transfers per second over ``accounts`` accounts on the
     multi-host ``conninfo`` (passed in the environment, not on the command line: it holds
@@ -171,6 +210,8 @@ def start_load(
 
     :raises LabError: Locust is not installed, or the arguments cannot make a run.
     """
+    if workers < 0 or (workers > 0 and master_port is None):
+        raise LabError(f"load.workers: {workers} workers need a master port and workers >= 0; use 0 for one process")
     if users < 1 or spawn_rate <= 0 or duration_s <= 0 or accounts < 2 or user_rate < 0:
         raise LabError(
             f"load: users={users}, spawn_rate={spawn_rate}, duration_s={duration_s}, accounts={accounts}, "
@@ -203,10 +244,28 @@ def start_load(
         # fail and indeterminate transfers are the point of a drill, not a failed run
         "--exit-code-on-error", "0",
     ]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    if workers > 0:
+        argv += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+                 "--expect-workers", str(workers), "--expect-workers-max-wait", "120"]
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            started.append(process)
+            for number in range(workers):
+                with (workdir / f"locust-{run}-worker-{number}.log").open("ab") as worker_out:
+                    started.append(subprocess.Popen(
+                        [str(executable), "-f", str(locustfile), "--worker", "--master-host", "127.0.0.1",
+                         "--master-port", str(master_port)],
+                        cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=worker_out,
+                        stderr=subprocess.STDOUT, start_new_session=True,
+                    ))
+    except OSError as exc:
+        for each in started:   # nothing half-started is left running
+            _terminate(each, 5.0)
+        raise LabError(f"{executable}: cannot start Locust ({exc.strerror})") from exc
     return LoadHandle(process, journal_dir=journal_dir, journal_stem=stem, csv_prefix=csv_prefix, log=log,
-                      duration_s=seconds)
+                      duration_s=seconds, workers=tuple(started[1:]))

@@ -23,7 +23,7 @@ from orchestrator.coordination import Coordinator
 from orchestrator.drills import bank
 from orchestrator.drills.faults import Injected, inject
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
-from orchestrator.drills.load import LoadHandle, start_load
+from orchestrator.drills.load import LoadHandle, master_port, start_load
 from orchestrator.drills.measure import Promotion, TimelineEvent, ids_to_look_up, judge, measure, promotions
 from orchestrator.drills.report import DrillReport, write_report
 from orchestrator.drills.spec import DrillSpec, Route, Switchover, find_drill, load_drill
@@ -111,7 +111,8 @@ class DrillRunner:
         self.progress(f"starting load: {spec.load.users} users for {spec.load.duration_s:.0f}s")
         started = time.time()
         load = start_load(load_conninfo, work / "journal", spec.load.users, spec.load.spawn_rate, spec.load.duration_s,
-                          spec.load.accounts, spec.load.user_rate or 0.0, work)
+                          spec.load.accounts, spec.load.user_rate or 0.0, work, workers=spec.load.workers,
+                          master_port=master_port(self.lab.topology) if spec.load.workers else None)
         aborted: str | None = None
         injected: Injected | None = None
         targets = spec.effective_targets(cluster)

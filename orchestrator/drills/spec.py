@@ -40,6 +40,8 @@ class LoadProfile(_Model):
     duration_s: float = Field(gt=0, le=86400)    # total load time, fault included
     accounts: int = Field(100, ge=2)
     user_rate: float | None = Field(None, gt=0)  # transfers per second per user; None: as fast as it can
+    # Distributed Locust: a master spreading the users over this many worker processes (0: one process).
+    workers: int = Field(0, ge=0, le=64)
 
 
 class SteadyState(_Model):

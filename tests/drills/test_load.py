@@ -22,7 +22,7 @@ import pytest
 from orchestrator import postgres as pg
 from orchestrator.drills import bank
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
-from orchestrator.drills.load import LoadHandle, LoadStats, parse_stats, start_load
+from orchestrator.drills.load import LoadHandle, LoadStats, master_port, parse_stats, start_load
 from orchestrator.errors import LabError
 from orchestrator.lab import Lab
 from orchestrator.state import MemberStatus, Role
@@ -152,6 +152,31 @@ def test_load_journals_every_transfer_and_conserves_money(tmp_path: Path, connin
     assert stats.requests > 0 and stats.failures == 0
     assert stats.requests == len(acks)
     assert stats.median_ms is not None and stats.p99_ms is not None and stats.rps > 0
+
+
+def test_distributed_load_spreads_users_over_workers_and_merges_their_journals(
+    tmp_path: Path, bank_lab: Lab, conninfo: str
+) -> None:
+    bank.setup(conninfo, ACCOUNTS, INITIAL_BALANCE)
+    handle = start_load(conninfo, tmp_path / "journal", users=4, spawn_rate=4, duration_s=6, accounts=ACCOUNTS,
+                        user_rate=20, workdir=tmp_path / "locust", workers=2,
+                        master_port=master_port(bank_lab.topology))
+    try:
+        handle.wait(timeout=150)   # the master quits after its run time and tells its workers to quit
+    finally:
+        handle.stop()
+
+    assert len(handle.workers) == 2 and all(w.poll() is not None for w in handle.workers)
+    per_file = {path.name: _acks(read_journal([path])) for path in handle.journal_files()}
+    assert sum(1 for acks in per_file.values() if acks) == 2, {k: len(v) for k, v in per_file.items()}
+    records = read_journal(handle.journal_files())
+    acks = _acks(records)
+    assert all(r.outcome is Outcome.ACK or _stopped(r) for r in records)
+    assert len({r.id for r in records}) == len(records)
+    assert bank.present_transfers(conninfo, [r.id for r in acks]) == {r.id for r in acks}
+    assert bank.total_balance(conninfo) == ACCOUNTS * INITIAL_BALANCE
+    # The master's statistics count every worker's transfers.
+    assert handle.stats().requests == len(acks)
 
 
 def test_failover_under_load_loses_no_acknowledged_transfer(
