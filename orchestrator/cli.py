@@ -705,6 +705,9 @@ def drill_gameday(
                         ] = 30.0,
     workers: Annotated[int, typer.Option(min=0, max=64, help="Distributed Locust: worker processes under one "
                                                               "master (0: one process).")] = 0,
+    capacity_fraction: Annotated[float | None, typer.Option(
+        min=0.01, max=1.0, help="Offer this fraction of the newest 'drctl load capacity' run (replaces --users "
+                                "and --user-rate).")] = None,
     lab_dir: LabDirOpt = None,
     drills_dir: DrillsDirOpt = Path("drills"),
     reports_dir: ReportsDirOpt = Path("reports"),
@@ -724,7 +727,14 @@ def drill_gameday(
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     runner = GameDayRunner(_running_lab(lab_dir), drills_dir, progress=_progress)
-    runner.load(names)
+    specs = runner.load(names)
+    if capacity_fraction is not None:
+        from orchestrator.drills.gameday_report import capacity_paced
+
+        users, user_rate, basis = capacity_paced(reports_dir, specs[0].cluster, capacity_fraction)
+        console.print(f"load: {capacity_fraction:.0%} of {basis['sustainable_throughput']:.1f} transfers/s "
+                      f"(capacity run {basis['capacity_run']}): {users} users at {user_rate:.2f}/s each",
+                      highlight=False)
     result = runner.run(names, duration_s=seconds, seed=seed, users=users, user_rate=user_rate,
                         recovery_s=recovery, workers=workers)
     path = write_gameday(result, reports_dir)

@@ -122,6 +122,21 @@ def summarise(cluster: str, steps: list[StepResult], *, p99_objective_ms: float,
                     sustainable_users=None if best is None else best.users, knee_users=knee, stopped_by=stopped)
 
 
+def paced_load(capacity: Capacity, fraction: float) -> tuple[int, float]:
+    """The users and per-user rate that offer ``fraction`` of the sustainable throughput: the
+    concurrency the capacity run sustained it with, each user paced to an equal share.
+
+    :raises ValueError: the run found no sustainable step, or ``fraction`` is not in (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"capacity fraction {fraction:g} is not in (0, 1]; give e.g. 0.7")
+    if capacity.sustainable_throughput is None or capacity.sustainable_users is None:
+        raise ValueError(f"the capacity run of {capacity.cluster} found no step within its objectives "
+                         f"({capacity.stopped_by}); fix the objective or the cluster, then run it again")
+    users = capacity.sustainable_users
+    return users, fraction * capacity.sustainable_throughput / users
+
+
 def render_plot(capacity: Capacity) -> str:
     """A PNG (base64) of throughput and p99 per step, with the objective."""
     fig = Figure(figsize=(8, 4), dpi=100)

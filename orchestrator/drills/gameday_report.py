@@ -92,3 +92,39 @@ def list_runs(reports_dir: str | Path, marker: str) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted((d for d in root.iterdir() if (d / marker).is_file()), key=lambda d: d.name, reverse=True)
+
+
+def latest_capacity(reports_dir: str | Path, cluster: str) -> tuple[Path, Capacity] | None:
+    """The newest capacity run of ``cluster`` stored under ``reports_dir`` (unreadable ones skipped)."""
+    for run_dir in list_runs(reports_dir, CAPACITY_JSON):
+        try:
+            capacity = Capacity.model_validate_json((run_dir / CAPACITY_JSON).read_text())
+        except (OSError, ValueError):
+            continue
+        if capacity.cluster == cluster:
+            return run_dir, capacity
+    return None
+
+
+def capacity_paced(reports_dir: str | Path, cluster: str, fraction: float) -> tuple[int, float, dict[str, object]]:
+    """Users and per-user rate for ``fraction`` of ``cluster``'s newest measured capacity, and the basis
+    to record in the report.
+
+    :raises InvalidInput: no capacity run of the cluster is stored, or it found no sustainable step.
+    """
+    from orchestrator.drills.capacity import paced_load
+    from orchestrator.errors import InvalidInput
+
+    found = latest_capacity(reports_dir, cluster)
+    if found is None:
+        raise InvalidInput(f"load.capacity_fraction: no capacity run of {cluster} in {reports_dir}; run "
+                           f"'drctl load capacity {cluster}' first or give load.users instead")
+    run_dir, capacity = found
+    try:
+        users, rate = paced_load(capacity, fraction)
+    except ValueError as exc:
+        raise InvalidInput(f"load.capacity_fraction: {exc}") from None
+    basis: dict[str, object] = {"capacity_run": run_dir.name, "sustainable_throughput": capacity.sustainable_throughput,
+             "fraction": fraction, "offered_throughput": round(users * rate, 2), "users": users,
+             "user_rate": round(rate, 4)}
+    return users, rate, basis

@@ -22,6 +22,7 @@ from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
 from orchestrator.drills import bank
 from orchestrator.drills.faults import Injected, inject
+from orchestrator.drills.gameday_report import capacity_paced
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, master_port, start_load
 from orchestrator.drills.measure import Promotion, TimelineEvent, ids_to_look_up, judge, measure, promotions
@@ -61,6 +62,8 @@ class DrillRunner:
         self.reports_dir = reports_dir
         self.progress = progress
         self.route = route
+        # Per drill: the capacity run its load was paced from (load.capacity_fraction), for the report.
+        self.load_basis: dict[str, dict[str, object]] = {}
 
     def load(self, name: str) -> DrillSpec:
         """:raises DrillFileError: unknown drill, or a file that contradicts the topology."""
@@ -70,6 +73,11 @@ class DrillRunner:
                 raise DrillFileError("--route: haproxy needs the topology's health section; add 'health: {}' "
                                      "to the topology or use --route libpq")
             spec = spec.model_copy(update={"route": self.route})
+        if spec.load.capacity_fraction is not None:
+            users, rate, basis = capacity_paced(self.reports_dir, spec.cluster, spec.load.capacity_fraction)
+            self.load_basis[spec.name] = basis
+            spec = spec.model_copy(update={"load": spec.load.model_copy(
+                update={"users": users, "user_rate": rate, "spawn_rate": float(users)})})
         return spec
 
     def run(self, name: str) -> tuple[DrillReport, Path]:
@@ -158,7 +166,8 @@ class DrillRunner:
             drill=spec.name, description=spec.description, cluster=cluster.name, fault=str(spec.fault.kind),
             started_at=started, finished_at=finished, targets=targets,
             settings={**spec.model_dump(mode="json"), "fault_injected": injected.description if injected else None,
-                      "topology": self.lab.topology.name},
+                      "topology": self.lab.topology.name,
+                      **({"load_basis": self.load_basis[spec.name]} if spec.name in self.load_basis else {})},
             versions=self._versions(cluster), load_stats=stats, measurement=measurement, verdict=verdict,
         )
         return report, write_report(report, self.reports_dir)

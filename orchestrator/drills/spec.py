@@ -42,6 +42,9 @@ class LoadProfile(_Model):
     user_rate: float | None = Field(None, gt=0)  # transfers per second per user; None: as fast as it can
     # Distributed Locust: a master spreading the users over this many worker processes (0: one process).
     workers: int = Field(0, ge=0, le=64)
+    # Offer this fraction of the cluster's newest measured capacity (drctl load capacity) instead of
+    # users/user_rate: the users the capacity run sustained it with, each paced to its share.
+    capacity_fraction: float | None = Field(None, gt=0, le=1)
 
 
 class SteadyState(_Model):

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.drills.capacity import StepResult, latency_percentiles, step_result, summarise
+from orchestrator.drills.capacity import StepResult, latency_percentiles, paced_load, step_result, summarise
 from orchestrator.drills.gameday import WARMUP_S, Injection, analyse, schedule
+from orchestrator.drills.gameday_report import write_capacity
 from orchestrator.drills.journal import JournalRecord, Outcome
+from orchestrator.drills.runner import DrillRunner
+from orchestrator.errors import InvalidInput
+from orchestrator.lab import Lab
+from orchestrator.topology import load_topology
+from tests.conftest import REPO
 
 A, B = "127.0.0.1:1", "127.0.0.1:2"
 T0 = 1_750_000_000.0
@@ -131,3 +138,47 @@ def test_step_result_judges_latency_then_errors() -> None:
     errors = [*records[:900], *(_rec(i, T0 + i * 0.01, Outcome.FAIL, A, 1) for i in range(900, 1000))]
     ok = step_result(errors, users=5, start=T0, end=T0 + 10, p99_objective_ms=500, max_error_percent=1)
     assert ok.broke is not None and "10.00% errors" in ok.broke
+
+
+@given(users=st.integers(1, 500), throughput=st.floats(1, 1e5), fraction=st.floats(0.01, 1.0))
+def test_paced_load_offers_the_fraction_of_capacity_with_the_sustaining_users(users: int, throughput: float,
+                                                                             fraction: float) -> None:
+    c = summarise("payments", [_step(users, throughput)], p99_objective_ms=50, max_error_percent=1, max_users=users)
+    paced_users, rate = paced_load(c, fraction)
+    assert paced_users == users
+    assert paced_users * rate == pytest.approx(fraction * throughput, rel=1e-9)
+
+
+def test_paced_load_refuses_a_run_without_a_sustainable_step_and_a_bad_fraction() -> None:
+    broken = summarise("payments", [_step(5, 500, "p99 over")], p99_objective_ms=50, max_error_percent=1,
+                       max_users=5)
+    with pytest.raises(ValueError, match="no step within its objectives"):
+        paced_load(broken, 0.7)
+    fine = summarise("payments", [_step(5, 500)], p99_objective_ms=50, max_error_percent=1, max_users=5)
+    with pytest.raises(ValueError, match=r"not in \(0, 1\]"):
+        paced_load(fine, 1.5)
+
+
+def test_a_drill_at_a_fraction_of_capacity_is_paced_from_the_newest_run_of_its_cluster(tmp_path: Path) -> None:
+    reports, drills = tmp_path / "reports", tmp_path / "drills"
+    drills.mkdir()
+    text = (REPO / "drills" / "primary-crash.yaml").read_text()
+    (drills / "primary-crash.yaml").write_text(text.replace(
+        "load: {users: 10, spawn_rate: 10, duration_s: 12, accounts: 100}",
+        "load: {users: 10, spawn_rate: 10, duration_s: 12, accounts: 100, capacity_fraction: 0.7}"))
+    runner = DrillRunner(Lab(load_topology(REPO / "topology" / "lab.yaml"), tmp_path / "lab"), drills, reports)
+    with pytest.raises(InvalidInput, match=r"load\.capacity_fraction: no capacity run of payments.*drctl load"):
+        runner.load("primary-crash")
+
+    def run(cluster: str, tput: float, at: float) -> None:
+        write_capacity(summarise(cluster, [_step(8, tput / 2), _step(16, tput)], p99_objective_ms=50,
+                                 max_error_percent=1, max_users=16), reports, at=at)
+
+    run("payments", 400.0, T0)
+    run("payments", 800.0, T0 + 3600)      # the newest run of the cluster counts
+    run("ledger", 9000.0, T0 + 7200)       # another cluster's run does not
+    spec = runner.load("primary-crash")
+    assert spec.load.users == 16 and spec.load.user_rate == pytest.approx(0.7 * 800 / 16)
+    basis = runner.load_basis["primary-crash"]
+    assert basis["sustainable_throughput"] == 800.0 and basis["offered_throughput"] == pytest.approx(560.0)
+    assert str(basis["capacity_run"]).endswith("-capacity-payments")
