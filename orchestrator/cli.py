@@ -8,6 +8,7 @@ line and a non-zero exit: 2 for bad input, 1 for everything else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -708,6 +709,9 @@ def drill_gameday(
     capacity_fraction: Annotated[float | None, typer.Option(
         min=0.01, max=1.0, help="Offer this fraction of the newest 'drctl load capacity' run (replaces --users "
                                 "and --user-rate).")] = None,
+    live: Annotated[bool | None, typer.Option(
+        "--live/--no-live", help="A live panel of throughput, errors, faults and budget burn (default: on a "
+                                 "terminal).")] = None,
     lab_dir: LabDirOpt = None,
     drills_dir: DrillsDirOpt = Path("drills"),
     reports_dir: ReportsDirOpt = Path("reports"),
@@ -726,7 +730,8 @@ def drill_gameday(
         schedule(names, duration_s=seconds, seed=seed, recovery_s=recovery)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    runner = GameDayRunner(_running_lab(lab_dir), drills_dir, progress=_progress)
+    lab = _running_lab(lab_dir)
+    runner = GameDayRunner(lab, drills_dir, progress=_progress)
     specs = runner.load(names)
     if capacity_fraction is not None:
         from orchestrator.drills.gameday_report import capacity_paced
@@ -735,8 +740,17 @@ def drill_gameday(
         console.print(f"load: {capacity_fraction:.0%} of {basis['sustainable_throughput']:.1f} transfers/s "
                       f"(capacity run {basis['capacity_run']}): {users} users at {user_rate:.2f}/s each",
                       highlight=False)
-    result = runner.run(names, duration_s=seconds, seed=seed, users=users, user_rate=user_rate,
-                        recovery_s=recovery, workers=workers)
+    view: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if live if live is not None else console.is_terminal:
+        from orchestrator.drills.live import LiveView
+
+        target = lab.topology.cluster(specs[0].cluster).targets.availability_percent
+        live_view = LiveView(console, duration_s=seconds, availability_percent=target)
+        runner = GameDayRunner(lab, drills_dir, progress=live_view.progress, watcher=live_view)
+        view = live_view
+    with view:
+        result = runner.run(names, duration_s=seconds, seed=seed, users=users, user_rate=user_rate,
+                            recovery_s=recovery, workers=workers)
     path = write_gameday(result, reports_dir)
     for line in result.lines():
         console.print(line, highlight=False)

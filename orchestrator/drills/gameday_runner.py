@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from orchestrator.coordination import Coordinator
 from orchestrator.drills import bank
@@ -35,11 +36,21 @@ Progress = Callable[[str], None]
 _SLACK_S = 900.0   # how long the load may outlive the window while faults wait for the steady state
 
 
+class Watcher(Protocol):
+    """Who follows the window live (:class:`orchestrator.drills.live.LiveView`)."""
+
+    def load_started(self, journal_files: Callable[[], list[Path]], at: float) -> None: ...
+
+    def fault_injected(self, name: str, at: float) -> None: ...
+
+
 class GameDayRunner:
-    def __init__(self, lab: Lab, drills_dir: Path, *, progress: Progress = lambda _: None) -> None:
+    def __init__(self, lab: Lab, drills_dir: Path, *, progress: Progress = lambda _: None,
+                 watcher: Watcher | None = None) -> None:
         self.lab = lab
         self.drills = DrillRunner(lab, drills_dir, Path(tempfile.gettempdir()), progress=progress)
         self.progress = progress
+        self.watcher = watcher
 
     def load(self, names: list[str]) -> list[DrillSpec]:
         """:raises DrillFileError: an unknown drill, a bad file, or drills of different clusters."""
@@ -85,6 +96,8 @@ class GameDayRunner:
         load = start_load(conninfo, work / "journal", users, float(max(users, 1)), duration_s + _SLACK_S,
                           accounts, user_rate, work, workers=workers,
                           master_port=master_port(self.lab.topology) if workers else None)
+        if self.watcher is not None:
+            self.watcher.load_started(load.journal_files, started)
         injections: list[Injection] = []
         aborted: str | None = None
         targets = cluster.targets
@@ -102,6 +115,8 @@ class GameDayRunner:
                 fault = self._retarget(spec.fault, cluster, old)
                 self.progress(f"injecting {spec.name}: {fault.kind}")
                 injected = inject(self.lab, coord, cluster, fault)
+                if self.watcher is not None:
+                    self.watcher.fault_injected(spec.name, injected.at)
                 expects = spec.expects_new_primary(primary_dc)
                 injections.append(Injection(drill=spec.name, kind=str(fault.kind), description=injected.description,
                                             at=injected.at, expect_new_primary=expects))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from orchestrator.drills.capacity import run_capacity
 from orchestrator.drills.gameday_report import GAMEDAY_HTML, GAMEDAY_JSON, write_gameday
 from orchestrator.drills.gameday_runner import GameDayRunner
+from orchestrator.drills.live import LiveView
 from orchestrator.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -30,9 +33,17 @@ def test_capacity_ramp_stops_at_a_latency_objective_set_deliberately_low(lab: La
 
 
 def test_short_game_day_keeps_every_invariant(lab: Lab, tmp_path: Path) -> None:
-    runner = GameDayRunner(lab, REPO / "drills")
-    g = runner.run(["primary-crash", "planned-switchover"], duration_s=120, seed=7, users=5, user_rate=20,
-                   recovery_s=30)
+    console = Console(file=io.StringIO(), width=120, record=True)
+    view = LiveView(console, duration_s=120, availability_percent=99.99)
+    runner = GameDayRunner(lab, REPO / "drills", progress=view.progress, watcher=view)
+    with view:
+        g = runner.run(["primary-crash", "planned-switchover"], duration_s=120, seed=7, users=5, user_rate=20,
+                       recovery_s=30)
+    # The live panel followed the real journals and the runner's faults (it also saw the attempts the
+    # window does not count: those cut off when the load was stopped).
+    assert view.counts.acks >= g.acks > 0
+    panel = console.export_text()
+    assert "2: +" in panel and "planned-switchover" in panel, panel
     assert [f.drill for f in g.faults] == ["primary-crash", "planned-switchover"]
     assert all(not f.unrecovered and f.lost == 0 and f.recovered_by for f in g.faults), g.faults
     assert g.lost == 0 and g.expected_total == g.observed_total and g.duplicates == 0 and g.writer_conflicts == 0
