@@ -33,6 +33,7 @@ from orchestrator.drills.soak import Executed, Round, Soak, expects_new_primary,
 from orchestrator.drills.spec import DrillSpec, FaultKind, KillPrimary, LoadProfile
 from orchestrator.errors import LabError, OrchestratorError
 from orchestrator.lab import Lab
+from orchestrator.processes import is_running
 from orchestrator.topology import Cluster
 from orchestrator.waiting import poll
 
@@ -150,6 +151,11 @@ class SoakRunner:
         try:
             injected = inject(self.lab, coord, cluster, fault)
             at, healed, description = injected.at, injected.healed_at, injected.description
+            # A process killed a moment ago still exits: restarting its server now would find the
+            # old PID running (and the new one could not bind its ports). Stalls killed nothing.
+            killed = injected.pids if healed is None else ()
+            if not poll(lambda: not any(is_running(p) for p in killed), timeout=30, interval=0.05):
+                raise OrchestratorError(f"killed processes {list(killed)} still run after 30 s")
             self.gameday._recover(spec, cluster, coord, old,
                                   expects, at, 10 * cluster.targets.rto_seconds)
         except OrchestratorError as exc:
