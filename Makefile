@@ -8,7 +8,7 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headles
 	postgresql-15-auto-failover pg-auto-failover-cli pgbackrest haproxy chromium
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test drill bench backup-bench lint unit lab-up lab-down clean
+.PHONY: setup test drill soak bench backup-bench lint unit lab-up lab-down clean
 
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -39,6 +39,15 @@ test: setup lint
 drill: setup
 	$(DRCTL) lab up
 	$(DRCTL) drill run primary-crash
+
+# The randomized soak (orchestrator/drills/soak.py): 200 seeded rounds of the whole fault catalogue
+# under continuous bank load; SOAK_ROUNDS / SOAK_SEED / SOAK_FAULTS override. Not part of `make test`.
+SOAK_ROUNDS ?= 200
+SOAK_SEED ?= 1
+SOAK_FAULTS ?=
+soak: setup
+	$(DRCTL) lab up
+	$(DRCTL) drill soak --rounds $(SOAK_ROUNDS) --seed $(SOAK_SEED) $(if $(SOAK_FAULTS),--faults $(SOAK_FAULTS))
 
 bench: setup
 	$(DRCTL) bench failover

@@ -759,6 +759,53 @@ def drill_gameday(
         raise typer.Exit(1)
 
 
+@drill_app.command("soak")
+def drill_soak(
+    rounds: Annotated[int, typer.Option(min=1, max=100000, help="How many faults, one per round.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seeds the faults, their parameters and times: same seed, same run.")
+                    ] = 0,
+    faults: Annotated[str | None, typer.Option(help="Fault kinds to draw from, comma-separated (default: the "
+                                                    "whole catalogue).")] = None,
+    cluster: Annotated[str | None, typer.Option(help="The cluster (default: the topology's first).")] = None,
+    users: Annotated[int, typer.Option(min=1, max=1000, help="Locust users throughout.")] = 5,
+    user_rate: Annotated[float, typer.Option(min=0, help="Transfers per second per user; 0: as fast as it can.")
+                         ] = 20.0,
+    lab_dir: LabDirOpt = None,
+    drills_dir: DrillsDirOpt = Path("drills"),
+    reports_dir: ReportsDirOpt = Path("reports"),
+) -> None:
+    """Random faults from the catalogue, round after round, under one continuous bank load.
+
+    Each round: full redundancy, the fault, recovery; then every invariant (no acknowledged transfer
+    lost, money conserved, never two writers, zero loss proven, no false failover under a stall).
+    Exit 1 when a round broke one. Writes <reports-dir>/<UTC>-soak-<cluster>/ (soak.json, soak.html,
+    and the journal of each round that broke an invariant).
+    """
+    from orchestrator.drills.soak import kinds_of, plan
+    from orchestrator.drills.soak_report import JOURNALS, SOAK_HTML, run_dir_for, write_soak
+    from orchestrator.drills.soak_runner import SoakRunner
+
+    try:
+        kinds = kinds_of(faults)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    lab = _running_lab(lab_dir)
+    names = [c.name for c in lab.topology.clusters]
+    if cluster is not None and cluster not in names:
+        raise InvalidInput(f"--cluster: unknown cluster {cluster!r}; use one of {', '.join(names)}")
+    target = lab.topology.cluster(cluster or names[0])
+    schedule = plan(lab.topology, target, rounds=rounds, seed=seed, kinds=kinds)
+    run_dir = run_dir_for(time.time(), target.name, reports_dir)
+    result = SoakRunner(lab, drills_dir, progress=_progress).run(
+        schedule, target, seed=seed, kinds=kinds, users=users, user_rate=user_rate, journals_dir=run_dir / JOURNALS)
+    write_soak(result, run_dir)
+    for line in result.lines():
+        console.print(line, highlight=False)
+    console.print(f"report: {run_dir / SOAK_HTML}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 load_app = typer.Typer(no_args_is_help=True, help="Load: find the cluster's capacity within its objectives.")
 app.add_typer(load_app, name="load")
 

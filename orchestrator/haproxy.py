@@ -25,7 +25,7 @@ from orchestrator import postgres as pg
 from orchestrator.errors import LabError
 from orchestrator.processes import is_running, port_in_use, read_pid, spawn
 from orchestrator.processes import stop as stop_pid
-from orchestrator.topology import Topology
+from orchestrator.topology import CLIENT_TIMEOUTS, Topology
 from orchestrator.waiting import poll
 
 BINARY = "/usr/sbin/haproxy"
@@ -180,4 +180,4 @@ def conninfo(topology: Topology, cluster: str, creds: pg.Credentials, *, kind: s
     found = topology.cluster(cluster)
     return psycopg.conninfo.make_conninfo(host=topology.port_address(key), port=topology.port_plan()[key],
                                           user=creds.app_user, password=creds.app_password,
-                                          dbname=found.database, connect_timeout=2)
+                                          dbname=found.database, **CLIENT_TIMEOUTS)

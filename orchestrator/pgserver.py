@@ -81,8 +81,9 @@ class InstanceLayout:
             "wal_init_zero": "off",
             # A promote or re-point that lands during the walreceiver's retry sleep waits it out.
             "wal_retrieve_retry_interval": f"{pg.wal_retrieve_retry_interval_ms}ms",
+            # Silent loss: see PostgresSpec (1.8 s to notice a silent primary at 2 s; 59.8 s by default).
             "wal_receiver_timeout": f"{pg.wal_receiver_timeout_ms}ms",
-            "wal_sender_timeout": f"{pg.wal_receiver_timeout_ms}ms",
+            "wal_sender_timeout": f"{pg.wal_sender_timeout_ms}ms",
             "wal_receiver_status_interval": "1s",
             "recovery_target_timeline": "latest",
             # A margin for members that reconnect without a reserved slot (tiny lab segments).

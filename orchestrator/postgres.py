@@ -8,8 +8,13 @@ the controller (fast path), the lab (set-up) and the drills (checks).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import functools
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -104,6 +109,46 @@ SELECT pg_is_in_recovery(),
 _REPLICAS = "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication"
 
 
+T = TypeVar("T")
+
+
+class _ProbeExpired(Exception):
+    """A probe's query had no answer within the probe timeout (its connection was shut down)."""
+
+
+def bounded(conn: Connection, timeout: float, read: Callable[[], T]) -> tuple[T, bool]:
+    """Run ``read`` on ``conn`` with a client-side deadline of ``timeout`` seconds.
+
+    An established connection to a stalled server waits forever: the server's kernel acknowledges
+    every byte, so ``statement_timeout`` (server side), keepalives and ``tcp_user_timeout`` never
+    fire. Past the deadline the socket is shut down, the wait ends at once, and
+    :class:`_ProbeExpired` is raised (the connection is then unusable: drop it).
+    """
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
+
+    timer = threading.Timer(timeout, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        result = read()
+    except psycopg.Error:
+        if expired.is_set():
+            raise _ProbeExpired() from None
+        raise
+    finally:
+        timer.cancel()
+    return result, expired.is_set()
+
+
 class Prober:
     """Keeps one connection per member and turns each probe into a :class:`MemberStatus`.
 
@@ -123,11 +168,20 @@ class Prober:
                 if conn is None or conn.closed:
                     conn = connect(endpoint, self._creds, timeout=self._timeout)
                     self._conns[endpoint.name] = conn
-                return _read_status(endpoint.name, conn)
+                status, late = bounded(conn, self._timeout, functools.partial(_read_status, endpoint.name, conn))
+                if late:   # answered just as the deadline cut the socket: good answer, dead connection
+                    self._drop(endpoint.name)
+                return status
             except DatabaseUnavailable as exc:
                 self._drop(endpoint.name)
                 return MemberStatus(name=endpoint.name, health=Health.UNREACHABLE, error=str(exc),
                                     refused=refused(str(exc)))
+            except _ProbeExpired:
+                # A stalled (SIGSTOPped, frozen) server: its kernel still acknowledges every packet, so
+                # neither keepalives nor tcp_user_timeout end the wait. No retry: it would wait again.
+                self._drop(endpoint.name)
+                return MemberStatus(name=endpoint.name, health=Health.UNREACHABLE,
+                                    error=f"no answer within the {self._timeout:g} s probe timeout")
             except psycopg.Error as exc:
                 self._drop(endpoint.name)
                 if attempt == 2:
@@ -242,11 +296,16 @@ def primary_conninfo(upstream: Endpoint, member: str, creds: Credentials, passfi
         user=creds.replication_user,
         passfile=passfile,
         application_name=member,
+        # A reconnect to a silent upstream: ~134 s without it (libpq 15 enforces at least 2 s).
         connect_timeout=2,
+        # An idle stream to a silent upstream ends in 2.8 s with keepalives 1/1/2 (wal_receiver_timeout,
+        # 2 s in the lab, usually ends it first: 1.8 s).
         keepalives=1,
         keepalives_idle=1,
         keepalives_interval=1,
         keepalives_count=2,
+        # Replies stuck unacknowledged in the send queue: 10.8 s alone (measured), hours without.
+        tcp_user_timeout=2000,
     )
 
 

@@ -83,6 +83,22 @@ class Region(_Model):
     _name = field_validator("name")(_check_name)
 
 
+# What every client connection string carries so a silently lost server cannot hang a client
+# (measured on a silent partition, ../shared/NETNS-NOTES.md). Loopback's refusals hide all of this.
+CLIENT_TIMEOUTS: dict[str, str] = {
+    # A new connection to a silent host: 134 s with nothing set; libpq 15 enforces at least 2 s.
+    "connect_timeout": "2",
+    # Unacknowledged sends (a query sent after the cut, a connect's handshake): 1.0-1.9 s instead of hours.
+    "tcp_user_timeout": "1000",
+    # An idle or waiting connection to a silent host: keepalives 1/1/3 end it in 3.7 s (1.6 s together
+    # with tcp_user_timeout) instead of the kernel's two hours.
+    "keepalives": "1",
+    "keepalives_idle": "1",
+    "keepalives_interval": "1",
+    "keepalives_count": "3",
+}
+
+
 class PortRange(_Model):
     """Ports the lab hands out, in order, to every server that has no explicit port."""
 
@@ -113,6 +129,9 @@ class ZooKeeperSpec(_Model):
 
 class ControllerSpec(_Model):
     probe_interval_ms: int = Field(100, ge=10, le=10000)
+    # Bounds every probe client-side (connect_timeout, tcp_user_timeout, and a deadline that cuts
+    # the socket: a stalled server's kernel acknowledges everything, so only that ends the wait).
+    # A silent or stalled primary costs failure_threshold x this before it counts as failed: 2 s.
     probe_timeout_ms: int = Field(1000, ge=50, le=30000)
     failure_threshold: int = Field(2, ge=1, le=20)
     anti_flap_seconds: float = Field(60.0, ge=0)
@@ -126,7 +145,13 @@ class PostgresSpec(_Model):
     os_user: str = "postgres"
     wal_segsize_mb: int = Field(1, ge=1, le=1024)
     wal_retrieve_retry_interval_ms: int = Field(50, ge=1)
-    wal_receiver_timeout_ms: int = Field(5000, ge=100)
+    # Silent loss of the primary (its host or link gone, not a refusing port): the standby's
+    # walreceiver ends the stream 1.8 s after the cut at 2 s (measured; PostgreSQL's 60 s default: 59.8 s).
+    # A stall shorter than this, under load, keeps the standbys streaming (decisions.stall_tolerance_s).
+    wal_receiver_timeout_ms: int = Field(2000, ge=100)
+    # The primary drops a silent standby's walsender after this (default 60 s: a dead standby shows
+    # as streaming, and holds a synchronous slot in the count, for a minute).
+    wal_sender_timeout_ms: int = Field(2000, ge=100)
     shared_buffers: str = "32MB"
 
     @field_validator("wal_segsize_mb")
@@ -612,9 +637,10 @@ class Topology(_Model):
         """A libpq multi-host string that always lands on the writable primary."""
         hosts = ",".join(self.member_address(m) for m in cluster.members)
         ports = ",".join(str(self.member_port(cluster, m)) for m in cluster.members)
+        options = "&".join(f"{k}={v}" for k, v in CLIENT_TIMEOUTS.items())
         return (
             f"postgresql://{user}:{password}@/{dbname or cluster.database}"
-            f"?host={hosts}&port={ports}&target_session_attrs=read-write&connect_timeout=2"
+            f"?host={hosts}&port={ports}&target_session_attrs=read-write&{options}"
         )
 
     # ---- validation ----------------------------------------------------------------------

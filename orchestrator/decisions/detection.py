@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from orchestrator.decisions.policy import Policy
 from orchestrator.state import ClusterSnapshot, MemberStatus, Role
+from orchestrator.topology import Topology
 
 # ---- memory between cycles -----------------------------------------------------------------
 
@@ -80,6 +81,22 @@ def assess_primary(snapshot: ClusterSnapshot, policy: Policy, primary: str, fail
     names = ", ".join(sorted(s.name for s in standbys))
     return Assessment(Verdict.FAILED,
                       f"{primary} unreachable for {failures} probes and no standby streams from it ({names})")
+
+
+def stall_tolerance_s(topology: Topology) -> float:
+    """The longest stall of the primary (SIGSTOP, a frozen VM) that detection rides out: a failover
+    during a shorter one is a false failover.
+
+    A stalled server's kernel still completes connects and acknowledges every byte, so each probe
+    of it fails only at its deadline, and :func:`assess_primary` needs ``failure_threshold`` of them
+    in a row: at least ``failure_threshold x probe_timeout``. Even then a standby that still streams
+    from it keeps it ALIVE_ELSEWHERE until its walreceiver gives up: ``wal_receiver_timeout`` after
+    the last message, and the receiver asks for one at half the timeout, so at least half of it.
+    A failover needs both, so the bound is the later of the two.
+    """
+    controller, postgres = topology.controller, topology.postgres
+    probes = controller.failure_threshold * controller.probe_timeout_ms / 1000
+    return max(probes, postgres.wal_receiver_timeout_ms / 2000)
 
 
 # ---- proof that the old primary acknowledges nothing -------------------------------------------

@@ -23,6 +23,9 @@ from orchestrator.drills.spec import (
     Fault,
     KillPrimary,
     RegionLoss,
+    StallLeaderController,
+    StallPrimary,
+    StallZooKeeper,
     Switchover,
     ZooKeeperServerLoss,
 )
@@ -91,6 +94,10 @@ def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Inje
                             f"ZooKeeper server", tuple(pids), dc)
     if isinstance(fault, RegionLoss):
         return _region_loss(lab, coord, cluster, fault)
+    if isinstance(fault, StallPrimary | StallLeaderController | StallZooKeeper):
+        from orchestrator.drills.stalls import inject_stall  # it builds on this module
+
+        return inject_stall(lab, coord, cluster, fault)
     if isinstance(fault, ControllerLeaderCrash):
         leader = coord.leader_identity()
         if leader is None:

@@ -137,6 +137,11 @@ def render_timeline(report: DrillReport) -> bytes:
             continue
         for ax in (top, bottom):
             ax.axvline(at - m.fault_at, color=colour, linestyle="--", linewidth=1, label=label if ax is top else None)
+    healed = report.settings.get("fault_healed_at")
+    if isinstance(healed, int | float):   # a timed fault (a stall): its window, fault to heal
+        for ax in (top, bottom):
+            ax.axvspan(0.0, healed - m.fault_at, facecolor="none", edgecolor="tab:red", hatch="//", alpha=0.4,
+                       linewidth=0, label="fault window" if ax is top else None)
     if top.get_legend_handles_labels()[0]:
         top.legend(loc="upper right", fontsize="small")
     for ax in (top, bottom):

@@ -20,14 +20,23 @@ from orchestrator import __version__, haproxy
 from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
-from orchestrator.drills import bank
+from orchestrator.drills import bank, stalls
 from orchestrator.drills.faults import Injected, inject
 from orchestrator.drills.gameday_report import capacity_paced
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, master_port, start_load
 from orchestrator.drills.measure import Promotion, TimelineEvent, ids_to_look_up, judge, measure, promotions
 from orchestrator.drills.report import DrillReport, write_report
-from orchestrator.drills.spec import DrillSpec, Route, Switchover, find_drill, load_drill
+from orchestrator.drills.spec import (
+    DrillSpec,
+    Route,
+    StallLeaderController,
+    StallPrimary,
+    StallZooKeeper,
+    Switchover,
+    find_drill,
+    load_drill,
+)
 from orchestrator.errors import DrillFileError, LabError, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.state import ClusterSnapshot, Role
@@ -158,6 +167,10 @@ class DrillRunner:
             operations=self._promotions(coord, cluster, fault_at, fault_at + spec.observe_s),
         )
         verdict = judge(measurement, targets, aborted=aborted or rollback)
+        if isinstance(spec.fault, StallPrimary | StallLeaderController | StallZooKeeper):
+            tolerance = stalls.stall_tolerance(self.lab.topology, spec.fault)
+            false = stalls.false_failovers(spec.fault, tolerance, measurement.promotions)
+            verdict = stalls.with_check(verdict, stalls.false_failover_check(spec.fault, tolerance, false))
         try:
             stats = load.stats().__dict__
         except LabError:
@@ -166,6 +179,7 @@ class DrillRunner:
             drill=spec.name, description=spec.description, cluster=cluster.name, fault=str(spec.fault.kind),
             started_at=started, finished_at=finished, targets=targets,
             settings={**spec.model_dump(mode="json"), "fault_injected": injected.description if injected else None,
+                      "fault_healed_at": injected.healed_at if injected else None,
                       "topology": self.lab.topology.name,
                       **({"load_basis": self.load_basis[spec.name]} if spec.name in self.load_basis else {})},
             versions=self._versions(cluster), load_stats=stats, measurement=measurement, verdict=verdict,

@@ -62,6 +62,10 @@ class FaultKind(StrEnum):
     ZOOKEEPER_SERVER_LOSS = "zookeeper-server-loss"
     SWITCHOVER = "switchover"
     REGION_LOSS = "region-loss"
+    # Stalls (orchestrator.drills.stalls): SIGSTOP for duration_s, then SIGCONT.
+    STALL_PRIMARY = "stall-primary"
+    STALL_LEADER_CONTROLLER = "stall-leader-controller"
+    STALL_ZOOKEEPER = "stall-zookeeper"
 
 
 class KillPrimary(_Model):
@@ -110,8 +114,39 @@ class Switchover(_Model):
     to: str
 
 
+# ---- stalls: a frozen process is silent to its peers, yet its kernel still answers TCP --------
+
+
+class StallPrimary(_Model):
+    """SIGSTOP of every process of the primary's PostgreSQL instance (postmaster and children) for
+    ``duration_s``, then SIGCONT: a VM freeze. Shorter than the stall tolerance, no failover may follow."""
+
+    kind: Literal[FaultKind.STALL_PRIMARY]
+    duration_s: float = Field(gt=0, le=600)
+
+
+class StallLeaderController(_Model):
+    """SIGSTOP of the leading controller for ``duration_s``: past its ZooKeeper session another leads,
+    and the woken one must change nothing."""
+
+    kind: Literal[FaultKind.STALL_LEADER_CONTROLLER]
+    duration_s: float = Field(gt=0, le=600)
+
+
+class StallZooKeeper(_Model):
+    """SIGSTOP of one ZooKeeper server (the ensemble's leader, or the one in a data centre)."""
+
+    kind: Literal[FaultKind.STALL_ZOOKEEPER]
+    duration_s: float = Field(gt=0, le=600)
+    datacenter: str = ZOOKEEPER_LEADER
+
+
+Stall = StallPrimary | StallLeaderController | StallZooKeeper
+
+
 Fault = Annotated[
-    KillPrimary | DatacenterOutage | ControllerLeaderCrash | ZooKeeperServerLoss | Switchover | RegionLoss,
+    KillPrimary | DatacenterOutage | ControllerLeaderCrash | ZooKeeperServerLoss | Switchover | RegionLoss
+    | StallPrimary | StallLeaderController | StallZooKeeper,
     Field(discriminator="kind"),
 ]
 
@@ -256,7 +291,7 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
             f"fault.datacenter: unknown data centre {fault.datacenter!r}; "
             f"use one of {', '.join(dcs)} or {PRIMARY_DATACENTER!r}"
         )
-    if isinstance(fault, ZooKeeperServerLoss):
+    if isinstance(fault, ZooKeeperServerLoss | StallZooKeeper):
         zk = topo.zookeeper_datacenters
         if fault.datacenter not in (ZOOKEEPER_LEADER, *zk):
             problems.append(
@@ -265,9 +300,9 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
             )
     if isinstance(fault, RegionLoss):
         problems.extend(_region_loss_contradictions(fault, topo, cluster))
-    if isinstance(fault, ControllerLeaderCrash) and len(topo.controller_datacenters) < 2:
+    if isinstance(fault, ControllerLeaderCrash | StallLeaderController) and len(topo.controller_datacenters) < 2:
         problems.append(
-            "fault: controller-leader-crash needs a second controller to take over; "
+            f"fault: {fault.kind} needs a second controller to take over; "
             "run controllers in at least two data centres (controller.datacenters)"
         )
     if isinstance(fault, Switchover):
@@ -283,6 +318,11 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
         problems.append(
             f"targets.rpo_seconds: 0 needs synchronous replication but cluster {cluster.name!r} has quorum 0; "
             "accept a positive RPO"
+        )
+    if isinstance(fault, StallPrimary | StallLeaderController | StallZooKeeper) and fault.duration_s >= spec.observe_s:
+        problems.append(
+            f"fault.duration_s: a {fault.duration_s:g} s stall outlasts the {spec.observe_s:g} s observation window; "
+            "shorten the stall or raise observe_s (and load.duration_s) to watch what follows the heal"
         )
     if spec.observe_s < targets.rto_seconds:
         problems.append(

@@ -29,6 +29,7 @@ class CheckName(StrEnum):
     SINGLE_WRITABLE_PRIMARY = "single-writable-primary"
     FAILED_NOT_COMMITTED = "failed-transfers-not-committed"
     ZERO_LOSS_PROVEN = "zero-loss-proven"
+    NO_FALSE_FAILOVER = "no-false-failover"   # stall drills only (orchestrator.drills.stalls)
 
 
 class Check(BaseModel):
