@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.network import namespaces
 from orchestrator.processes import is_running, read_pid, spawn, stop
 from orchestrator.topology import Topology
 
@@ -85,6 +86,7 @@ class ZooKeeperServer:
             ],
             log=self.home / "zk.log",
             cwd=self.home,
+            netns=namespaces.netns_of(self.root, self.datacenter),
         )
         self.pidfile.write_text(f"{pid}\n")
         return pid

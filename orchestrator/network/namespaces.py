@@ -181,6 +181,14 @@ def exec_prefix(netns: str | None, user: str | None = None) -> list[str]:
     return prefix
 
 
+def host_exec_prefixes(topology: Topology, network: LabNetwork) -> dict[str, list[str]]:
+    """Per topology host, the prefix that runs a server command in its namespace as the OS user
+    (the playbooks' ``dr_exec_prefix``: :func:`orchestrator.playbooks.inventory`)."""
+    user = topology.postgres.os_user
+    return {host.name: exec_prefix(network.namespace_of(dc.name).name, user)
+            for dc in topology.datacenters for host in dc.hosts}
+
+
 # ---- building and tearing down -----------------------------------------------------------------
 
 

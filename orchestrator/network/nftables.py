@@ -76,6 +76,34 @@ def one_way(network: LabNetwork, source: Iterable[str], target: Iterable[str], *
     return _install(network, label, [f"iifname {_set(src)} oifname {_set(dst)}"])
 
 
+def _ports(numbers: Iterable[int]) -> str:
+    return "{ " + ", ".join(str(n) for n in sorted(set(numbers))) + " }"
+
+
+def cut_service(network: LabNetwork, servers: Iterable[str], clients: Iterable[str], tcp_ports: Iterable[int], *,
+                label: str = "service") -> str:
+    """Drop TCP between the bridge ports ``clients`` and the ``tcp_ports`` served behind ``servers``
+    (both directions of those connections); everything else between them still flows. Return the table."""
+    srv, cli, ports = sorted(set(servers)), sorted(set(clients)), list(tcp_ports)
+    if not srv or not cli or not ports:
+        raise LabError(f"cut {label}: needs server ports, client ports and TCP ports (got {srv}, {cli}, {ports})")
+    return _install(network, label, [f"iifname {_set(cli)} oifname {_set(srv)} tcp dport {_ports(ports)}",
+                                     f"iifname {_set(srv)} oifname {_set(cli)} tcp sport {_ports(ports)}"])
+
+
+def isolate_server(network: LabNetwork, port: str, own_ports: Iterable[int], peer_ports: Iterable[int], *,
+                   label: str = "server") -> str:
+    """Cut the server behind bridge port ``port`` listening on ``own_ports`` from everything outside its
+    namespace, and from its peers' ``peer_ports``; the namespace's other traffic still flows. Return the table."""
+    own, peers = list(own_ports), list(peer_ports)
+    if not own:
+        raise LabError(f"cut {label}: the server needs at least one port")
+    rules = [f'oifname "{port}" tcp dport {_ports(own)}', f'iifname "{port}" tcp sport {_ports(own)}']
+    if peers:
+        rules += [f'iifname "{port}" tcp dport {_ports(peers)}', f'oifname "{port}" tcp sport {_ports(peers)}']
+    return _install(network, label, rules)
+
+
 def partition(network: LabNetwork, datacenter: str, *, cut_clients: bool) -> str:
     """Cut ``datacenter`` (its hosts and its controller) from every other data centre, and from the
     clients and the root namespace's leg when ``cut_clients``; return the table to :func:`heal`."""
