@@ -1,7 +1,9 @@
-"""The isolated lab (``drctl lab up --isolated``): every data centre in its own network namespace.
+"""The isolated lab (``drctl lab up --isolated``): every data centre in its own network namespace,
+and the link-fault drills that only it can run (issue 10's tests).
 
-One module-scoped isolated lab serves every test here; the last test takes it down and checks
-that nothing is left (namespaces, veth, processes), and that a second ``down`` is harmless.
+One module-scoped isolated lab serves every test here, in file order; the last test takes it
+down and checks that nothing is left (namespaces, veth, processes), and that a second ``down``
+is harmless.
 """
 
 from __future__ import annotations
@@ -10,17 +12,22 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from orchestrator import postgres as pg
+from orchestrator.coordination import Coordinator
+from orchestrator.drills.report import DrillReport
+from orchestrator.drills.runner import DrillRunner
+from orchestrator.ensemble import ensemble_ready
 from orchestrator.lab import Lab
 from orchestrator.network import namespaces
 from orchestrator.processes import is_running
 from orchestrator.topology import Topology, with_port_base
 from orchestrator.waiting import poll
-from tests.conftest import TEST_PORT_BASE, make_lab_dir
+from tests.conftest import REPO, TEST_PORT_BASE, make_lab_dir
 
 pytestmark = pytest.mark.lab
 
@@ -82,6 +89,65 @@ def test_isolated_lab_replicates_to_every_standby(isolated_lab: Lab) -> None:
             return bool(row and row[0] == 1)
 
         assert poll(replayed, timeout=30, interval=0.05), f"{member.name} never replayed {marker}"
+
+
+def _primary(lab: Lab) -> str:
+    coord = Coordinator(lab.topology.zookeeper_hosts(), lab.topology.name, identity="test")
+    coord.start()
+    try:
+        state, _ = coord.read_state("payments")
+    finally:
+        coord.stop()
+    assert state is not None
+    return state.primary
+
+
+def _run(lab: Lab, drill: str, reports: Path) -> DrillReport:
+    report, _ = DrillRunner(lab, REPO / "drills", reports).run(drill)
+    m = report.measurement
+    # Whatever the fault: no acknowledged transfer lost, money conserved, never two writers.
+    assert m.loss.lost == 0, m.loss
+    assert m.invariants.expected_total == m.invariants.observed_total
+    assert m.invariants.duplicate_transfers == 0
+    assert not m.invariants.writer_conflicts, m.invariants.writer_conflicts
+    return report
+
+
+def test_partition_of_the_primarys_datacenter_fails_over_elsewhere(isolated_lab: Lab, tmp_path: Path) -> None:
+    lab = isolated_lab
+    cluster = lab.topology.cluster("payments")
+    old = _primary(lab)
+    old_dc = cluster.member(old).datacenter
+    report = _run(lab, "partition-datacenter", tmp_path)
+    promotions = report.measurement.promotions
+    assert [p.kind for p in promotions] == ["failover"], promotions
+    assert cluster.member(promotions[0].target).datacenter != old_dc
+    assert promotions[0].proven and not promotions[0].accept_data_loss, promotions[0]
+    assert not report.measurement.outage.unrecovered
+    # The old primary was fenced (its agent lost its lease) and came back as a standby after the heal.
+    assert _primary(lab) == promotions[0].target
+    assert lab.status().healthy
+
+
+def test_controllers_cut_from_the_primary_alone_cause_no_failover(isolated_lab: Lab, tmp_path: Path) -> None:
+    lab = isolated_lab
+    before = _primary(lab)
+    report = _run(lab, "partition-primary-from-controllers", tmp_path)
+    assert report.measurement.promotions == ()
+    assert _primary(lab) == before
+    assert report.verdict.passed, report.verdict.failures
+
+
+def test_zookeeper_minority_cut_then_healed_rejoins_without_failover(isolated_lab: Lab, tmp_path: Path) -> None:
+    lab = isolated_lab
+    before = _primary(lab)
+    report = _run(lab, "isolate-zookeeper-minority", tmp_path)
+    assert report.measurement.promotions == ()
+    assert _primary(lab) == before
+    # The cut server serves again: one leader and two followers (polled, never a fixed sleep).
+    assert poll(lambda: ensemble_ready(lab.zookeeper()), timeout=60, interval=0.2), \
+        [s.mode() for s in lab.zookeeper()]
+    assert report.verdict.passed, report.verdict.failures
 
 
 def test_lab_down_leaves_nothing_and_is_idempotent(isolated_lab: Lab) -> None:
