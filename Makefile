@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DRCTL := $(VENV)/bin/drctl
 # Debian packages the lab needs; only missing ones are installed.
 APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headless python3-venv \
-	postgresql-15-auto-failover pg-auto-failover-cli pgbackrest haproxy chromium
+	postgresql-15-auto-failover pg-auto-failover-cli pgbackrest haproxy chromium iproute2 nftables
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup test drill soak bench backup-bench lint unit lab-up lab-down clean

@@ -124,9 +124,10 @@ def _topology(topology: Path | None, lab_dir: Path | None = None) -> Topology:
     return load_topology(topology or Path(os.environ.get("DRCTL_TOPOLOGY", str(DEFAULT_TOPOLOGY))))
 
 
-def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True, agents: bool | None = None
-         ) -> Lab:
-    return Lab(_topology(topology, lab_dir), _lab_dir(lab_dir), controllers=controllers, agents=agents)
+def _lab(topology: Path | None, lab_dir: Path | None, *, controllers: bool = True, agents: bool | None = None,
+         isolated: bool = False) -> Lab:
+    return Lab(_topology(topology, lab_dir), _lab_dir(lab_dir), controllers=controllers, agents=agents,
+               isolated=isolated)
 
 
 @lab_app.command("up")
@@ -138,11 +139,17 @@ def lab_up(
         "--agents/--no-agents", help="Start one self-fencing node agent per PostgreSQL member (default: "
                                      "with the controllers; a lab without them fails over only a primary "
                                      "whose port refuses connections).")] = None,
+    isolated: Annotated[bool, typer.Option(
+        help="Each data centre in its own network namespace (root only), so link faults can cut them "
+             "silently (drills partition-datacenter, one-way-cut, ...).")] = False,
 ) -> None:
     """Bring the topology to life (idempotent)."""
-    lab = _lab(topology, lab_dir, controllers=controllers, agents=agents)
+    if isolated and os.geteuid() != 0:
+        raise InvalidInput("--isolated: network namespaces need root; run drctl as root or drop --isolated")
+    lab = _lab(topology, lab_dir, controllers=controllers, agents=agents, isolated=isolated)
     if _recorded_topology(lab.root) is None:
-        _check_ports_free(lab.topology)
+        if not lab.isolated:   # an isolated lab's namespaces are new: nothing else listens there
+            _check_ports_free(lab.topology)
         try:
             lab.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -176,6 +183,12 @@ def lab_down(
     root = _lab_dir(lab_dir)
     topo = _recorded_topology(root)
     if topo is None:
+        from orchestrator.network import namespaces
+
+        if (root / namespaces.STATE_FILE).exists():   # a lab that crashed while building its network
+            namespaces.destroy(root)
+            console.print(f"removed the lab network recorded in {root / namespaces.STATE_FILE}")
+            return
         console.print(f"no lab at {root}; nothing to stop")
         return
     started = time.monotonic()
@@ -313,6 +326,14 @@ def agent_run(
     run_agent(agent_config(root, member, cluster=cluster, zk_hosts=zk_hosts), sys.stdout, lab_root=root)
 
 
+def _exec_prefixes(topo: Topology, root: Path) -> dict[str, list[str]] | None:
+    """In an isolated lab: how the playbooks run server commands inside each host's namespace."""
+    from orchestrator.network import namespaces
+
+    network = namespaces.load(root)
+    return None if network is None else namespaces.host_exec_prefixes(topo, network)
+
+
 class _Rejoiner:
     """Rejoin through the Ansible playbook; :meth:`cancel` stops runs in flight at shutdown."""
 
@@ -321,7 +342,7 @@ class _Rejoiner:
         from orchestrator.playbooks import PlaybookRunner
 
         self._topo = topo
-        self._runner = PlaybookRunner(topo, root / "ansible")
+        self._runner = PlaybookRunner(topo, root / "ansible", exec_prefixes=_exec_prefixes(topo, root))
         self._creds = load_credentials(root)
 
     def __call__(self, layout: InstanceLayout, upstream: Endpoint, cancelled: Callable[[], bool]) -> None:
@@ -1078,7 +1099,8 @@ def restore(
     if scratch is None:    # a member's own data directory, on its host: through the playbook
         from orchestrator.playbooks import PlaybookRunner
 
-        runner = PlaybookRunner(service.topology, service.root / "ansible")
+        runner = PlaybookRunner(service.topology, service.root / "ansible",
+                                exec_prefixes=_exec_prefixes(service.topology, service.root))
     report = service.restore(to, target, scratch=scratch, port=port, runner=runner)
     console.print(f"{cluster}: restored backup {report.backup} as {to} ({report.via}) to the {report.target} in "
                   f"{report.total_seconds:.1f}s: copy {report.restore_seconds:.1f}s "

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.network import namespaces
 from orchestrator.processes import is_running, read_pid, spawn, stop
 from orchestrator.topology import Topology
 
@@ -91,7 +92,8 @@ class ZooKeeperServer:
         (self.home / "data").mkdir(parents=True, exist_ok=True)
         (self.home / "data" / "myid").write_text(f"{self.myid}\n")
         (self.home / "zoo.cfg").write_text(self.config())
-        pid = spawn(self.command(), log=self.home / "zk.log", cwd=self.home)
+        pid = spawn(self.command(), log=self.home / "zk.log", cwd=self.home,
+                    netns=namespaces.netns_of(self.root, self.datacenter))
         self.pidfile.write_text(f"{pid}\n")
         return pid
 

@@ -11,6 +11,13 @@ act on what really runs.
 ``up`` is idempotent: what is healthy is left alone, what is stopped is started, what is
 missing is built. ``down`` stops every process by its PID (HAProxy too, when ``drctl lab
 haproxy`` started it: :mod:`orchestrator.haproxy`) and removes the directory.
+
+An isolated lab (``drctl lab up --isolated``) puts each data centre in its own network
+namespace (:mod:`orchestrator.network.namespaces`): the topology's host addresses become the
+namespaces' addresses (the derived topology is what ``lab.json`` records), every member, agent
+and ZooKeeper server runs inside its data centre's namespace and every controller in its data
+centre's controller namespace, so :mod:`orchestrator.network.nftables` can cut links silently.
+``down`` then also removes the namespaces, and finds them from ``network.json`` after a crash.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import psycopg
 from orchestrator import ensemble, pgserver
 from orchestrator import postgres as pg
 from orchestrator.errors import CoordinationUnavailable, DatabaseUnavailable, LabError
+from orchestrator.network import namespaces
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.processes import is_running, pids_mentioning, read_pid, spawn, stop, stop_all
 from orchestrator.state import Role
@@ -92,11 +100,20 @@ def recorded_topology(root: Path) -> Topology | None:
     return Topology.model_validate(data)
 
 
+# A healed ZooKeeper server rejoins in about a second instead of up to two minutes (with the JVM's
+# -Dzookeeper.fastleader.maxNotificationInterval=2000: orchestrator.ensemble).
+_ZK_NAMESPACE_SYSCTLS = {"net.ipv4.tcp_rto_max_ms": "1000"}
+
+
 class Lab:
-    def __init__(self, topology: Topology, root: Path, *, controllers: bool = True, agents: bool | None = None
-                 ) -> None:
-        self.topology = topology
+    def __init__(self, topology: Topology, root: Path, *, controllers: bool = True, agents: bool | None = None,
+                 isolated: bool = False) -> None:
         self.root = root.resolve()
+        # An isolated lab: recorded in network.json once built; planned from the topology when asked for.
+        self.network = namespaces.load(self.root)
+        if self.network is None and isolated:
+            self.network = namespaces.plan(topology)
+        self.topology = topology if self.network is None else namespaces.isolate(topology, self.network)
         self.with_controllers = controllers
         # Node agents (orchestrator.agent) run beside every member whenever controllers do: the
         # controllers promote nothing while an unreachable primary is not proven stopped, and the
@@ -142,6 +159,8 @@ class Lab:
                 f"{recorded.ports.base}) is there; run 'drctl lab down' first or pass another --lab-dir"
             )
         self._prepare()
+        if self.network is not None:
+            self._build_network(self.network)
         self._start_zookeeper(timeout)
         for cluster in self.topology.clusters:
             self._up_cluster(cluster, timeout)
@@ -152,6 +171,20 @@ class Lab:
         if self.with_controllers:
             self._start_controllers()
             self._wait_controllers(timeout)
+
+    @property
+    def isolated(self) -> bool:
+        return self.network is not None
+
+    def netns(self, datacenter: str, kind: str = "dc") -> str | None:
+        """The namespace ``datacenter``'s processes (``kind`` ``ctl``: its controller) run in; None on loopback."""
+        return None if self.network is None else self.network.namespace_of(datacenter, kind).name
+
+    def _build_network(self, network: namespaces.LabNetwork) -> None:
+        namespaces.create(network, self.root)
+        for dc in self.topology.zookeeper_datacenters:
+            for key, value in _ZK_NAMESPACE_SYSCTLS.items():
+                namespaces.set_sysctl(network.namespace_of(dc).name, key, value)
 
     def _start_backups(self) -> None:
         """When a cluster has a ``backup:`` section on the lab's own store: start the store, create the
@@ -216,7 +249,8 @@ class Lab:
 
             ensure_certificate(self.topology, self.root)
         (self.root / STATE_FILE).write_text(json.dumps(
-            {"topology": self.topology.model_dump(mode="json"), "created_at": time.time()}, indent=2))
+            {"topology": self.topology.model_dump(mode="json"), "created_at": time.time(),
+             "isolated": self.network is not None}, indent=2))
 
     def _start_zookeeper(self, timeout: float) -> None:
         servers = self.zookeeper()
@@ -321,6 +355,7 @@ class Lab:
                  "--lab-dir", str(self.root), *(["--zk-hosts", zk_hosts] if zk_hosts else [])],
                 log=self.root / "controller" / f"{dc}.log",
                 cwd=self.root,
+                netns=self.netns(dc, "ctl"),
             )
             pidfile.write_text(f"{pid}\n")
 
@@ -360,7 +395,8 @@ class Lab:
                     continue
                 zk_hosts = self.zk_hosts_override.get(f"agent/{cluster.name}/{member.name}")
                 pid = spawn(agent_command(self.root, member.name, cluster=cluster.name, zk_hosts=zk_hosts),
-                            log=agent_log(self.root, cluster.name, member.name), cwd=self.root)
+                            log=agent_log(self.root, cluster.name, member.name), cwd=self.root,
+                            netns=self.netns(member.datacenter))
                 agent_pidfile(self.root, cluster.name, member.name).write_text(f"{pid}\n")
 
     def _wait_agents(self, timeout: float) -> None:
@@ -419,6 +455,8 @@ class Lab:
         # Anything else still working in the lab (a cancelled playbook's pg_ctl or server, a
         # drill child) goes too, each by its PID, before its directory disappears.
         stop_all(pids_mentioning(str(self.root) + "/"), timeout=5)
+        # The namespaces last: whatever still runs inside them is stopped by PID first.
+        namespaces.destroy(self.root)
         if not keep_data:
             shutil.rmtree(self.root)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import LabError
+from orchestrator.network import namespaces
 from orchestrator.postgres import Credentials, Endpoint, primary_conninfo
 from orchestrator.processes import is_gone, is_running, read_pid, wait_gone
 from orchestrator.topology import Cluster, Member, Topology
@@ -152,12 +153,20 @@ def write_owned(path: Path, text: str, user: str, mode: int = 0o600) -> None:
 
 def run_as(layout: InstanceLayout, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120
            ) -> str:
-    """Run a server binary as the unprivileged OS user; raise :class:`LabError` with its output."""
-    user = layout.topology.postgres.os_user
+    """Run a server binary as the unprivileged OS user; raise :class:`LabError` with its output.
+
+    In an isolated lab it runs inside the member's data centre namespace (a server started
+    there binds the member's address there).
+    """
+    user: str | None = layout.topology.postgres.os_user
     full_env = {"PATH": "/usr/bin:/bin", "HOME": str(layout.root), "LC_ALL": "C.UTF-8", **(env or {})}
+    netns = namespaces.netns_of(layout.root, layout.member.datacenter)
+    if netns is not None:   # ip netns exec needs root: setpriv drops to the user inside
+        argv, user = [*namespaces.exec_prefix(netns, user), *argv], None
+        full_env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
     proc = subprocess.run(
-        argv, user=user, group=user, extra_groups=[], cwd=layout.root, env=full_env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        argv, user=user, group=user, extra_groups=[] if user is not None else None, cwd=layout.root,
+        env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]

@@ -60,30 +60,35 @@ def member_host(topology: Topology, member: Member) -> str:
     return topology.datacenter(member.datacenter).hosts[0].name
 
 
-def _host_vars(address: str, region: str, datacenter: str) -> dict[str, str]:
-    host_vars = {"ansible_host": address, "dr_region": region, "dr_datacenter": datacenter}
-    if ipaddress.ip_address(address).is_loopback:
+def _host_vars(address: str, region: str, datacenter: str, exec_prefix: list[str] | None) -> dict[str, Any]:
+    host_vars: dict[str, Any] = {"ansible_host": address, "dr_region": region, "dr_datacenter": datacenter}
+    if ipaddress.ip_address(address).is_loopback or exec_prefix is not None:
         # The lab: every "host" is this machine, reached without ssh, with the venv's Python.
         host_vars["ansible_connection"] = "local"
         host_vars["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
+    if exec_prefix:
+        host_vars["dr_exec_prefix"] = exec_prefix
     return host_vars
 
 
-def inventory(topology: Topology) -> dict[str, Any]:
+def inventory(topology: Topology, exec_prefixes: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """An Ansible inventory (YAML/JSON form) for every host of the topology.
 
     Groups: ``region_<region>`` (children: its data centres), ``dc_<dc>`` (its hosts) and
     ``cluster_<cluster>`` (the hosts its members run on). Host vars: ``ansible_host``, the
     host's ``dr_region`` and ``dr_datacenter``, and for loopback addresses (the lab) a local
-    connection with the controller's own interpreter.
+    connection with the controller's own interpreter. ``exec_prefixes`` (the isolated lab: host
+    -> ``ip netns exec NS setpriv ...``) makes a host local too, and gives it ``dr_exec_prefix``:
+    the playbooks run its server commands through it, inside the host's network namespace.
     """
-    hosts: dict[str, dict[str, str]] = {}
+    hosts: dict[str, dict[str, Any]] = {}
     groups: dict[str, dict[str, Any]] = {}
+    prefixes = exec_prefixes or {}
     for region in topology.regions:
         children: dict[str, dict[str, Any]] = {}
         for dc in region.datacenters:
             for host in dc.hosts:
-                hosts[host.name] = _host_vars(host.address, region.name, dc.name)
+                hosts[host.name] = _host_vars(host.address, region.name, dc.name, prefixes.get(host.name))
             groups[group_name("dc", dc.name)] = {"hosts": {host.name: {} for host in dc.hosts}}
             children[group_name("dc", dc.name)] = {}
         groups[group_name("region", region.name)] = {"children": children}
@@ -231,13 +236,14 @@ class PlaybookRunner:
     """
 
     def __init__(self, topology: Topology, private_dir: Path, *, timeout: float = 600.0,
-                 keep_artifacts: int = 20, playbook_dir: Path = PLAYBOOK_DIR) -> None:
+                 keep_artifacts: int = 20, playbook_dir: Path = PLAYBOOK_DIR,
+                 exec_prefixes: Mapping[str, list[str]] | None = None) -> None:
         self.topology = topology
         self.private_dir = private_dir.resolve()
         self.timeout = timeout
         self.keep_artifacts = keep_artifacts
         self.playbook_dir = playbook_dir
-        self.inventory = inventory(topology)
+        self.inventory = inventory(topology, exec_prefixes)
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:

@@ -84,14 +84,22 @@ def spawn(
     cwd: Path,
     user: str | None = None,
     env: Mapping[str, str] | None = None,
+    netns: str | None = None,
 ) -> int:
     """Start ``argv`` detached, in its own session, output appended to ``log``; return its PID.
 
     The process is not our child (a shell starts it in the background and exits), so it
     outlives the caller and is reaped by PID 1 like a daemon. With ``user`` it runs as
     that unprivileged user (postgres refuses root), which also owns the log it creates.
+    With ``netns`` it runs inside that network namespace (``ip netns exec``, then ``setpriv``
+    for ``user``: neither forks, so the PID is still the command's).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    if netns is not None:
+        from orchestrator.network.namespaces import exec_prefix
+
+        argv = [*exec_prefix(netns, user), *argv]
+        user = None   # ip netns exec needs root; setpriv drops to the user
     launcher = 'setsid "$@" </dev/null >>"$LAUNCH_LOG" 2>&1 & echo $!'
     proc = subprocess.run(
         ["/bin/sh", "-c", launcher, "sh", *argv],

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.coordination import Coordinator
 from orchestrator.drills.spec import (
+    LINK_FAULTS,
     PRIMARY_DATACENTER,
     ZOOKEEPER_LEADER,
     ControllerLeaderCrash,
@@ -65,6 +66,10 @@ def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Inje
 
     :raises OrchestratorError: the target of the fault cannot be found (nothing was done).
     """
+    if isinstance(fault, LINK_FAULTS):   # silent cuts in an isolated lab, healed before returning
+        from orchestrator.drills.partitions import inject_link_fault
+
+        return inject_link_fault(lab, coord, cluster, fault)
     if isinstance(fault, KillPrimary):
         primary = current_primary(coord, cluster)
         pid = lab.layout(cluster, cluster.member(primary)).postmaster_pid()

@@ -41,6 +41,11 @@ _FAULT_WORDS = {
     "controller-leader-crash": "the leading controller was killed (kill -9)",
     "zookeeper-server-loss": "a ZooKeeper server was killed (kill -9)",
     "switchover": "the primary role was handed over on purpose (planned switchover)",
+    "partition-datacenter": "a data centre was silently cut off the network",
+    "partition-primary-from-controllers": "the controllers were silently cut off the primary",
+    "isolate-zookeeper-minority": "a ZooKeeper server was silently cut off its peers",
+    "one-way-cut": "one direction of a link between data centres silently dropped everything",
+    "flaky-link": "a link between data centres was cut and healed over and over",
 }
 
 

@@ -26,6 +26,7 @@ from orchestrator.drills.gameday_report import capacity_paced
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, master_port, start_load
 from orchestrator.drills.measure import Promotion, TimelineEvent, ids_to_look_up, judge, measure, promotions
+from orchestrator.drills.partitions import fault_window_events, require_isolated
 from orchestrator.drills.report import DrillReport, write_report
 from orchestrator.drills.spec import (
     DrillSpec,
@@ -91,6 +92,7 @@ class DrillRunner:
 
     def run(self, name: str) -> tuple[DrillReport, Path]:
         spec = self.load(name)
+        require_isolated(self.lab, spec.fault)   # a link fault on a loopback lab: refused before anything runs
         cluster = self.lab.topology.cluster(spec.cluster)
         coord = Coordinator(self.lab.topology.zookeeper_hosts(), self.lab.topology.name,
                             identity=f"drill:{socket.gethostname()}:{os.getpid()}")
@@ -162,7 +164,8 @@ class DrillRunner:
             present_ids=present, expected_total=spec.load.accounts * INITIAL_BALANCE,
             observed_total=bank.total_balance(conninfo), targets=targets,
             duplicate_transfers=bank.duplicate_transfers(conninfo),
-            events=self._events(coord, cluster, fault_at, fault_at + spec.observe_s), window_start=started,
+            events=self._events(coord, cluster, fault_at, fault_at + spec.observe_s) + fault_window_events(injected),
+            window_start=started,
             expect_new_primary=spec.expects_new_primary(primary_dc),
             operations=self._promotions(coord, cluster, fault_at, fault_at + spec.observe_s),
         )

@@ -66,6 +66,12 @@ class FaultKind(StrEnum):
     STALL_PRIMARY = "stall-primary"
     STALL_LEADER_CONTROLLER = "stall-leader-controller"
     STALL_ZOOKEEPER = "stall-zookeeper"
+    # Link faults: an isolated lab only (drctl lab up --isolated; orchestrator.drills.partitions).
+    PARTITION_DATACENTER = "partition-datacenter"
+    PARTITION_PRIMARY_FROM_CONTROLLERS = "partition-primary-from-controllers"
+    ISOLATE_ZOOKEEPER_MINORITY = "isolate-zookeeper-minority"
+    ONE_WAY_CUT = "one-way-cut"
+    FLAKY_LINK = "flaky-link"
 
 
 class KillPrimary(_Model):
@@ -142,11 +148,97 @@ class StallZooKeeper(_Model):
 
 
 Stall = StallPrimary | StallLeaderController | StallZooKeeper
+# ---- link faults (an isolated lab only: orchestrator.drills.partitions injects them) ----------
+
+ZOOKEEPER_FOLLOWER = "follower"   # isolate-zookeeper-minority: any one server that does not lead
+
+
+class ClientLink(StrEnum):
+    """partition-datacenter: whether the clients (and this machine's runner) lose the data centre too."""
+
+    CUT = "cut"
+    KEEP = "keep"
+
+
+class PartitionDatacenter(_Model):
+    """One data centre (its hosts and its controller) silently cut from every other one for
+    ``duration_s``, then healed; ``clients: cut`` cuts the clients and the drill's load off it too."""
+
+    kind: Literal[FaultKind.PARTITION_DATACENTER]
+    datacenter: str = PRIMARY_DATACENTER
+    clients: ClientLink = ClientLink.CUT
+    duration_s: float = Field(gt=0, le=600)
+
+
+class PartitionPrimaryFromControllers(_Model):
+    """Every controller loses the primary's PostgreSQL port for ``duration_s``; its standbys still
+    stream from it, its agent still holds its lease: nothing may fail over."""
+
+    kind: Literal[FaultKind.PARTITION_PRIMARY_FROM_CONTROLLERS]
+    duration_s: float = Field(gt=0, le=600)
+
+
+class IsolateZooKeeperMinority(_Model):
+    """One ZooKeeper server (``leader``, ``follower`` or the one in a data centre) cut from its peers
+    and from every client outside its data centre for ``duration_s``, then healed."""
+
+    kind: Literal[FaultKind.ISOLATE_ZOOKEEPER_MINORITY]
+    datacenter: str = ZOOKEEPER_FOLLOWER
+    duration_s: float = Field(gt=0, le=600)
+
+
+class OneWayCut(_Model):
+    """Frames from ``source`` to ``target`` (data centres, or ``primary``) dropped; the other way works."""
+
+    kind: Literal[FaultKind.ONE_WAY_CUT]
+    source: str = PRIMARY_DATACENTER
+    target: str
+    duration_s: float = Field(gt=0, le=600)
+
+
+class FlakyLink(_Model):
+    """The link between two data centres cut for ``down_ms``, up for ``up_ms``, over and over."""
+
+    kind: Literal[FaultKind.FLAKY_LINK]
+    between: tuple[str, str]
+    down_ms: int = Field(300, ge=10, le=60_000)
+    up_ms: int = Field(300, ge=10, le=60_000)
+    duration_s: float = Field(gt=0, le=600)
+
+
+LINK_FAULTS = (PartitionDatacenter, PartitionPrimaryFromControllers, IsolateZooKeeperMinority, OneWayCut, FlakyLink)
+LinkFault = PartitionDatacenter | PartitionPrimaryFromControllers | IsolateZooKeeperMinority | OneWayCut | FlakyLink
+
+
+def _link_fault_contradictions(fault: LinkFault, topo: Topology) -> list[str]:
+    dcs = [dc.name for dc in topo.datacenters]
+    named: list[tuple[str, str]] = []
+    if isinstance(fault, PartitionDatacenter):
+        named.append(("fault.datacenter", fault.datacenter))
+    elif isinstance(fault, OneWayCut):
+        named += [("fault.source", fault.source), ("fault.target", fault.target)]
+        if fault.source == fault.target:
+            return [f"fault.target: the same data centre as fault.source ({fault.source!r}); cut a link between two"]
+    elif isinstance(fault, FlakyLink):
+        named += [("fault.between", fault.between[0]), ("fault.between", fault.between[1])]
+        if fault.between[0] == fault.between[1]:
+            return [f"fault.between: twice {fault.between[0]!r}; name two different data centres"]
+    elif isinstance(fault, IsolateZooKeeperMinority):
+        zk = topo.zookeeper_datacenters
+        if len(zk) < 3:
+            return ["fault: isolate-zookeeper-minority needs an ensemble of at least three servers "
+                    "(zookeeper.datacenters)"]
+        if fault.datacenter not in (ZOOKEEPER_LEADER, ZOOKEEPER_FOLLOWER, *zk):
+            return [f"fault.datacenter: no ZooKeeper server in {fault.datacenter!r}; use one of {', '.join(zk)}, "
+                    f"{ZOOKEEPER_LEADER!r} or {ZOOKEEPER_FOLLOWER!r}"]
+    return [f"{field}: unknown data centre {name!r}; use one of {', '.join(dcs)} or {PRIMARY_DATACENTER!r}"
+            for field, name in named if name not in (PRIMARY_DATACENTER, *dcs)]
 
 
 Fault = Annotated[
     KillPrimary | DatacenterOutage | ControllerLeaderCrash | ZooKeeperServerLoss | Switchover | RegionLoss
-    | StallPrimary | StallLeaderController | StallZooKeeper,
+    | StallPrimary | StallLeaderController | StallZooKeeper
+    | PartitionDatacenter | PartitionPrimaryFromControllers | IsolateZooKeeperMinority | OneWayCut | FlakyLink,
     Field(discriminator="kind"),
 ]
 
@@ -258,7 +350,7 @@ class DrillSpec(_Model):
         fault = self.fault
         if isinstance(fault, KillPrimary | Switchover | RegionLoss):
             return True
-        if isinstance(fault, DatacenterOutage):
+        if isinstance(fault, DatacenterOutage | PartitionDatacenter):
             return fault.datacenter in (PRIMARY_DATACENTER, primary_datacenter)
         return False
 
@@ -300,6 +392,8 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
             )
     if isinstance(fault, RegionLoss):
         problems.extend(_region_loss_contradictions(fault, topo, cluster))
+    if isinstance(fault, LINK_FAULTS):
+        problems.extend(_link_fault_contradictions(fault, topo))
     if isinstance(fault, ControllerLeaderCrash | StallLeaderController) and len(topo.controller_datacenters) < 2:
         problems.append(
             f"fault: {fault.kind} needs a second controller to take over; "
