@@ -41,6 +41,17 @@ def segment_name(timeline: int, lsn: int, segment_bytes: int) -> str:
     return f"{timeline:08X}{number // per_xlogid:08X}{number % per_xlogid:08X}"
 
 
+def segment_range(first: str, last: str, segment_bytes: int) -> list[str]:
+    """Every segment name from ``first`` through ``last`` on ``first``'s timeline (empty if ``last`` is earlier)."""
+    per_xlogid = 0x1_0000_0000 // segment_bytes
+    timeline = int(first[:8], 16)
+
+    def number(name: str) -> int:
+        return int(name[8:16], 16) * per_xlogid + int(name[16:24], 16)
+
+    return [f"{timeline:08X}{n // per_xlogid:08X}{n % per_xlogid:08X}" for n in range(number(first), number(last) + 1)]
+
+
 def recovery_end(history: str) -> tuple[int, int]:
     """The timeline recovery ran on and the LSN where it ended, from the new timeline's ``.history`` file.
 

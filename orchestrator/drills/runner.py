@@ -21,6 +21,7 @@ from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
 from orchestrator.drills import bank
+from orchestrator.drills.backup_faults import BackupInjected
 from orchestrator.drills.faults import Injected, inject
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
 from orchestrator.drills.load import LoadHandle, start_load
@@ -149,6 +150,9 @@ class DrillRunner:
             operations=self._promotions(coord, cluster, fault_at, fault_at + spec.observe_s),
         )
         verdict = judge(measurement, targets, aborted=aborted or rollback)
+        facts: dict[str, object] = {}
+        if isinstance(injected, BackupInjected):   # archive-outage, total-loss-restore: their own checks
+            verdict, facts = injected.judged(verdict), {"fault_facts": injected.facts}
         try:
             stats = load.stats().__dict__
         except LabError:
@@ -157,7 +161,7 @@ class DrillRunner:
             drill=spec.name, description=spec.description, cluster=cluster.name, fault=str(spec.fault.kind),
             started_at=started, finished_at=finished, targets=targets,
             settings={**spec.model_dump(mode="json"), "fault_injected": injected.description if injected else None,
-                      "topology": self.lab.topology.name},
+                      "topology": self.lab.topology.name, **facts},
             versions=self._versions(cluster), load_stats=stats, measurement=measurement, verdict=verdict,
         )
         return report, write_report(report, self.reports_dir)

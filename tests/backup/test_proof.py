@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.backup.proof import ProofFailed, recovery_end, segment_name, wal_reached
+from orchestrator.backup.proof import ProofFailed, recovery_end, segment_name, segment_range, wal_reached
 
 MB = 1024 * 1024
 
@@ -51,3 +51,10 @@ def test_recovery_that_stops_short_fails_naming_both_segments(history: str, newe
 def test_a_history_without_a_switch_point_fails() -> None:
     with pytest.raises(ProofFailed, match="no switch point"):
         recovery_end("")
+
+
+def test_segment_range_crosses_an_xlogid_and_is_empty_backwards() -> None:
+    assert segment_range("000000010000000000000FFE", "000000010000000100000001", MB) == [
+        "000000010000000000000FFE", "000000010000000000000FFF", "000000010000000100000000",
+        "000000010000000100000001"]
+    assert segment_range("000000010000000000000005", "000000010000000000000004", MB) == []
