@@ -1003,6 +1003,8 @@ def backup_setup(cluster: str, topology: TopologyOpt = None, lab_dir: LabDirOpt 
 def backup_run(
     cluster: str,
     kind: Annotated[str, typer.Option("--type", help="full, diff or incr.")] = "full",
+    verify: Annotated[bool, typer.Option("--verify", help="Then prove it as 'backup verify' does (the leader's "
+                                         "scheduled backups do).")] = False,
     topology: TopologyOpt = None,
     lab_dir: LabDirOpt = None,
 ) -> None:
@@ -1020,6 +1022,8 @@ def backup_run(
     console.print(f"{cluster}: backup {backup.label} ({backup.kind}) in {seconds:.1f}s: {backup.size / 1e6:.1f} MB "
                   f"({backup.size / 1e6 / max(seconds, 1e-3):.1f} MB/s), {backup.stored / 1e6:.1f} MB stored, "
                   f"WAL {backup.wal_start}..{backup.wal_stop}")
+    if verify:
+        _verify_backup(service, cluster, backup.label, None, None)
 
 
 @backup_app.command("list")
@@ -1031,7 +1035,8 @@ def backup_list(cluster: str, topology: TopologyOpt = None, lab_dir: LabDirOpt =
         _print_json([{"label": r.backup.label, "type": r.backup.kind, "started": r.backup.started,
                       "stopped": r.backup.stopped, "size": r.backup.size, "stored": r.backup.stored,
                       "wal_start": r.backup.wal_start, "wal_stop": r.backup.wal_stop,
-                      "lsn_start": r.backup.lsn_start, "lsn_stop": r.backup.lsn_stop, "verified": r.verified}
+                      "lsn_start": r.backup.lsn_start, "lsn_stop": r.backup.lsn_stop, "verified": r.verified,
+                      "failed": r.failed}
                      for r in rows])
         return
     table = Table()
@@ -1041,7 +1046,10 @@ def backup_list(cluster: str, topology: TopologyOpt = None, lab_dir: LabDirOpt =
         b = row.backup
         verified = (Text(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(row.verified['verified_at']))} in "
                          f"{row.verified['restore_seconds'] + row.verified['recovery_seconds']:.1f}s", style="green")
-                    if row.verified else Text("unproven", style="yellow"))
+                    if row.verified else
+                    Text(f"unproven: verification failed "
+                         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(row.failed['failed_at']))}: "
+                         f"{row.failed['error']}", style="red") if row.failed else Text("unproven", style="yellow"))
         table.add_row(b.label, b.kind, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b.stopped)),
                       f"{b.size / 1e6:.1f}", f"{b.stored / 1e6:.1f}", f"{b.wal_start}..{b.wal_stop}", verified)
     console.print(table)
@@ -1057,10 +1065,14 @@ def backup_verify(
     lab_dir: LabDirOpt = None,
 ) -> None:
     """Restore a backup into a scratch directory, start and check it, record the verified restore, remove it."""
+    _verify_backup(_backup_service(cluster, topology, lab_dir), cluster, label, scratch, port)
+
+
+def _verify_backup(service: BackupService, cluster: str, label: str | None, scratch: Path | None,
+                   port: int | None) -> None:
     import shutil
     import tempfile
 
-    service = _backup_service(cluster, topology, lab_dir)
     where = scratch or Path(tempfile.mkdtemp(prefix="drctl-verify-", dir=service.root))
     try:
         record = service.verify(label, scratch=where, port=port)
@@ -1074,8 +1086,12 @@ def backup_verify(
     finally:
         if scratch is None:
             shutil.rmtree(where, ignore_errors=True)
+    checks = record["checks"]
     console.print(f"{cluster}: backup {record['label']} restored and checked: copy {record['restore_seconds']}s "
-                  f"({record['mb_per_s']} MB/s), recovery {record['recovery_seconds']}s")
+                  f"({record['mb_per_s']} MB/s), recovery {record['recovery_seconds']}s; pgbackrest verify, "
+                  f"pg_amcheck ok; WAL replayed to {checks.get('wal_reached', '-')} (archive's newest "
+                  f"{checks.get('wal_last_archived', '-')})"
+                  + (f"; bank conserved ({checks['bank_transfers']} transfers)" if "bank_total" in checks else ""))
 
 
 @app.command("restore")

@@ -29,6 +29,7 @@ from orchestrator.alerts.dispatcher import AlertDispatcher
 from orchestrator.audit import AuditLog, AutomaticActions
 from orchestrator.control.agents import ZooKeeperAgents
 from orchestrator.control.archive_watch import ArchiveWatch
+from orchestrator.control.backup_schedule import BackupJob, BackupScheduler
 from orchestrator.control.context import ClusterContext
 from orchestrator.control.cycle import ClusterCycle
 from orchestrator.control.database import PostgresCluster
@@ -45,6 +46,7 @@ from orchestrator.events import EventLog
 from orchestrator.metrics import Cached, ControllerMetrics
 from orchestrator.operator import reports_dir, spawn_drill
 from orchestrator.pgserver import InstanceLayout
+from orchestrator.processes import spawn
 from orchestrator.schedule import due_drills
 from orchestrator.topology import Topology
 from orchestrator.waiting import poll
@@ -122,6 +124,12 @@ class Controller:
         self._creds = creds
         self._archiver_checked = 0.0
         self._archive_watch = ArchiveWatch(self.log.emit, self.metrics.note_archiver)
+        self._backups = BackupScheduler(topology, self.coord, self._spawn_backup, self.log.emit)
+
+    def _spawn_backup(self, job: BackupJob) -> int:
+        """A scheduled backup or verification as a ``drctl backup`` child; output to ``<lab>/controller/``."""
+        return spawn(job.argv(self.root), log=self.root / "controller" / f"{job.kind.value}-{job.cluster}.log",
+                     cwd=self.root)
 
     def _runner(self, rejoin: LayoutRejoin) -> RejoinRunner:
         def run(cluster: str, member: str, upstream: str, cancelled: Callable[[], bool]) -> None:
@@ -281,6 +289,7 @@ class Controller:
                     continue
                 if not urgent:
                     self._run_scheduled_drills(term)
+                    self._backups.run_due(self.clock(), self._leading_since, term.guard)
                     self._note_failed_drills()
                     self._watch_archiving(store)
                     if self._yield_leadership(cycles, store, rejoins):

@@ -353,6 +353,22 @@ class BackupSpec(_Model):
     # segments: drains a backlog ≈ 2x faster) instead of one engine process per segment (the
     # default: ≈ 4x lower lag in steady state, see the README). Neither mode ever drops WAL.
     archive_async: bool = False
+    # The leader's schedule (cron, five fields, UTC): a full base backup, each then proven by a
+    # verified restore; and re-verification of the newest backup. None: not scheduled.
+    schedule: str | None = None
+    verify_schedule: str | None = None
+    # pg_wal's budget while the store is unreachable (the archive-outage drill judges its peak).
+    max_pg_wal_mb: int = Field(1024, ge=16)
+
+    @field_validator("schedule", "verify_schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
+            raise ValueError(f"{value!r} is not a valid cron expression: give five fields, minute hour day month "
+                             "weekday (e.g. '0 2 * * *' for 02:00 UTC daily)")
+        return value
 
     @field_validator("endpoint")
     @classmethod

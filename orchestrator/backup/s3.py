@@ -187,6 +187,10 @@ class ObjectStore:
         self._call("writing a record", "put_object", Bucket=self.spec.bucket, Key=key.lstrip("/"),
                    Body=json.dumps(document, sort_keys=True).encode(), ContentType="application/json")
 
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key`` (no error when there is none)."""
+        self._call("removing a record", "delete_object", Bucket=self.spec.bucket, Key=key.lstrip("/"))
+
     def get_json(self, key: str) -> dict[str, Any] | None:
         """The JSON object at ``key``, or None when there is none."""
         try:

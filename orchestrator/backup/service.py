@@ -39,6 +39,7 @@ STORE_DIR = "s3"
 class BackupRow:
     backup: Backup
     verified: dict[str, Any] | None     # the last verified restore's record, None: unproven
+    failed: dict[str, Any] | None = None  # the last failed verification (none since the last success)
 
 
 def lab_store(topology: Topology, root: Path) -> SeaweedStore | None:
@@ -153,7 +154,10 @@ class BackupService:
         return f"{self.repo}/drctl/verified/{label}.json"
 
     def listing(self) -> list[BackupRow]:
-        return [BackupRow(b, self.store.get_json(self._verified_key(b.label))) for b in self.catalog().backups]
+        """Every backup with its verified-restore record (None: unproven) and its last failed verification."""
+        return [BackupRow(b, self.store.get_json(self._verified_key(b.label)),
+                          self.store.get_json(self._failed_key(b.label)))
+                for b in self.catalog().backups]
 
     def restore(self, to: str, target: Target, *, scratch: Path | None = None, port: int | None = None,
                 label: str | None = None, runner: PlaybookRunner | None = None) -> RestoreReport:
@@ -204,33 +208,78 @@ class BackupService:
                  and isinstance(at := record.get("verified_at"), int | float)]
         return max(times, default=None)
 
+    def _failed_key(self, label: str) -> str:
+        return f"{self.repo}/drctl/failed/{label}.json"
+
     def verify(self, label: str | None = None, *, scratch: Path, port: int | None = None,
                check: Callable[[pg.Endpoint], dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Restore one backup (default: the newest) to its consistency point in ``scratch``, start it, check it,
-        record the result in the store, stop it and remove the scratch copy.
+        """Prove one backup (default: the newest): check the repository, restore the backup plus every archived
+        segment after it into ``scratch``, start it, check it, record the result in the store, stop it and
+        remove the scratch copy.
 
-        ``check`` (optional) runs against the restored server and returns facts to record (it
-        raises to fail the verification); without it the check is that every database answers.
+        The checks (:mod:`.proof`): ``pgbackrest verify`` (the repository's backup and WAL checksums),
+        recovery reaching the newest segment archived when the verification started (WAL
+        continuity), every database answering, ``pg_amcheck --all``, the bank's money
+        conservation when the cluster's database holds the bank, then ``check`` (optional: more
+        facts to record; it raises to fail). Success writes ``drctl/verified/<label>.json`` with the
+        measured restore time; a failure writes ``drctl/failed/<label>.json`` and raises.
+
+        :raises ProofFailed: a check failed (recorded). :raises BackupFailed, BackupConfigError: as restore.
         """
-        backups = self.catalog().backups
-        label = label or (backups[-1].label if backups else None)
+        catalog = self.catalog()
+        label = label or (catalog.backups[-1].label if catalog.backups else None)
         if label is None:
             raise BackupConfigError("--set: the repository holds no base backup yet; run 'drctl backup run CLUSTER'")
+        started = time.time()
+        try:
+            record = self._prove(label, catalog.wal_max, scratch, port, check)
+        except BackupFailed as exc:
+            self.store.put_json(self._failed_key(label), {"label": label, "failed_at": time.time(),
+                                                           "started_at": started, "error": str(exc)})
+            raise
+        self.store.put_json(self._verified_key(label), record)
+        self.store.delete(self._failed_key(label))
+        return record
+
+    def _prove(self, label: str, last_archived: str | None, scratch: Path, port: int | None,
+               check: Callable[[pg.Endpoint], dict[str, Any]] | None) -> dict[str, Any]:
+        from orchestrator.backup import proof
+
         member = self.cluster.initial_primary.name
         layout = self.layout(member, scratch.resolve())
+        checked = time.monotonic()
         try:
-            report = self.restore(member, Target(immediate=True), scratch=scratch, port=port, label=label)
+            self.engine(self.layout(member)).run("verify", timeout=1800)
+        except BackupFailed as exc:
+            raise proof.ProofFailed(f"pgbackrest verify (repository checksums): {exc}") from None
+        facts: dict[str, Any] = {"pgbackrest_verify": "ok",
+                                 "pgbackrest_verify_seconds": round(time.monotonic() - checked, 3)}
+        try:
+            report = self.restore(member, Target(), scratch=scratch, port=port, label=label)
             endpoint = pg.Endpoint(member, layout.endpoint.address, report.port)
-            facts = check(endpoint) if check is not None else _databases_answer(endpoint, self.creds)
+            if last_archived is not None:
+                with pg.connect(endpoint, self.creds, timeout=5) as conn:
+                    history = proof.restored_history(conn)
+                segment_bytes = self.topology.postgres.wal_segsize_mb * 1024 * 1024
+                facts["wal_reached"] = proof.wal_reached(history, last_archived, segment_bytes)
+                facts["wal_last_archived"] = last_archived
+            facts.update(_databases_answer(endpoint, self.creds))
+            facts.update(proof.amcheck(layout, report.port, self.creds, self.root / "pgpass"))
+            with pg.connect(endpoint, self.creds, dbname=self.cluster.database, timeout=5) as conn:
+                bank = proof.bank_conservation(conn) if self.cluster.database in facts["databases"] else None
+            if bank is not None:
+                facts.update(bank)
+            if check is not None:
+                facts.update(check(endpoint))
+        except DatabaseUnavailable as exc:
+            raise proof.ProofFailed(f"the restored copy of {label}: {exc}") from None
         finally:
             pgserver.stop(layout, mode="immediate")
             shutil.rmtree(layout.home, ignore_errors=True)
             shutil.rmtree(scratch.resolve() / "pgbackrest", ignore_errors=True)   # its configuration holds keys
-        record = {"label": label, "verified_at": time.time(), "restore_seconds": round(report.restore_seconds, 3),
-                  "recovery_seconds": round(report.recovery_seconds, 3), "mb_per_s": round(report.mb_per_s, 1),
-                  "restored_bytes": report.restored_bytes, "checks": facts}
-        self.store.put_json(self._verified_key(label), record)
-        return record
+        return {"label": label, "verified_at": time.time(), "restore_seconds": round(report.restore_seconds, 3),
+                "recovery_seconds": round(report.recovery_seconds, 3), "mb_per_s": round(report.mb_per_s, 1),
+                "restored_bytes": report.restored_bytes, "checks": facts}
 
 
 def _databases_answer(endpoint: pg.Endpoint, creds: pg.Credentials) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from orchestrator.drills.spec import (
     LINK_FAULTS,
     PRIMARY_DATACENTER,
     ZOOKEEPER_LEADER,
+    ArchiveOutage,
     ControllerLeaderCrash,
     DatacenterOutage,
     Fault,
@@ -28,6 +29,7 @@ from orchestrator.drills.spec import (
     StallPrimary,
     StallZooKeeper,
     Switchover,
+    TotalLossRestore,
     ZooKeeperServerLoss,
 )
 from orchestrator.errors import CoordinationUnavailable, OrchestratorError
@@ -135,6 +137,12 @@ def inject(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Fault) -> Inje
             why = "no leader answered" if result is None else result.get("error")
             raise OrchestratorError(f"switchover to {fault.to} failed: {why}")
         return Injected(at, f"planned switchover to {fault.to} ({result.get('seconds')} s)")
+    if isinstance(fault, ArchiveOutage | TotalLossRestore):
+        from orchestrator.drills import backup_faults
+
+        if isinstance(fault, ArchiveOutage):
+            return backup_faults.archive_outage(lab, coord, cluster, fault)
+        return backup_faults.total_loss_restore(lab, coord, cluster, fault)
     raise OrchestratorError(f"unknown fault {fault!r}")
 
 

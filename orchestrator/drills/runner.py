@@ -21,6 +21,7 @@ from orchestrator import decisions as d
 from orchestrator import postgres as pg
 from orchestrator.coordination import Coordinator
 from orchestrator.drills import bank, stalls
+from orchestrator.drills.backup_faults import BackupInjected
 from orchestrator.drills.faults import Injected, inject
 from orchestrator.drills.gameday_report import capacity_paced
 from orchestrator.drills.journal import JournalRecord, Outcome, read_journal
@@ -174,6 +175,9 @@ class DrillRunner:
             tolerance = stalls.stall_tolerance(self.lab.topology, spec.fault)
             false = stalls.false_failovers(spec.fault, tolerance, measurement.promotions)
             verdict = stalls.with_check(verdict, stalls.false_failover_check(spec.fault, tolerance, false))
+        facts: dict[str, object] = {}
+        if isinstance(injected, BackupInjected):   # archive-outage, total-loss-restore: their own checks
+            verdict, facts = injected.judged(verdict), {"fault_facts": injected.facts}
         try:
             stats = load.stats().__dict__
         except LabError:
@@ -183,7 +187,7 @@ class DrillRunner:
             started_at=started, finished_at=finished, targets=targets,
             settings={**spec.model_dump(mode="json"), "fault_injected": injected.description if injected else None,
                       "fault_healed_at": injected.healed_at if injected else None,
-                      "topology": self.lab.topology.name,
+                      "topology": self.lab.topology.name, **facts,
                       **({"load_basis": self.load_basis[spec.name]} if spec.name in self.load_basis else {})},
             versions=self._versions(cluster), load_stats=stats, measurement=measurement, verdict=verdict,
         )

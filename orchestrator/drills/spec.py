@@ -72,6 +72,8 @@ class FaultKind(StrEnum):
     ISOLATE_ZOOKEEPER_MINORITY = "isolate-zookeeper-minority"
     ONE_WAY_CUT = "one-way-cut"
     FLAKY_LINK = "flaky-link"
+    ARCHIVE_OUTAGE = "archive-outage"            # orchestrator/drills/backup_faults.py
+    TOTAL_LOSS_RESTORE = "total-loss-restore"    # orchestrator/drills/backup_faults.py
 
 
 class KillPrimary(_Model):
@@ -148,6 +150,8 @@ class StallZooKeeper(_Model):
 
 
 Stall = StallPrimary | StallLeaderController | StallZooKeeper
+
+
 # ---- link faults (an isolated lab only: orchestrator.drills.partitions injects them) ----------
 
 ZOOKEEPER_FOLLOWER = "follower"   # isolate-zookeeper-minority: any one server that does not lead
@@ -235,10 +239,32 @@ def _link_fault_contradictions(fault: LinkFault, topo: Topology) -> list[str]:
             for field, name in named if name not in (PRIMARY_DATACENTER, *dcs)]
 
 
+class ArchiveOutage(_Model):
+    """The cluster's S3 store stopped (by PID) for ``duration_s`` under load, then started again.
+
+    Judged on: every WAL segment from the fault to the end of catch-up in the archive, the
+    primary's pg_wal peak within ``backup.max_pg_wal_mb``, the leader's ``archive-failed``
+    alert, and archiving caught up within ``catch_up_timeout_s`` of the store's return.
+    """
+
+    kind: Literal[FaultKind.ARCHIVE_OUTAGE]
+    duration_s: float = Field(60.0, gt=0, le=3600)
+    catch_up_timeout_s: float = Field(300.0, gt=0, le=3600)
+
+
+class TotalLossRestore(_Model):
+    """Every database member lost at once (kill -9, data directories removed); the primary ZooKeeper
+    records is rebuilt from the object store (``drctl restore``'s path: ``playbooks/restore.yml``,
+    to the end of the archive, promoted), then the other members are re-cloned from it."""
+
+    kind: Literal[FaultKind.TOTAL_LOSS_RESTORE]
+
+
 Fault = Annotated[
     KillPrimary | DatacenterOutage | ControllerLeaderCrash | ZooKeeperServerLoss | Switchover | RegionLoss
     | StallPrimary | StallLeaderController | StallZooKeeper
-    | PartitionDatacenter | PartitionPrimaryFromControllers | IsolateZooKeeperMinority | OneWayCut | FlakyLink,
+    | PartitionDatacenter | PartitionPrimaryFromControllers | IsolateZooKeeperMinority | OneWayCut | FlakyLink
+    | ArchiveOutage | TotalLossRestore,
     Field(discriminator="kind"),
 ]
 
@@ -394,6 +420,8 @@ def _contradictions(spec: DrillSpec, topo: Topology) -> list[str]:
         problems.extend(_region_loss_contradictions(fault, topo, cluster))
     if isinstance(fault, LINK_FAULTS):
         problems.extend(_link_fault_contradictions(fault, topo))
+    if isinstance(fault, ArchiveOutage | TotalLossRestore):
+        problems.extend(_backup_fault_contradictions(spec, cluster))
     if isinstance(fault, ControllerLeaderCrash | StallLeaderController) and len(topo.controller_datacenters) < 2:
         problems.append(
             f"fault: {fault.kind} needs a second controller to take over; "
@@ -439,6 +467,21 @@ def _region_loss_contradictions(fault: RegionLoss, topo: Topology, cluster: Clus
         return [f"fault.promote: cluster {cluster.name!r} has replication.dr_failover manual, so nothing promotes "
                 "by itself; name the DR standby the drill promotes (as drctl failover --to M --accept-data-loss), "
                 "or set dr_failover: automatic"]
+    return []
+
+
+def _backup_fault_contradictions(spec: DrillSpec, cluster: Cluster) -> list[str]:
+    """archive-outage and total-loss-restore need a backup section on the lab's own store."""
+    backup = cluster.backup
+    if backup is None:
+        return [f"fault: {spec.fault.kind} needs cluster {cluster.name!r} to have a backup section; "
+                "see topology/lab-backup.yaml"]
+    if not (backup.host.startswith("127.") and backup.credentials_file.startswith("s3/")):
+        return [f"fault: {spec.fault.kind} stops or reads the lab's own S3 store; clusters.{cluster.name}.backup "
+                "must point at it (a loopback endpoint, credentials_file under s3/)"]
+    if isinstance(spec.fault, ArchiveOutage) and spec.fault_at_s + spec.fault.duration_s > spec.load.duration_s:
+        return [f"fault.duration_s: the outage ends {spec.fault_at_s + spec.fault.duration_s:g} s into the load, "
+                f"after it stops at {spec.load.duration_s:g} s; raise load.duration_s (catch-up is judged under load)"]
     return []
 
 

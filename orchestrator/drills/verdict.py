@@ -30,6 +30,12 @@ class CheckName(StrEnum):
     FAILED_NOT_COMMITTED = "failed-transfers-not-committed"
     ZERO_LOSS_PROVEN = "zero-loss-proven"
     NO_FALSE_FAILOVER = "no-false-failover"   # stall drills only (orchestrator.drills.stalls)
+    # The backup faults' own checks (orchestrator/drills/backup_faults.py).
+    NO_WAL_DROPPED = "no-wal-dropped"
+    PG_WAL_WITHIN_BUDGET = "pg-wal-within-budget"
+    ARCHIVE_ALERT = "archive-alert"
+    ARCHIVE_CAUGHT_UP = "archive-caught-up"
+    RESTORED_FROM_STORE = "restored-from-store"
 
 
 class Check(BaseModel):

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from orchestrator import postgres as pg
+from orchestrator.backup import proof
 from orchestrator.backup.restore import Target
 from orchestrator.drills import bank
 from orchestrator.waiting import poll
@@ -123,10 +124,34 @@ def test_a_verified_restore_is_recorded_and_listed_and_a_newer_backup_is_unprove
     newer, _ = backup_lab.service.run("incr")
 
     rows = {row.backup.label: row for row in backup_lab.service.listing()}
-    assert record["checks"] == {"total_balance": ACCOUNTS * BALANCE}
+    checks = record["checks"]
+    assert checks["total_balance"] == ACCOUNTS * BALANCE
+    assert checks["pgbackrest_verify"] == "ok" and checks["pg_amcheck"] == "ok"
+    # restored to the end of the archive: the newest archived segment was replayed
+    assert checks["wal_reached"] >= checks["wal_last_archived"] >= rows[base_backup].backup.wal_stop
+    assert checks["bank_opening"] == BALANCE and checks["bank_accounts"] == ACCOUNTS
+    assert checks["bank_total"] == ACCOUNTS * BALANCE and checks["bank_transfers"] >= 30
     assert rows[base_backup].verified == record
     assert rows[newer.label].verified is None
     assert backup_lab.service.last_verified_at() == record["verified_at"]   # drctl_backup_last_verified_restore_...
     assert rows[newer.label].backup.kind == "incr"
     assert rows[base_backup].backup.wal_start <= rows[base_backup].backup.wal_stop < rows[newer.label].backup.wal_start
     assert not list(scratch.rglob("PG_VERSION"))    # the scratch copy was stopped and removed
+
+
+def test_a_failed_check_is_recorded_as_a_failed_verification_and_the_backup_stays_unproven(
+        backup_lab: BackupLab, base_backup: str, scratch: Path) -> None:
+    def corrupt(endpoint: pg.Endpoint) -> dict[str, object]:
+        with pg.connect(endpoint, backup_lab.lab.credentials, dbname="ledger", timeout=5) as conn:
+            conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")   # money from nowhere
+            return proof.bank_conservation(conn) or {}
+
+    newest, _ = backup_lab.service.run("incr")
+    with pytest.raises(proof.ProofFailed, match="bank: money not conserved"):
+        backup_lab.service.verify(newest.label, scratch=scratch, port=SCRATCH_PORT, check=corrupt)
+
+    rows = {row.backup.label: row for row in backup_lab.service.listing()}
+    assert rows[newest.label].verified is None
+    assert rows[newest.label].failed is not None
+    assert "money not conserved" in rows[newest.label].failed["error"]
+    assert not list(scratch.rglob("PG_VERSION"))

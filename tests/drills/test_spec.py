@@ -223,3 +223,28 @@ def test_a_switchover_to_the_initial_primary_is_valid_as_a_switch_back(raw: dict
     raw["fault"] = {"kind": "switchover", "to": "dc1-a"}
     fault = parse_drill(raw, shipped_topology).fault
     assert isinstance(fault, Switchover) and fault.to == "dc1-a"
+
+
+BACKUP_DRILLS = {"archive-outage": FaultKind.ARCHIVE_OUTAGE, "total-loss-restore": FaultKind.TOTAL_LOSS_RESTORE}
+
+
+@pytest.mark.parametrize("name", sorted(BACKUP_DRILLS))
+def test_backup_drills_validate_against_the_backup_lab_and_name_what_the_plain_lab_lacks(
+        name: str, shipped_topology: Topology) -> None:
+    from orchestrator.topology import load_topology
+
+    spec = load_drill(DRILLS / f"{name}.yaml", load_topology(REPO / "topology" / "lab-backup.yaml"))
+    assert spec.fault.kind is BACKUP_DRILLS[name]
+    assert spec.fault_at_s + spec.observe_s <= spec.load.duration_s
+    with pytest.raises(DrillFileError, match=rf"fault: {name} needs cluster 'payments' to have a backup section"):
+        load_drill(DRILLS / f"{name}.yaml", shipped_topology)
+
+
+def test_an_archive_outage_that_outlasts_the_load_is_refused() -> None:
+    from orchestrator.topology import load_topology
+
+    data = yaml.safe_load((DRILLS / "archive-outage.yaml").read_text())
+    data["fault"]["duration_s"] = 200
+    with pytest.raises(DrillFileError, match=r"fault\.duration_s: the outage ends 205 s into the load, after it "
+                                             r"stops at 110 s; raise load\.duration_s"):
+        parse_drill(data, load_topology(REPO / "topology" / "lab-backup.yaml"), source="drills/x.yaml")
