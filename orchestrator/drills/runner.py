@@ -39,7 +39,7 @@ from orchestrator.drills.spec import (
     find_drill,
     load_drill,
 )
-from orchestrator.errors import DrillFileError, LabError, OrchestratorError
+from orchestrator.errors import DatabaseUnavailable, DrillFileError, LabError, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.state import ClusterSnapshot, Role
 from orchestrator.topology import Cluster
@@ -114,6 +114,28 @@ class DrillRunner:
 
     # ---- phases --------------------------------------------------------------------------------
 
+    def _lookup_when_writable(self, conninfo: str, ids: frozenset[str], timeout: float = 120.0) -> set[str]:
+        """The acknowledged transfers the cluster holds, read on its writable primary, waiting for one
+        (a rollback that left the cluster between primaries, a rejoin still running).
+
+        :raises DatabaseUnavailable: no writable primary within ``timeout`` (the error names the last failure).
+        """
+        found: set[str] = set()
+        last: list[DatabaseUnavailable] = []
+
+        def looked_up() -> bool:
+            try:
+                found.update(bank.present_transfers(conninfo, ids))
+            except DatabaseUnavailable as exc:
+                last[:] = [exc]
+                return False
+            return True
+
+        if not poll(looked_up, timeout=timeout, interval=0.5):
+            self.progress(f"no writable primary to measure against after {timeout:.0f}s")
+            raise last[0]
+        return found
+
     def _run(self, spec: DrillSpec, cluster: Cluster, coord: Coordinator) -> tuple[DrillReport, Path]:
         self.progress("checking steady state")
         self._steady_state(spec, cluster, timeout=90)
@@ -159,7 +181,7 @@ class DrillRunner:
         records = read_journal(load.journal_files())
         fault_at = injected.at if injected else started + spec.fault_at_s
         self.progress("measuring RTO/RPO against the new primary")
-        present = bank.present_transfers(conninfo, ids_to_look_up(records))
+        present = self._lookup_when_writable(conninfo, ids_to_look_up(records))
         measurement = measure(
             records, fault_at=fault_at, window_end=min(fault_at + spec.observe_s, finished),
             present_ids=present, expected_total=spec.load.accounts * INITIAL_BALANCE,
