@@ -851,6 +851,7 @@ def load_capacity(
 
     lab = _running_lab(lab_dir)
     cl = lab.topology.cluster(_cluster(lab.topology, cluster))
+    cl.require_drills_allowed()
     if p99_ms is not None and p99_ms <= 0:
         raise InvalidInput(f"--p99-ms: {p99_ms:g} must be positive")
     started = time.time()

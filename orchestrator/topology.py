@@ -14,12 +14,12 @@ import re
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.alerts.config import AlertsSpec
-from orchestrator.errors import TopologyError
+from orchestrator.errors import InvalidInput, TopologyError
 from orchestrator.yamlfile import read_yaml as read_yaml  # drills.spec reads its files here too
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
@@ -430,8 +430,17 @@ class Cluster(_Model):
     slo: Slo = Slo()
     # Base backups and WAL archive to S3 (orchestrator.backup); none when absent.
     backup: BackupSpec | None = None
+    # Whether drills, game days, soaks and capacity runs may target this cluster (a production
+    # cluster says "forbidden" and opts in for a planned drill by changing it to "allowed").
+    drills: Literal["allowed", "forbidden"] = "allowed"
 
     _name = field_validator("name")(_check_name)
+
+    def require_drills_allowed(self) -> None:
+        """:raises InvalidInput: the topology forbids drills on this cluster."""
+        if self.drills == "forbidden":
+            raise InvalidInput(f"clusters.{self.name}.drills: the topology forbids drills on {self.name}; set "
+                               "drills: allowed to opt in for a planned drill")
 
     @model_validator(mode="after")
     def _default_database(self) -> Cluster:

@@ -79,6 +79,7 @@ class DrillRunner:
     def load(self, name: str) -> DrillSpec:
         """:raises DrillFileError: unknown drill, or a file that contradicts the topology."""
         spec = load_drill(find_drill(self.drills_dir, name), self.lab.topology)
+        self.lab.topology.cluster(spec.cluster).require_drills_allowed()
         if self.route is not None and self.route is not spec.route:
             if self.route is Route.HAPROXY and self.lab.topology.health is None:
                 raise DrillFileError("--route: haproxy needs the topology's health section; add 'health: {}' "

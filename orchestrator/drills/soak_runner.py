@@ -51,6 +51,7 @@ class SoakRunner:
 
     def run(self, rounds: tuple[Round, ...], cluster: Cluster, *, seed: int, kinds: tuple[str, ...],
             users: int, user_rate: float, accounts: int = 100, journals_dir: Path | None = None) -> Soak:
+        cluster.require_drills_allowed()
         coord = Coordinator(self.lab.topology.zookeeper_hosts(), self.lab.topology.name,
                             identity=f"soak:{socket.gethostname()}:{os.getpid()}")
         coord.start(timeout=10)
