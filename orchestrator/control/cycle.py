@@ -9,6 +9,7 @@ its reason changes. Built per term by the controller (or by a test, from fakes).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 
@@ -30,6 +31,9 @@ from orchestrator.state import (
     OperationKind,
     Role,
 )
+
+# Numbers in a reason (seconds, bytes, LSNs): two reasons equal but for them say the same thing.
+_FIGURES = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?")
 
 
 def dispatch(ctx: ClusterContext, decision: d.Decision, snapshot: ClusterSnapshot, memory: d.Memory,
@@ -176,6 +180,9 @@ class ClusterCycle:
                      holding=record.held_by(state.primary), members=lags)
 
     def _note(self, event: str, reason: str, **fields: object) -> None:
-        if reason != self._last_reason:
-            self._last_reason = reason
+        """Log ``reason`` when it says something new: a reason that differs only in its figures (a
+        blocked failover counting seconds every cycle) is logged once, not every 100 ms."""
+        shape = f"{event}|{fields.get('kind', '')}|{_FIGURES.sub('#', reason)}"
+        if shape != self._last_reason:
+            self._last_reason = shape
             self.ctx.log.emit(event, cluster=self.ctx.cluster, reason=reason, **fields)

@@ -169,3 +169,19 @@ def test_an_operator_failover_from_a_silent_primary_without_an_agent_needs_the_f
     assert zk.results["payments"][accepted]["ok"], zk.results["payments"][accepted]
     assert zk.states["payments"][0].primary == "dc2-a"
     assert "the operator accepted the risk" in fence_detail(zk)
+
+
+
+def test_a_reason_is_logged_when_it_says_something_new_not_when_only_its_figures_move(
+        elect: Callable[..., Leader]) -> None:
+    leader = elect("dc2:a")
+    for age in (0.1, 0.2, 0.35, 1, 12.5):    # a blocked failover counting seconds, cycle after cycle
+        leader.cycle._note("decision", f"cannot prove dc1-a stopped: lease confirmed {age} s ago (bound 2.0 s)",
+                           kind="blocked")
+    leader.cycle._note("decision", "cannot prove dc2-a stopped: lease confirmed 0.1 s ago (bound 2.0 s)",
+                       kind="blocked")      # another member: news
+    leader.cycle._note("decision", "dc1-a is primary; standbys in order", kind="healthy")
+    reasons = [f["reason"] for e, f in leader.log.events if e == "decision"]
+    assert reasons == ["cannot prove dc1-a stopped: lease confirmed 0.1 s ago (bound 2.0 s)",
+                       "cannot prove dc2-a stopped: lease confirmed 0.1 s ago (bound 2.0 s)",
+                       "dc1-a is primary; standbys in order"]
