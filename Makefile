@@ -8,7 +8,7 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headles
 	postgresql-15-auto-failover pg-auto-failover-cli pgbackrest haproxy chromium iproute2 nftables
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test drill soak bench backup-bench lint unit lab-up lab-down clean
+.PHONY: setup test drill soak bench bench-overhead backup-bench lint unit lab-up lab-down clean
 
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -61,6 +61,10 @@ lab-down: setup
 clean:
 	-$(DRCTL) lab down
 	rm -rf reports .bench .pytest_cache .mypy_cache .ruff_cache
+
+# What the drills' journal and analysis cost over plain Locust (orchestrator/bench/overhead.py); needs `make lab-up`.
+bench-overhead: setup
+	$(PY) -m orchestrator.bench.overhead --rounds 3 --seconds 60
 
 # Archive lag under load, backup and restore at two database sizes (orchestrator/backup/bench.py).
 backup-bench: setup

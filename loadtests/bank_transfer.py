@@ -74,6 +74,9 @@ JOURNAL = Path(_env("DRCTL_JOURNAL"))
 ACCOUNTS = int(_env("DRCTL_ACCOUNTS", "100"))
 USER_RATE = float(_env("DRCTL_USER_RATE", "50"))
 RUN_SECONDS = float(_env("DRCTL_RUN_SECONDS", "0"))  # 0: until stopped (SIGTERM)
+# "off": no journal lines at all, only for measuring what the journal costs (orchestrator.bench.overhead);
+# a drill needs the journal.
+JOURNALING = _env("DRCTL_MEASURE", "journal") != "off"
 if ACCOUNTS < 2:
     raise RuntimeError(f"DRCTL_ACCOUNTS={ACCOUNTS}: a transfer needs at least 2 accounts")
 
@@ -192,6 +195,8 @@ class BankUser(User):
     @staticmethod
     def _journal(tid: str, src: int, dst: int, amount: int, started: float, session: Session,
                  outcome: Outcome, error: str | None) -> None:
+        if not JOURNALING:
+            return
         JOURNAL_WRITER.append(JournalRecord(
             id=tid, src=src, dst=dst, amount=amount, start=started, end=time.time(), outcome=outcome,
             server=session.server, timeline=session.timeline, error=error,
