@@ -224,11 +224,19 @@ def link_exists(name: str) -> bool:
 def create(network: LabNetwork, root: Path) -> None:
     """Record ``network`` in ``root/network.json``, then build it (idempotent: what exists is kept).
 
-    :raises LabError: a command failed (what was built stays recorded: :func:`destroy` removes it).
+    :raises LabError: a namespace of the plan exists but this lab did not record it (another lab
+        directory's, on the same ports: nothing is built), or a command failed (what was built
+        stays recorded: :func:`destroy` removes it).
     """
+    present = existing_namespaces()
+    ours = load(root)
+    foreign = sorted(({ns.name for ns in network.namespaces} | {network.core}) & present) if ours is None else []
+    if foreign:
+        raise LabError(f"network namespace {foreign[0]} already exists but {root / STATE_FILE} does not record it: "
+                       f"another lab on ports from {network.prefix.removeprefix('drl')} runs; take it down with "
+                       "'drctl lab down --lab-dir ITS_DIR' (or 'ip netns del' what is left), or move ports.base")
     root.mkdir(parents=True, exist_ok=True)
     (root / STATE_FILE).write_text(json.dumps(network.to_json(), indent=2))
-    present = existing_namespaces()
     core = network.core
     if core not in present:
         _ip("netns", "add", core)

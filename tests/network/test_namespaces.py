@@ -4,12 +4,14 @@ direction only, and teardown leaves nothing behind, also after a crash."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import LabError
 from orchestrator.network import namespaces as ns
 from orchestrator.network import nftables as nft
 from orchestrator.network.namespaces import LabNetwork
@@ -42,6 +44,7 @@ def network(shipped_topology: Topology) -> Iterator[tuple[LabNetwork, Path]]:
         yield net, root
     finally:
         ns.destroy(root)
+        shutil.rmtree(root)
     assert _leftovers(net) == []
 
 
@@ -158,6 +161,24 @@ def test_teardown_after_a_crash_leaves_nothing(shipped_topology: Topology) -> No
     ns.create(net, root)   # state file again, then destroy twice
     ns.destroy(root)
     ns.destroy(root)
+    assert _leftovers(net) == []
+    shutil.rmtree(root)
+
+
+def test_a_second_lab_on_the_same_ports_is_refused_before_anything_is_built(shipped_topology: Topology) -> None:
+    first, second = make_lab_dir("drctl-netns-first-"), make_lab_dir("drctl-netns-second-")
+    net = ns.plan(with_port_base(shipped_topology, NETWORK_BASE + 100))
+    try:
+        ns.create(net, first)
+        with pytest.raises(LabError, match=rf"network namespace drl{NETWORK_BASE + 100}-\S+ already exists"):
+            ns.create(net, second)
+        assert ns.load(second) is None   # nothing recorded, so its teardown cannot take the first lab's
+        ns.destroy(second)
+        assert {n.name for n in net.namespaces} <= ns.existing_namespaces()
+    finally:
+        ns.destroy(first)
+        shutil.rmtree(first)
+        shutil.rmtree(second)
     assert _leftovers(net) == []
 
 
