@@ -89,7 +89,7 @@ class ClusterCycle:
         self._publisher = publisher
         self.memory = d.Memory()
         self.last_kind = ""
-        self._last_reason = ""
+        self._last_reason: dict[str, str] = {}
         # The DR lag bound (replication.dr_lag): the primary's WAL history and the last readings.
         self._wal = d.WalHistory()
         self._dr: dict[str, DrMemberLag] = {}
@@ -182,7 +182,7 @@ class ClusterCycle:
     def _note(self, event: str, reason: str, **fields: object) -> None:
         """Log ``reason`` when it says something new: a reason that differs only in its figures (a
         blocked failover counting seconds every cycle) is logged once, not every 100 ms."""
-        shape = f"{event}|{fields.get('kind', '')}|{_FIGURES.sub('#', reason)}"
-        if shape != self._last_reason:
-            self._last_reason = shape
+        shape = f"{fields.get('kind', '')}|{_FIGURES.sub('#', reason)}"
+        if shape != self._last_reason.get(event):   # per event: a held operation alternates two of them
+            self._last_reason[event] = shape
             self.ctx.log.emit(event, cluster=self.ctx.cluster, reason=reason, **fields)

@@ -178,9 +178,12 @@ def test_a_reason_is_logged_when_it_says_something_new_not_when_only_its_figures
     for age in (0.1, 0.2, 0.35, 1, 12.5):    # a blocked failover counting seconds, cycle after cycle
         leader.cycle._note("decision", f"cannot prove dc1-a stopped: lease confirmed {age} s ago (bound 2.0 s)",
                            kind="blocked")
+        # A held operation says so every cycle too, between the decisions: each is still news only once.
+        leader.cycle._note("operation-held", "dc2-a is unreachable; zero loss NOT provable")
     leader.cycle._note("decision", "cannot prove dc2-a stopped: lease confirmed 0.1 s ago (bound 2.0 s)",
                        kind="blocked")      # another member: news
     leader.cycle._note("decision", "dc1-a is primary; standbys in order", kind="healthy")
+    assert [e for e, _ in leader.log.events if e == "operation-held"] == ["operation-held"]
     reasons = [f["reason"] for e, f in leader.log.events if e == "decision"]
     assert reasons == ["cannot prove dc1-a stopped: lease confirmed 0.1 s ago (bound 2.0 s)",
                        "cannot prove dc2-a stopped: lease confirmed 0.1 s ago (bound 2.0 s)",
