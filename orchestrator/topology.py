@@ -334,6 +334,9 @@ class BackupSpec(_Model):
     verify_schedule: str | None = None
     # pg_wal's budget while the store is unreachable (the archive-outage drill judges its peak).
     max_pg_wal_mb: int = Field(1024, ge=16)
+    # archive-failed also when a completed segment has waited this long (archive_command hanging:
+    # the engine retries an unreachable store for 40-80 s before it fails).
+    archive_stall_alert_s: float = Field(30.0, gt=0, le=86400)
 
     @field_validator("schedule", "verify_schedule")
     @classmethod
