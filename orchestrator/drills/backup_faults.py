@@ -32,6 +32,7 @@ from orchestrator.backup.proof import segment_name, segment_range
 from orchestrator.backup.service import BackupService, lab_store
 from orchestrator.backup.store import SeaweedStore
 from orchestrator.coordination import Coordinator
+from orchestrator.decisions.archiving import in_trouble
 from orchestrator.drills.faults import Injected, _kill, current_primary
 from orchestrator.drills.spec import ArchiveOutage, TotalLossRestore
 from orchestrator.drills.verdict import Check, CheckName, Verdict
@@ -120,6 +121,29 @@ def alert_in_logs(logs: Path, cluster: str, since: float) -> float | None:
     return min(found, default=None)
 
 
+LEADER_READ_S = 10.0   # the leader reads pg_stat_archiver this often (Controller._watch_archiving)
+
+
+def _healthy_archiving(primary: pg.Endpoint, creds: pg.Credentials, stall_s: float, timeout: float = 90.0) -> None:
+    """Wait until archiving has been healthy (no failure, no stall) for one leader read interval, so the
+    outage starts a new ``archive-failed`` streak rather than continuing one (e.g. from ``lab up``).
+
+    :raises OrchestratorError: not within ``timeout``.
+    """
+    since: list[float] = []
+
+    def healthy_long_enough() -> bool:
+        if in_trouble(pg.archiver_stats(primary, creds), stall_s):
+            since.clear()
+            return False
+        since[:] = since or [time.monotonic()]
+        return time.monotonic() - since[0] > LEADER_READ_S + 1
+
+    if not poll(healthy_long_enough, timeout=timeout, interval=0.5):
+        raise OrchestratorError(f"{primary.name}: archiving was not healthy for {LEADER_READ_S + 1:g} s in a row "
+                                f"within {timeout:g} s (pg_stat_archiver); fix it before this drill")
+
+
 def run_archive_outage(service: BackupService, store: SeaweedStore, primary: pg.Endpoint, fault: ArchiveOutage,
                        alerted: Callable[[float], float | None], *, datacenter: str | None = None
                        ) -> BackupInjected:
@@ -135,6 +159,7 @@ def run_archive_outage(service: BackupService, store: SeaweedStore, primary: pg.
     pid = store.pid()
     if pid is None:
         raise OrchestratorError(f"{service.cluster.name}: the S3 store does not run; nothing to stop")
+    _healthy_archiving(primary, creds, service.spec.archive_stall_alert_s)
     peak_mb, _, first = _wal_state(primary, creds)
     peak_ready = 0
     at = time.time()
