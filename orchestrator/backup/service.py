@@ -22,6 +22,7 @@ from orchestrator import postgres as pg
 from orchestrator.backup.catalog import Backup, Catalog, choose_backup
 from orchestrator.backup.errors import BackupConfigError, BackupFailed
 from orchestrator.backup.pgbackrest import EngineConfig, conf_dir, repo_path
+from orchestrator.backup.replicate import ReplicationReport, replicate
 from orchestrator.backup.restore import RestoreReport, Target, restore_instance
 from orchestrator.backup.s3 import ObjectStore, StoreSettings, load_keys
 from orchestrator.backup.store import SeaweedStore
@@ -196,6 +197,27 @@ class BackupService:
         engine = self.engine(layout, home=scratch / "pgbackrest", port=listen)
         return restore_instance(engine, layout, backup, target, postgresql_conf=conf, creds=self.creds, port=listen,
                                 archive=False)
+
+    def replica_store(self) -> ObjectStore:
+        """The other region's copy of the bucket (``backup.replica``).
+
+        :raises BackupConfigError: the cluster has no replica, or its settings are wrong.
+        """
+        replica = self.spec.replica
+        if replica is None:
+            raise BackupConfigError(f"clusters.{self.cluster.name}.backup.replica: no replica store; add one "
+                                    "(endpoint, bucket, credentials_file) to copy the backups to another region")
+        spec = self.spec.model_copy(update={"endpoint": replica.endpoint, "bucket": replica.bucket,
+                                            "region": replica.region, "credentials_file": replica.credentials_file,
+                                            "ca_file": replica.ca_file, "replica": None})
+        settings = StoreSettings(spec, f"clusters.{self.cluster.name}.backup.replica", self.root /
+                                 replica.credentials_file, (self.root / replica.ca_file) if replica.ca_file else None)
+        return ObjectStore(settings)
+
+    def replicate(self, replica: ObjectStore | None = None) -> ReplicationReport:
+        """Copy the repository's new objects to the replica store (default: ``backup.replica``)."""
+        self.store.check()
+        return replicate(self.store, replica or self.replica_store(), self.repo)
 
     def last_verified_at(self) -> float | None:
         """When the newest verified-restore record was written (UNIX seconds); None: no backup proven yet.
