@@ -29,6 +29,7 @@ from orchestrator.backup.store import SeaweedStore
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.topology import Cluster, Topology
+from orchestrator.waiting import poll
 
 if TYPE_CHECKING:
     from orchestrator.playbooks import PlaybookRunner
@@ -195,8 +196,10 @@ class BackupService:
             f"port = '{listen}'\narchive_mode = 'off'\nsynchronous_standby_names = ''\n"
             f"cluster_name = 'restore-{to}'\n")
         engine = self.engine(layout, home=scratch / "pgbackrest", port=listen)
-        return restore_instance(engine, layout, backup, target, postgresql_conf=conf, creds=self.creds, port=listen,
-                                archive=False)
+        report = restore_instance(engine, layout, backup, target, postgresql_conf=conf, creds=self.creds,
+                                  port=listen, archive=False)
+        _no_synchronous_standbys(pg.Endpoint(to, layout.endpoint.address, listen), self.creds)
+        return report
 
     def replica_store(self) -> ObjectStore:
         """The other region's copy of the bucket (``backup.replica``).
@@ -302,6 +305,26 @@ class BackupService:
         return {"label": label, "verified_at": time.time(), "restore_seconds": round(report.restore_seconds, 3),
                 "recovery_seconds": round(report.recovery_seconds, 3), "mb_per_s": round(report.mb_per_s, 1),
                 "restored_bytes": report.restored_bytes, "checks": facts}
+
+
+def _no_synchronous_standbys(endpoint: pg.Endpoint, creds: pg.Credentials) -> None:
+    """Drop ``synchronous_standby_names`` from a scratch copy's ``postgresql.auto.conf`` (copied with the
+    backup: the leader sets it there, and it overrides ``postgresql.conf``). A copy has no standbys,
+    so every commit on it (``pg_amcheck --install-missing``'s CREATE EXTENSION) would wait forever.
+
+    :raises BackupFailed: the setting is still in force after the reload.
+    """
+    with pg.connect(endpoint, creds, timeout=5) as conn:
+        conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        conn.execute("SELECT pg_reload_conf()")
+
+    def reloaded() -> bool:   # the reload is asynchronous: a new session sees it once the postmaster has
+        with pg.connect(endpoint, creds, timeout=5) as conn:
+            return conn.execute("SHOW synchronous_standby_names").fetchone() == ("",)
+
+    if not poll(reloaded, timeout=30, interval=0.05):
+        raise BackupFailed(f"{endpoint.name}: the scratch copy still names synchronous standbys 30 s after "
+                           "ALTER SYSTEM RESET synchronous_standby_names")
 
 
 def _databases_answer(endpoint: pg.Endpoint, creds: pg.Credentials) -> dict[str, Any]:
