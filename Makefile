@@ -8,7 +8,7 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 zookeeper default-jre-headles
 	postgresql-15-auto-failover pg-auto-failover-cli pgbackrest haproxy chromium iproute2 nftables
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test drill soak bench bench-overhead backup-bench lint unit lab-up lab-down clean
+.PHONY: setup test drill soak bench bench-overhead backup-bench backup-drills lint unit lab-up lab-down clean
 
 setup: $(VENV)/.installed
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -69,3 +69,14 @@ bench-overhead: setup
 # Archive lag under load, backup and restore at two database sizes (orchestrator/backup/bench.py).
 backup-bench: setup
 	$(PY) -m orchestrator.backup.bench --scales 10,60 --seconds 60
+
+# The backup drills (archive-outage, then total-loss-restore after a fresh base backup) on a lab
+# with a backup section, in .backup-lab (its own lab directory; the lab's ports), taken down after.
+BACKUP_LAB := .backup-lab
+backup-drills: setup
+	$(DRCTL) lab up --topology topology/lab-backup.yaml --lab-dir $(BACKUP_LAB)
+	status=0; \
+	$(DRCTL) drill run archive-outage --lab-dir $(BACKUP_LAB) || status=1; \
+	$(DRCTL) backup run payments --lab-dir $(BACKUP_LAB) || status=1; \
+	$(DRCTL) drill run total-loss-restore --lab-dir $(BACKUP_LAB) || status=1; \
+	$(DRCTL) lab down --lab-dir $(BACKUP_LAB); exit $$status

@@ -1095,6 +1095,15 @@ def _verify_backup(service: BackupService, cluster: str, label: str | None, scra
                   + (f"; bank conserved ({checks['bank_transfers']} transfers)" if "bank_total" in checks else ""))
 
 
+@backup_app.command("replicate")
+def backup_replicate(cluster: str, topology: TopologyOpt = None, lab_dir: LabDirOpt = None) -> None:
+    """Copy CLUSTER's backups and WAL archive that the replica store (backup.replica) lacks to it."""
+    service = _backup_service(cluster, topology, lab_dir)
+    report = service.replicate()
+    console.print(f"{cluster}: {report.copied} object(s) copied to the replica ({report.copied_bytes / 1e6:.1f} MB, "
+                  f"{report.mb_per_s:.1f} MB/s), {report.in_sync} already there, in {report.seconds:.1f}s")
+
+
 @app.command("restore")
 def restore(
     cluster: str,

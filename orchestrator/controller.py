@@ -371,7 +371,7 @@ class Controller:
                 stats = pg.archiver_stats(endpoint, self._creds, conn=conn) if conn is not None else None
             except OrchestratorError:
                 stats = None
-            self._archive_watch.observe(cluster.name, state.primary, stats)
+            self._archive_watch.observe(cluster.name, state.primary, stats, cluster.backup.archive_stall_alert_s)
 
     def _last_verified(self, cluster: str) -> float | None:
         """The newest verified restore of ``cluster``'s backups, read from its store (for /metrics, cached)."""

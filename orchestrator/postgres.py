@@ -511,8 +511,11 @@ def attached_standbys(endpoint: Endpoint, creds: Credentials, *, conn: Connectio
 
 _ARCHIVER = """
 SELECT archived_count, extract(epoch FROM last_archived_time)::float8, last_archived_wal,
-       failed_count, extract(epoch FROM last_failed_time)::float8, last_failed_wal
-  FROM pg_stat_archiver
+       failed_count, extract(epoch FROM last_failed_time)::float8, last_failed_wal,
+       ready.count, ready.oldest
+  FROM pg_stat_archiver,
+       (SELECT count(*) AS count, extract(epoch FROM now() - min(modification))::float8 AS oldest
+          FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') AS ready
 """
 
 
@@ -527,11 +530,12 @@ def archiver_stats(endpoint: Endpoint, creds: Credentials, *, conn: Connection |
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"{endpoint.name}: reading pg_stat_archiver failed ({_first_line(exc)})") from exc
     assert row is not None
-    archived, archived_at, archived_wal, failed, failed_at, failed_wal = row
+    archived, archived_at, archived_wal, failed, failed_at, failed_wal, ready, oldest = row
     return ArchiverStats(archived_count=int(str(archived)), last_archived_at=_float_or_none(archived_at),
                          last_archived_wal=None if archived_wal is None else str(archived_wal),
                          failed_count=int(str(failed)), last_failed_at=_float_or_none(failed_at),
-                         last_failed_wal=None if failed_wal is None else str(failed_wal))
+                         last_failed_wal=None if failed_wal is None else str(failed_wal),
+                         ready_count=int(str(ready)), oldest_ready_age_s=_float_or_none(oldest))
 
 
 def _float_or_none(value: object) -> float | None:

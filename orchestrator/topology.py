@@ -331,6 +331,39 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENDPOINT_RE = re.compile(r"^https://(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?/?$")
 
 
+class ReplicaSpec(_Model):
+    """A second S3 endpoint (the other region's store) the backup bucket is copied to (``drctl backup
+    replicate``): every object of the cluster's repository missing there, or of another size, is copied."""
+
+    endpoint: str
+    bucket: str
+    region: str = "us-east-1"
+    credentials_file: str
+    ca_file: str = ""
+    # The leader runs 'drctl backup replicate' on this cron (UTC); None: only by hand.
+    schedule: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return BackupSpec._cron(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        return BackupSpec._https(value)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return BackupSpec._bucket(value)
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _credentials_path(cls, value: str) -> str:
+        return BackupSpec._credentials_path(value)
+
+
 class BackupSpec(_Model):
     """Where a cluster's base backups and WAL archive go: an S3-compatible endpoint (orchestrator.backup).
 
@@ -359,6 +392,11 @@ class BackupSpec(_Model):
     verify_schedule: str | None = None
     # pg_wal's budget while the store is unreachable (the archive-outage drill judges its peak).
     max_pg_wal_mb: int = Field(1024, ge=16)
+    # archive-failed also when a completed segment has waited this long (archive_command hanging:
+    # the engine retries an unreachable store for 40-80 s before it fails).
+    archive_stall_alert_s: float = Field(30.0, gt=0, le=86400)
+    # The other region's copy of the bucket (None: no replication).
+    replica: ReplicaSpec | None = None
 
     @field_validator("schedule", "verify_schedule")
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,23 @@ class ObjectStore:
     def put_json(self, key: str, document: dict[str, Any]) -> None:
         self._call("writing a record", "put_object", Bucket=self.spec.bucket, Key=key.lstrip("/"),
                    Body=json.dumps(document, sort_keys=True).encode(), ContentType="application/json")
+
+    def get_bytes(self, key: str) -> bytes:
+        """The whole object at ``key`` (small objects: records, WAL segments)."""
+        body = self._call("reading an object", "get_object", Bucket=self.spec.bucket, Key=key.lstrip("/"))["Body"]
+        return bytes(body.read())
+
+    def copy_to(self, key: str, other: ObjectStore) -> int:
+        """Copy object ``key`` to the same key in ``other`` (another endpoint: read here, written there,
+        spooled through memory up to 64 MiB, then a temporary file); its size in bytes."""
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+            self._call("reading an object to replicate", "download_fileobj", Bucket=self.spec.bucket,
+                       Key=key.lstrip("/"), Fileobj=spool)
+            size = spool.tell()
+            spool.seek(0)
+            other._call("writing a replicated object", "upload_fileobj", Fileobj=spool, Bucket=other.spec.bucket,
+                        Key=key.lstrip("/"))
+        return size
 
     def delete(self, key: str) -> None:
         """Remove the object at ``key`` (no error when there is none)."""

@@ -22,12 +22,14 @@ from orchestrator import postgres as pg
 from orchestrator.backup.catalog import Backup, Catalog, choose_backup
 from orchestrator.backup.errors import BackupConfigError, BackupFailed
 from orchestrator.backup.pgbackrest import EngineConfig, conf_dir, repo_path
+from orchestrator.backup.replicate import ReplicationReport, replicate
 from orchestrator.backup.restore import RestoreReport, Target, restore_instance
 from orchestrator.backup.s3 import ObjectStore, StoreSettings, load_keys
 from orchestrator.backup.store import SeaweedStore
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.pgserver import InstanceLayout
 from orchestrator.topology import Cluster, Topology
+from orchestrator.waiting import poll
 
 if TYPE_CHECKING:
     from orchestrator.playbooks import PlaybookRunner
@@ -194,8 +196,31 @@ class BackupService:
             f"port = '{listen}'\narchive_mode = 'off'\nsynchronous_standby_names = ''\n"
             f"cluster_name = 'restore-{to}'\n")
         engine = self.engine(layout, home=scratch / "pgbackrest", port=listen)
-        return restore_instance(engine, layout, backup, target, postgresql_conf=conf, creds=self.creds, port=listen,
-                                archive=False)
+        report = restore_instance(engine, layout, backup, target, postgresql_conf=conf, creds=self.creds,
+                                  port=listen, archive=False)
+        _no_synchronous_standbys(pg.Endpoint(to, layout.endpoint.address, listen), self.creds)
+        return report
+
+    def replica_store(self) -> ObjectStore:
+        """The other region's copy of the bucket (``backup.replica``).
+
+        :raises BackupConfigError: the cluster has no replica, or its settings are wrong.
+        """
+        replica = self.spec.replica
+        if replica is None:
+            raise BackupConfigError(f"clusters.{self.cluster.name}.backup.replica: no replica store; add one "
+                                    "(endpoint, bucket, credentials_file) to copy the backups to another region")
+        spec = self.spec.model_copy(update={"endpoint": replica.endpoint, "bucket": replica.bucket,
+                                            "region": replica.region, "credentials_file": replica.credentials_file,
+                                            "ca_file": replica.ca_file, "replica": None})
+        settings = StoreSettings(spec, f"clusters.{self.cluster.name}.backup.replica", self.root /
+                                 replica.credentials_file, (self.root / replica.ca_file) if replica.ca_file else None)
+        return ObjectStore(settings)
+
+    def replicate(self, replica: ObjectStore | None = None) -> ReplicationReport:
+        """Copy the repository's new objects to the replica store (default: ``backup.replica``)."""
+        self.store.check()
+        return replicate(self.store, replica or self.replica_store(), self.repo)
 
     def last_verified_at(self) -> float | None:
         """When the newest verified-restore record was written (UNIX seconds); None: no backup proven yet.
@@ -280,6 +305,26 @@ class BackupService:
         return {"label": label, "verified_at": time.time(), "restore_seconds": round(report.restore_seconds, 3),
                 "recovery_seconds": round(report.recovery_seconds, 3), "mb_per_s": round(report.mb_per_s, 1),
                 "restored_bytes": report.restored_bytes, "checks": facts}
+
+
+def _no_synchronous_standbys(endpoint: pg.Endpoint, creds: pg.Credentials) -> None:
+    """Drop ``synchronous_standby_names`` from a scratch copy's ``postgresql.auto.conf`` (copied with the
+    backup: the leader sets it there, and it overrides ``postgresql.conf``). A copy has no standbys,
+    so every commit on it (``pg_amcheck --install-missing``'s CREATE EXTENSION) would wait forever.
+
+    :raises BackupFailed: the setting is still in force after the reload.
+    """
+    with pg.connect(endpoint, creds, timeout=5) as conn:
+        conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        conn.execute("SELECT pg_reload_conf()")
+
+    def reloaded() -> bool:   # the reload is asynchronous: a new session sees it once the postmaster has
+        with pg.connect(endpoint, creds, timeout=5) as conn:
+            return conn.execute("SHOW synchronous_standby_names").fetchone() == ("",)
+
+    if not poll(reloaded, timeout=30, interval=0.05):
+        raise BackupFailed(f"{endpoint.name}: the scratch copy still names synchronous standbys 30 s after "
+                           "ALTER SYSTEM RESET synchronous_standby_names")
 
 
 def _databases_answer(endpoint: pg.Endpoint, creds: pg.Credentials) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A cluster's ``backup.schedule`` (cron, UTC) starts ``drctl backup run CLUSTER --verify``: a
 full base backup, then its verification (``BackupService.verify``: restore to the end of the
 archive, the checks, the record). ``backup.verify_schedule`` starts ``drctl backup verify
-CLUSTER`` (the newest backup, proven again with the WAL archived since). Each runs as a child
+CLUSTER`` (the newest backup, proven again with the WAL archived since); ``backup.replica.schedule``
+starts ``drctl backup replicate CLUSTER`` (new objects copied to the other region's store). Each runs as a child
 process, so a backup taking minutes never holds up the leader's rounds; pgBackRest's own lock
 keeps two backups of one stanza from overlapping.
 
@@ -29,6 +30,7 @@ from orchestrator.topology import Topology
 class JobKind(StrEnum):
     BACKUP = "backup"   # base backup, then its verification
     VERIFY = "verify"   # verify the newest backup again
+    REPLICATE = "replicate"   # copy the repository's new objects to the replica store
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,9 @@ class BackupJob:
         return f"{self.kind.value}:{self.cluster}"
 
     def argv(self, root: Path) -> list[str]:
-        command = ["backup", "run", self.cluster, "--verify"] if self.kind is JobKind.BACKUP else \
-            ["backup", "verify", self.cluster]
+        command = {JobKind.BACKUP: ["backup", "run", self.cluster, "--verify"],
+                   JobKind.VERIFY: ["backup", "verify", self.cluster],
+                   JobKind.REPLICATE: ["backup", "replicate", self.cluster]}[self.kind]
         return [sys.executable, "-m", "orchestrator.cli", *command, "--lab-dir", str(root)]
 
 
@@ -58,6 +61,8 @@ def backup_schedules(topology: Topology) -> dict[BackupJob, str]:
             jobs[BackupJob(cluster.name, JobKind.BACKUP)] = spec.schedule
         if spec.verify_schedule:
             jobs[BackupJob(cluster.name, JobKind.VERIFY)] = spec.verify_schedule
+        if spec.replica is not None and spec.replica.schedule:
+            jobs[BackupJob(cluster.name, JobKind.REPLICATE)] = spec.replica.schedule
     return jobs
 
 
@@ -65,10 +70,10 @@ def due_backup_jobs(schedules: Mapping[BackupJob, str], last_runs: Mapping[str, 
                     ) -> list[BackupJob]:
     """Jobs whose next slot after their last start (or ``since``, never started) has come; a job
     missed several times runs once. A cluster's base backup, which proves itself, makes its
-    verification due at the same moment redundant: only the backup runs."""
+    verification due at the same moment redundant: only the backup runs (replication runs beside it)."""
     due = [job for job, cron in schedules.items() if next_after(cron, last_runs.get(job.key, since)) <= now]
     backups = {job.cluster for job in due if job.kind is JobKind.BACKUP}
-    return sorted((job for job in due if job.kind is JobKind.BACKUP or job.cluster not in backups),
+    return sorted((job for job in due if job.kind is not JobKind.VERIFY or job.cluster not in backups),
                   key=lambda job: (job.cluster, job.kind.value))
 
 

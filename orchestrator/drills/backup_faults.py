@@ -9,7 +9,8 @@
 * :func:`total_loss_restore`: every database member killed (``kill -9`` of postmasters and
   agents) and its data directory removed; the member ZooKeeper records as primary is restored
   from the store through ``playbooks/restore.yml`` (``drctl restore``'s path) to the end of the
-  archive and promoted, then the other members are re-cloned from it (the lab's own set-up).
+  archive and promoted; the controllers' rejoin re-clones the other members from it (without
+  controllers, the lab's own set-up does).
   RTO (first acknowledged write) and RPO (acknowledged transfers missing) come from the
   drill's usual measurement.
 
@@ -32,6 +33,7 @@ from orchestrator.backup.proof import segment_name, segment_range
 from orchestrator.backup.service import BackupService, lab_store
 from orchestrator.backup.store import SeaweedStore
 from orchestrator.coordination import Coordinator
+from orchestrator.decisions.archiving import in_trouble
 from orchestrator.drills.faults import Injected, _kill, current_primary
 from orchestrator.drills.spec import ArchiveOutage, TotalLossRestore
 from orchestrator.drills.verdict import Check, CheckName, Verdict
@@ -120,6 +122,29 @@ def alert_in_logs(logs: Path, cluster: str, since: float) -> float | None:
     return min(found, default=None)
 
 
+LEADER_READ_S = 10.0   # the leader reads pg_stat_archiver this often (Controller._watch_archiving)
+
+
+def _healthy_archiving(primary: pg.Endpoint, creds: pg.Credentials, stall_s: float, timeout: float = 90.0) -> None:
+    """Wait until archiving has been healthy (no failure, no stall) for one leader read interval, so the
+    outage starts a new ``archive-failed`` streak rather than continuing one (e.g. from ``lab up``).
+
+    :raises OrchestratorError: not within ``timeout``.
+    """
+    since: list[float] = []
+
+    def healthy_long_enough() -> bool:
+        if in_trouble(pg.archiver_stats(primary, creds), stall_s):
+            since.clear()
+            return False
+        since[:] = since or [time.monotonic()]
+        return time.monotonic() - since[0] > LEADER_READ_S + 1
+
+    if not poll(healthy_long_enough, timeout=timeout, interval=0.5):
+        raise OrchestratorError(f"{primary.name}: archiving was not healthy for {LEADER_READ_S + 1:g} s in a row "
+                                f"within {timeout:g} s (pg_stat_archiver); fix it before this drill")
+
+
 def run_archive_outage(service: BackupService, store: SeaweedStore, primary: pg.Endpoint, fault: ArchiveOutage,
                        alerted: Callable[[float], float | None], *, datacenter: str | None = None
                        ) -> BackupInjected:
@@ -135,6 +160,7 @@ def run_archive_outage(service: BackupService, store: SeaweedStore, primary: pg.
     pid = store.pid()
     if pid is None:
         raise OrchestratorError(f"{service.cluster.name}: the S3 store does not run; nothing to stop")
+    _healthy_archiving(primary, creds, service.spec.archive_stall_alert_s)
     peak_mb, _, first = _wal_state(primary, creds)
     peak_ready = 0
     at = time.time()
@@ -232,19 +258,22 @@ def total_loss_restore(lab: Lab, coord: Coordinator, cluster: Cluster, fault: To
     lost_at = time.time()
     report = service.restore(primary.name, Target(), runner=PlaybookRunner(lab.topology, lab.root / "ansible"))
     restored_at = time.time()
-    lab._up_cluster(cluster, timeout=300)   # the lab's own set-up: re-clone every member without data
+    if not lab.with_controllers:
+        # Without controllers nothing rejoins the lost standbys: the lab's own set-up re-clones them. With
+        # controllers, the leader's rejoin does it (both at once would re-clone each member twice).
+        lab._up_cluster(cluster, timeout=300)
     rebuilt_at = time.time()
     facts = {"members_lost": [m.name for m in cluster.members], "restored": primary.name, "backup": report.backup,
              "restore_seconds": round(report.restore_seconds, 3), "recovery_seconds": round(report.recovery_seconds, 3),
              "restored_bytes": report.restored_bytes, "mb_per_s": round(report.mb_per_s, 1),
              "lost_to_promoted_seconds": round(restored_at - at, 3),
-             "standbys_recloned_seconds": round(rebuilt_at - restored_at, 3), "data_removed_seconds":
-             round(lost_at - at, 3)}
+             "standbys_recloned_by": "the controllers' rejoin" if lab.with_controllers else "the lab",
+             "data_removed_seconds": round(lost_at - at, 3)}
     check = Check(name=CheckName.RESTORED_FROM_STORE, passed=True,
                   reason=f"{primary.name} restored from backup {report.backup} plus the archive and promoted "
                          f"{facts['lost_to_promoted_seconds']} s after the loss (copy {facts['restore_seconds']} s, "
-                         f"recovery {facts['recovery_seconds']} s); standbys re-cloned in "
-                         f"{facts['standbys_recloned_seconds']} s")
+                         f"recovery {facts['recovery_seconds']} s); standbys re-cloned by "
+                         f"{facts['standbys_recloned_by']}")
     return BackupInjected(at, f"total loss of {', '.join(m.name for m in cluster.members)} (kill -9, data removed); "
                               f"{primary.name} restored from the store ({report.via}) and promoted",
                           tuple(pids), primary.datacenter, rebuilt_at, facts, (check,))

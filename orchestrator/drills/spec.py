@@ -255,7 +255,7 @@ class ArchiveOutage(_Model):
 class TotalLossRestore(_Model):
     """Every database member lost at once (kill -9, data directories removed); the primary ZooKeeper
     records is rebuilt from the object store (``drctl restore``'s path: ``playbooks/restore.yml``,
-    to the end of the archive, promoted), then the other members are re-cloned from it."""
+    to the end of the archive, promoted); the controllers rejoin the others from it (re-clone)."""
 
     kind: Literal[FaultKind.TOTAL_LOSS_RESTORE]
 
@@ -374,8 +374,8 @@ class DrillSpec(_Model):
     def expects_new_primary(self, primary_datacenter: str) -> bool:
         """Whether the fault must move the primary (for :func:`~orchestrator.drills.measure.measure`)."""
         fault = self.fault
-        if isinstance(fault, KillPrimary | Switchover | RegionLoss):
-            return True
+        if isinstance(fault, KillPrimary | Switchover | RegionLoss | TotalLossRestore):
+            return True   # a restored primary writes on a new timeline: recovery is its first write
         if isinstance(fault, DatacenterOutage | PartitionDatacenter):
             return fault.datacenter in (PRIMARY_DATACENTER, primary_datacenter)
         return False

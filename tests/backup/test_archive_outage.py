@@ -21,6 +21,7 @@ from orchestrator.drills.backup_faults import alert_in_logs, run_archive_outage
 from orchestrator.drills.spec import ArchiveOutage, FaultKind
 from orchestrator.drills.verdict import CheckName
 from orchestrator.errors import DatabaseUnavailable
+from orchestrator.waiting import poll
 from tests.backup.conftest import CLUSTER, BackupLab
 
 pytestmark = pytest.mark.lab
@@ -47,20 +48,25 @@ def test_an_archive_outage_under_load_drops_no_wal_alerts_and_catches_up(backup_
     bank.setup(conninfo, 50, 1000, reset=False)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS outage_padding (note text)")
+    assert backup_lab.archived(backup_lab.switch_wal())   # archiving works before the outage
     stop, done = threading.Event(), [0]
     events: list[tuple[float, dict[str, object]]] = []
-    watch = ArchiveWatch(lambda _event, **f: events.append((time.time(), f)), lambda *_: None)
+    noted: list[object] = []
+    watch = ArchiveWatch(lambda _event, **f: events.append((time.time(), f)), lambda *reading: noted.append(reading))
 
     def leader() -> None:   # the leader's reading of pg_stat_archiver, on the real primary
         while not stop.is_set():
             with contextlib.suppress(DatabaseUnavailable):
-                watch.observe(CLUSTER, "n1", pg.archiver_stats(backup_lab.primary, creds))
+                # stall_s as backup.archive_stall_alert_s would set it: the outage here is 6 s, not minutes
+                watch.observe(CLUSTER, "n1", pg.archiver_stats(backup_lab.primary, creds), stall_s=3.0)
             stop.wait(0.5)
 
     threads = [threading.Thread(target=_load, args=(conninfo, stop, done)), threading.Thread(target=leader)]
     for thread in threads:
         thread.start()
     try:
+        assert poll(lambda: bool(noted), timeout=10, interval=0.05)   # a first, healthy reading
+        assert not events, events
         fault = ArchiveOutage(kind=FaultKind.ARCHIVE_OUTAGE, duration_s=6, catch_up_timeout_s=120)
         injected = run_archive_outage(backup_lab.service, backup_lab.store, backup_lab.primary, fault,
                                       lambda since: min((t for t, _ in events if t >= since), default=None))
@@ -77,7 +83,8 @@ def test_an_archive_outage_under_load_drops_no_wal_alerts_and_catches_up(backup_
     assert facts["segments_checked"] >= 3 and facts["missing_segments"] == []
     assert facts["ready_peak"] >= 1                 # segments really waited in pg_wal for the store
     assert writes_at_heal > 0                       # writes went on while the store was down
-    assert facts["alert_at"] is not None and facts["catch_up_seconds"] is not None
+    assert facts["alert_at"] is not None and facts["catch_up_seconds"] is not None, (facts, events)
+    assert "segment(s) waiting to be archived" in str(events[0][1]["error"])   # a hang, not a failure
     assert injected.healed_at is not None and injected.healed_at > injected.at
     assert {c.name: c.passed for c in injected.checks} == {
         CheckName.NO_WAL_DROPPED: True, CheckName.PG_WAL_WITHIN_BUDGET: True, CheckName.ARCHIVE_ALERT: True,

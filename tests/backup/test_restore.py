@@ -155,3 +155,20 @@ def test_a_failed_check_is_recorded_as_a_failed_verification_and_the_backup_stay
     assert rows[newest.label].failed is not None
     assert "money not conserved" in rows[newest.label].failed["error"]
     assert not list(scratch.rglob("PG_VERSION"))
+
+
+def test_a_backup_of_a_primary_with_synchronous_standbys_is_verified_without_them(
+        backup_lab: BackupLab, base_backup: str, scratch: Path) -> None:
+    # The leader keeps synchronous_standby_names in postgresql.auto.conf, which the backup copies; a
+    # scratch copy has no standbys, so pg_amcheck's CREATE EXTENSION would wait for one forever.
+    with backup_lab.connect() as conn:       # written to the file only: no reload, the primary never waits
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (nobody)'")
+    try:
+        label = backup_lab.service.run("incr")[0].label
+    finally:
+        with backup_lab.connect() as conn:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+
+    record = backup_lab.service.verify(label, scratch=scratch, port=SCRATCH_PORT)
+
+    assert record["checks"]["pg_amcheck"] == "ok" and record["label"] == label

@@ -30,3 +30,17 @@ def test_one_event_per_streak_and_a_new_primary_starts_afresh() -> None:
         ("b", "2 failed attempt(s) since the statistics reset, the last on segment 000000010000000000000004")]
     assert {e for e, _ in events} == {"archive-failed"} and all(f["cluster"] == "payments" for _, f in events)
     assert noted == [("payments", member, s) for member, s in readings]   # None too: /metrics drops the sample
+
+
+def test_a_stalled_archiver_is_announced_with_its_backlog() -> None:
+    events: list[dict[str, Any]] = []
+    watch = ArchiveWatch(lambda _event, **fields: events.append(fields), lambda *_: None)
+    hung = ArchiverStats(archived_count=3, last_archived_at=10.0, last_archived_wal="000000010000000000000003",
+                         failed_count=0, last_failed_at=None, last_failed_wal=None, ready_count=12,
+                         oldest_ready_age_s=9.4)
+    assert not watch.observe("payments", "a", hung)                 # 9.4 s: under the default 30 s
+    assert not watch.observe("payments", "a", stats(10.0, None, 0), stall_s=5.0)
+    assert watch.observe("payments", "a", hung, stall_s=5.0)
+    assert events == [{"cluster": "payments", "member": "a", "error": "12 segment(s) waiting to be archived, the "
+                       "oldest for 9 s: archive_command hangs or the store does not answer (last archived "
+                       "000000010000000000000003)"}]

@@ -32,6 +32,7 @@ def topology(**backup: Any) -> Topology:
 
 
 BACKUP, VERIFY = BackupJob("ledger", JobKind.BACKUP), BackupJob("ledger", JobKind.VERIFY)
+REPLICATE = BackupJob("ledger", JobKind.REPLICATE)
 DAILY = {BACKUP: "0 2 * * *", VERIFY: "0 * * * *"}
 
 
@@ -55,6 +56,15 @@ def test_schedules_come_from_the_clusters_with_a_backup_section() -> None:
 def test_the_commands_are_drctl_backup_run_verify_and_backup_verify() -> None:
     assert BACKUP.argv(Path("/lab"))[3:] == ["backup", "run", "ledger", "--verify", "--lab-dir", "/lab"]
     assert VERIFY.argv(Path("/lab"))[3:] == ["backup", "verify", "ledger", "--lab-dir", "/lab"]
+    assert REPLICATE.argv(Path("/lab"))[3:] == ["backup", "replicate", "ledger", "--lab-dir", "/lab"]
+
+
+def test_replication_has_its_own_schedule_and_runs_beside_a_backup() -> None:
+    replica = {"endpoint": "https://127.0.0.2:9000", "bucket": "b-2", "credentials_file": "s3/r.json",
+               "schedule": "*/5 * * * *"}
+    jobs = backup_schedules(topology(schedule="0 2 * * *", replica=replica))
+    assert jobs == {BACKUP: "0 2 * * *", REPLICATE: "*/5 * * * *"}
+    assert due_backup_jobs({**jobs, VERIFY: "0 * * * *"}, {}, at(2), since=at(1, 58)) == [BACKUP, REPLICATE]
 
 
 def test_a_bad_cron_names_the_field() -> None:

@@ -7,7 +7,7 @@ from itertools import groupby
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.decisions.archiving import ArchiverStats, archive_age_seconds, failing, new_failure_streak
+from orchestrator.decisions.archiving import ArchiverStats, archive_age_seconds, failing, new_failure_streak, stalled
 
 
 def stats(archived_at: float | None, failed_at: float | None, failed: int = 0) -> ArchiverStats:
@@ -51,3 +51,23 @@ def test_one_event_per_streak(pairs: list[tuple[float | None, float | None]]) ->
     events = sum(new_failure_streak(prev, cur) for prev, cur in zip([None, *readings], readings, strict=False))
     failing_runs = sum(1 for is_failing, _ in groupby(readings, key=failing) if is_failing)
     assert events == failing_runs
+
+
+def waiting(ready: int, oldest: float | None, archived_at: float = 1000.0) -> ArchiverStats:
+    return ArchiverStats(archived_count=5, last_archived_at=archived_at, last_archived_wal="000000010000000000000005",
+                         failed_count=0, last_failed_at=None, last_failed_wal=None, ready_count=ready,
+                         oldest_ready_age_s=oldest)
+
+
+def test_a_hanging_archive_command_is_a_stall_without_any_failure() -> None:
+    assert not stalled(waiting(0, None)) and not stalled(waiting(3, 29.0))
+    assert stalled(waiting(3, 31.0)) and not failing(waiting(3, 31.0))
+    assert stalled(waiting(3, 5.0), stall_s=4.0)
+
+
+def test_a_stall_is_one_streak_until_nothing_old_waits() -> None:
+    readings = [waiting(1, 0.5), waiting(10, 12.0), waiting(40, 45.0), waiting(60, 70.0),   # store down
+                waiting(1, 0.1, archived_at=1080.0),                                        # caught up
+                waiting(5, 35.0, archived_at=1080.0)]                                       # down again
+    emitted = [new_failure_streak(prev, cur) for prev, cur in zip([None, *readings], readings, strict=False)]
+    assert emitted == [False, False, True, False, False, True]
