@@ -102,6 +102,8 @@ class SoakRunner:
             time.sleep(1.0)   # the last round's window: acks after its recovery
         except OrchestratorError as exc:
             aborted = f"soak stopped: {exc}"
+        except KeyboardInterrupt:   # Ctrl-C: judge and report the rounds run so far
+            aborted = f"interrupted by the operator after {len(executed)} round(s)"
         finally:
             finished = time.time()
             if load.running:
