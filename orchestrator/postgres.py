@@ -128,7 +128,7 @@ def bounded(conn: Connection, timeout: float, read: Callable[[], T]) -> tuple[T,
 
     def cut() -> None:
         expired.set()
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, psycopg.Error):   # closed meanwhile: nothing to cut
             sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
             try:
                 sock.shutdown(socket.SHUT_RDWR)

@@ -196,8 +196,12 @@ def judge_round(executed: Executed, fault: Fault, topology: Topology, records: I
     loss = data_loss(recs, present_ids)
     conflicts = writer_conflicts(recs)
     false: tuple[Promotion, ...] = ()
+    why = ""
     if isinstance(fault, StallPrimary | StallLeaderController | StallZooKeeper):
-        false = false_failovers(fault, stall_tolerance(topology, fault), executed.promotions)
+        tolerance = stall_tolerance(topology, fault)
+        false = false_failovers(fault, tolerance, executed.promotions)
+        why = (f"a {fault.duration_s:g} s stall, within the {tolerance:g} s tolerance" if tolerance is not None
+               else f"a {fault.duration_s:g} s {fault.kind}, which leaves the primary healthy")
     unproven = [p for p in executed.promotions if not p.proven and not p.accept_data_loss]
     observed, expected = executed.money
     broken = [
@@ -207,7 +211,7 @@ def judge_round(executed: Executed, fault: Fault, topology: Topology, records: I
         *([f"two writers: {c.older} acknowledged {c.late_acks} after {c.newer} took over" for c in conflicts]),
         *([f"money not conserved: {observed:,} instead of {expected:,}"] if observed != expected else []),
         *([f"promotion without proven zero loss: {p.words()}" for p in unproven]),
-        *([f"false failover {p.source} -> {p.target} during a stall within its tolerance" for p in false]),
+        *([f"false failover {p.source} -> {p.target} after {why}" for p in false]),
         *(["the cluster did not return to full redundancy"] if executed.redundancy_s is None else []),
     ]
     return RoundResult(

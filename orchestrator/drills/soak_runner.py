@@ -103,6 +103,8 @@ class SoakRunner:
             time.sleep(1.0)   # the last round's window: acks after its recovery
         except OrchestratorError as exc:
             aborted = f"soak stopped: {exc}"
+        except KeyboardInterrupt:   # Ctrl-C: judge and report the rounds run so far
+            aborted = f"interrupted by the operator after {len(executed)} round(s)"
         finally:
             finished = time.time()
             if load.running:
@@ -111,7 +113,15 @@ class SoakRunner:
         self.lab.restart_services()
         self._full_redundancy(spec, cluster, _RECOVERY_S)
         records = read_journal(load.journal_files())
-        present = bank.present_transfers(conninfo, ids_to_look_up(records))
+        try:
+            present = bank.present_transfers(conninfo, ids_to_look_up(records))
+            duplicates = bank.duplicate_transfers(conninfo)
+        except OrchestratorError as exc:
+            # A cluster left without a primary (the round that broke it is the report's point):
+            # report what is known rather than nothing; no transfer is counted lost unseen.
+            present, duplicates = set(ids_to_look_up(records)), 0
+            aborted = (f"{aborted}; " if aborted else "") + (
+                f"the bank could not be read after the soak ({exc}): lost transfers and duplicates not judged")
         ends = [e.at for e in executed[1:]] + [finished]
         results = []
         for done, planned, end in zip(executed, rounds, ends, strict=False):
@@ -130,7 +140,7 @@ class SoakRunner:
             finished_at=finished, stall_tolerance_s=stall_tolerance_s(self.lab.topology), rounds=tuple(results),
             summary=summarise(results), acked=len({r.id for r in records if r.outcome.value == "ack"}),
             lost=loss_total, writer_conflicts=sum(r.writer_conflicts for r in results),
-            false_failovers=sum(r.false_failovers for r in results), duplicates=bank.duplicate_transfers(conninfo),
+            false_failovers=sum(r.false_failovers for r in results), duplicates=duplicates,
             aborted=aborted)
 
     def _round(self, planned: Round, spec: DrillSpec, cluster: Cluster, coord: Coordinator, load: LoadHandle,

@@ -50,8 +50,11 @@ def freeze(root: int, duration_s: float) -> tuple[float, float, tuple[int, ...]]
 
     The root is stopped first, so it forks nothing new while its children are listed and
     stopped (a postmaster forks a backend per connection); the listing is repeated until it
-    finds no new process. Resumption is in a ``finally``: an interrupted drill leaves nothing
-    stopped. Returns (stopped at, resumed at, the PIDs stopped).
+    finds no new process. The stall counts from when the last one is stopped: until then its
+    children still commit and acknowledge (a backend and its walsender finish a transaction in
+    milliseconds), and a client-observed outage measured from the first SIGSTOP would start with
+    those acknowledgements. Resumption is in a ``finally``: an interrupted drill leaves nothing
+    stopped. Returns (every process stopped at, resumed at, the PIDs stopped).
 
     :raises OrchestratorError: ``root`` is not running (nothing was stopped).
     """
@@ -61,13 +64,13 @@ def freeze(root: int, duration_s: float) -> tuple[float, float, tuple[int, ...]]
     except ProcessLookupError:
         raise OrchestratorError(f"pid {root} is not running; nothing to stall") from None
     stopped.append(root)
-    at = time.time()
     try:
         while fresh := [p for p in _tree(root) if p not in stopped]:
             for pid in fresh:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
                 stopped.append(pid)
+        at = time.time()
         time.sleep(max(0.0, at + duration_s - time.time()))   # the fault's length, not a synchronisation
     finally:
         for pid in reversed(stopped):   # children first: the postmaster wakes to running children

@@ -69,6 +69,8 @@ def test_a_stall_of_the_primary_within_the_tolerance_causes_no_failover(lab: Lab
     assert _primary(lab) == before
     assert m.loss.lost == 0 and not m.invariants.writer_conflicts and m.invariants.money_conserved
     assert not m.outage.unrecovered
+    # Nothing is acknowledged while the instance is frozen: writes come back when it is resumed.
+    assert m.outage.rto_seconds >= spec.fault.duration_s, m.outage
     check = next(c for c in report.verdict.checks if c.name is CheckName.NO_FALSE_FAILOVER)
     assert check.passed, check
     assert report.verdict.passed, report.verdict.failures
