@@ -34,6 +34,7 @@ from orchestrator.drills.verdict import Check, CheckName, Verdict
 from orchestrator.errors import OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.topology import Cluster, Topology
+from orchestrator.waiting import poll
 
 
 def _tree(pid: int) -> list[int]:
@@ -70,14 +71,36 @@ def freeze(root: int, duration_s: float) -> tuple[float, float, tuple[int, ...]]
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
                 stopped.append(pid)
+        # kill() returns before the kernel has stopped the process: the stall starts when every one is.
+        _until(stopped, frozen=True)
         at = time.time()
-        time.sleep(max(0.0, at + duration_s - time.time()))   # the fault's length, not a synchronisation
+        _hold(duration_s)
     finally:
         for pid in reversed(stopped):   # children first: the postmaster wakes to running children
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+        _until(stopped, frozen=False)
         healed = time.time()
     return at, healed, tuple(stopped)
+
+
+def _hold(duration_s: float) -> None:
+    """The fault's length (not a synchronisation): the stalled processes stay stopped meanwhile."""
+    time.sleep(duration_s)
+
+
+def _until(pids: list[int], *, frozen: bool, timeout: float = 2.0) -> None:
+    """Wait (bounded) until every PID that still exists is stopped (``frozen``) or running again."""
+    def settled() -> bool:
+        for pid in pids:
+            try:
+                if (psutil.Process(pid).status() == psutil.STATUS_STOPPED) != frozen:
+                    return False
+            except psutil.NoSuchProcess:
+                continue
+        return True
+
+    poll(settled, timeout=timeout, interval=0.001)
 
 
 def inject_stall(lab: Lab, coord: Coordinator, cluster: Cluster, fault: Stall) -> Injected:

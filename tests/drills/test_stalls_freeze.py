@@ -55,7 +55,7 @@ def test_an_interrupted_stall_still_resumes_every_process(family: tuple[int, int
         assert _stopped(parent) and _stopped(child)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stalls.time, "sleep", interrupted)
+    monkeypatch.setattr(stalls, "_hold", interrupted)
     with pytest.raises(KeyboardInterrupt):
         stalls.freeze(parent, 30)
     assert not _stopped(parent) and not _stopped(child)
