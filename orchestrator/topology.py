@@ -274,8 +274,8 @@ class Targets(_Model):
 class IncidentKind(StrEnum):
     """The unplanned failures an availability projection counts (``slo.incidents_per_year`` keys).
 
-    Each maps to the drill fault that measures its recovery (orchestrator.slo.evidence);
-    ``region-loss`` has no drill yet, so a projection reports it as unmeasured.
+    Each maps to the drill faults that measure its recovery (orchestrator.slo.evidence); a kind
+    no stored drill measured is reported as unmeasured.
     """
 
     PRIMARY_CRASH = "primary-crash"

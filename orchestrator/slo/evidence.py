@@ -3,8 +3,9 @@
 :func:`sources` is pure (it takes reports already read and the current time); ``drctl slo
 project`` reads them with :func:`orchestrator.drills.report.list_reports` from the same
 reports directory ``drctl drill run`` writes. A drill counts for the kind its fault
-reproduces (``kill-primary`` is a primary crash, ``switchover`` planned maintenance); kinds
-without a drill fault (``region-loss``) have no evidence until one exists.
+reproduces (``kill-primary`` is a primary crash, ``partition-datacenter`` a data-centre loss
+that goes silent, ``region-loss`` a lost region, ``switchover`` planned maintenance); a kind no
+stored drill measured has no evidence until one runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from orchestrator.topology import Cluster, IncidentKind
 FAULT_SOURCES: dict[str, str] = {
     "kill-primary": IncidentKind.PRIMARY_CRASH.value,
     "datacenter-outage": IncidentKind.DATACENTER_OUTAGE.value,
+    "partition-datacenter": IncidentKind.DATACENTER_OUTAGE.value,
+    "region-loss": IncidentKind.REGION_LOSS.value,
     "controller-leader-crash": IncidentKind.CONTROLLER_LEADER_CRASH.value,
     "zookeeper-server-loss": IncidentKind.ZOOKEEPER_SERVER_LOSS.value,
     "switchover": PLANNED_SWITCHOVER,

@@ -15,6 +15,7 @@ so the same inputs and seed give the same projection. ``drctl slo project`` call
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 import numpy as np
@@ -106,8 +107,10 @@ class Projection(_Frozen):
         """``99.9991% (95% interval 99.9987-99.9994%): meets 99.99%``, with the caveat when incomplete."""
         words = {Verdict.MEETS: "meets", Verdict.MEETS_ON_AVERAGE: "meets on average only, not in a bad year:",
                  Verdict.MISSES: "MISSES"}[self.verdict]
-        head = (f"{self.availability_mean:.4f}% (95% interval {self.availability_low:.4f} to "
-                f"{self.availability_high:.4f}%): {words} {self.target_percent:g}%")
+        # Enough decimals that the unavailability shows (99.99997%, not a rounded 100.0000%).
+        digits = _decimals(self.availability_low)
+        head = (f"{self.availability_mean:.{digits}f}% (95% interval {self.availability_low:.{digits}f} to "
+                f"{self.availability_high:.{digits}f}%): {words} {self.target_percent:g}%")
         missing = [s.name for s in self.sources if s.strength is Strength.UNMEASURED and s.rate_per_year > 0]
         if missing:
             head += f"; INCOMPLETE: no drill measured {', '.join(missing)}, left out"
@@ -200,3 +203,11 @@ def headroom_seconds(projection: Projection, rate_per_year: float) -> float | No
     if rate_per_year <= 0:
         return None
     return max(projection.budget_seconds - projection.mean_downtime_s, 0.0) / rate_per_year
+
+
+def _decimals(percent: float, least: int = 4, most: int = 8) -> int:
+    """Decimals that show the first significant digit of ``100 - percent`` (``least`` to ``most``)."""
+    gap = 100.0 - percent
+    if gap <= 0:
+        return least
+    return max(least, min(most, -math.floor(math.log10(gap))))

@@ -36,6 +36,13 @@ def test_reports_are_grouped_by_the_kind_their_fault_reproduces(shipped_topology
     assert got[PLANNED_SWITCHOVER].rto_samples == (rto,) and got[PLANNED_SWITCHOVER].planned
     assert got["region-loss"].rto_samples == () and got["region-loss"].rate_per_year == 0.2
     assert got["datacenter-outage"].rto_samples == ()
+    # A lost region and a data centre gone silent count for their kinds once drilled.
+    region = crash.model_copy(update={"fault": "region-loss"})
+    silent = crash.model_copy(update={"fault": "partition-datacenter"})
+    outage = crash.model_copy(update={"fault": "datacenter-outage"})
+    got = {s.name: s for s in sources([region, silent, outage], cluster, now=START + DAY)}
+    assert got["region-loss"].rto_samples == (rto,)
+    assert got["datacenter-outage"].rto_samples == (rto, rto)
 
 
 def test_projection_page_and_json(shipped_topology: Topology, tmp_path: Path) -> None:

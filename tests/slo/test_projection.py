@@ -108,3 +108,12 @@ def test_years_whose_downtimes_differ_by_a_denormal_still_project() -> None:
     result = project("c", [_src("k", 1.0, (5e-324,))], target_percent=99.99, seed=0, years=300)
     assert result.mean_downtime_s == pytest.approx(0.0, abs=1e-9)
     assert sum(count for _, _, count in result.histogram) == 300
+
+
+@pytest.mark.parametrize(("percent", "shown"), [
+    (99.9991, "99.9991"), (99.99997, "99.99997"), (99.9, "99.9000"), (100.0, "100.0000"), (99.999999995, "99.99999999"),
+])
+def test_the_headline_has_enough_decimals_to_show_the_unavailability(percent: float, shown: str) -> None:
+    from orchestrator.slo.projection import _decimals
+
+    assert f"{percent:.{_decimals(percent)}f}" == shown
