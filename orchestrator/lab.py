@@ -196,6 +196,11 @@ class Lab:
         store = lab_store(self.topology, self.root)
         if store is None:
             return
+        from orchestrator.backup.s3 import write_passphrase
+
+        for cluster in self.topology.clusters:   # the lab's own store: the lab makes the passphrase too
+            if cluster.backup is not None and cluster.backup.encryption_key_file:
+                write_passphrase(self.root / cluster.backup.encryption_key_file)
         store.start()
         for cluster in self.topology.clusters:
             if cluster.backup is not None:

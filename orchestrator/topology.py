@@ -377,6 +377,10 @@ class BackupSpec(_Model):
     region: str = "us-east-1"
     credentials_file: str
     ca_file: str = ""
+    # Encryption at rest: a mode-0600 file holding the repository's passphrase (relative: the lab
+    # directory); the engine encrypts every backup file and WAL segment with AES-256-CBC before it
+    # leaves the host. Empty: not encrypted (the store's own server-side encryption only).
+    encryption_key_file: str = ""
     # The objects' key prefix in the bucket; empty means /<topology>/<cluster>.
     prefix: str = ""
     retention_full: int = Field(2, ge=1, le=100)

@@ -78,6 +78,7 @@ class EngineConfig:
     os_user: str
     home: Path                 # holds pgbackrest.conf and the lock/, spool/, log/ directories
     passfile: Path | None = None
+    cipher_pass: str | None = None   # encryption at rest (backup.encryption_key_file); None: off
 
     @property
     def conf_file(self) -> Path:
@@ -115,6 +116,9 @@ class EngineConfig:
             f"lock-path={self.home / 'lock'}",
             f"spool-path={self.home / 'spool'}",
         ]
+        if self.cipher_pass is not None:
+            # Every file is encrypted on this host before it is sent: the store only ever holds ciphertext.
+            lines += ["repo1-cipher-type=aes-256-cbc", f"repo1-cipher-pass={self.cipher_pass}"]
         if spec.archive_async:
             # No archive-push-queue-max: when the store is down WAL waits in pg_wal, it is never dropped.
             lines.append("archive-async=y")

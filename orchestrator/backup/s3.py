@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import tempfile
 import time
@@ -50,12 +51,14 @@ class StoreSettings:
     field: str                 # clusters.<name>.backup
     credentials_file: Path
     ca_file: Path | None
+    encryption_key_file: Path | None = None
 
     @classmethod
     def resolve(cls, spec: BackupSpec, cluster: str, root: Path) -> StoreSettings:
         """Relative paths in the spec are resolved against the lab directory ``root``."""
         return cls(spec, f"clusters.{cluster}.backup", root / spec.credentials_file,
-                   (root / spec.ca_file) if spec.ca_file else None)
+                   (root / spec.ca_file) if spec.ca_file else None,
+                   (root / spec.encryption_key_file) if spec.encryption_key_file else None)
 
 
 def write_keys(path: Path, keys: S3Keys) -> None:
@@ -65,6 +68,39 @@ def write_keys(path: Path, keys: S3Keys) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump({"access_key": keys.access_key, "secret_key": keys.secret_key}, handle)
     os.chmod(path, 0o600)
+
+
+def write_passphrase(path: Path) -> None:
+    """Generate a repository passphrase into ``path`` (mode 0600 from creation) unless one is there."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48) + "\n")
+
+
+def load_passphrase(settings: StoreSettings) -> str | None:
+    """The repository passphrase from ``encryption_key_file``; None when the repository is not encrypted.
+
+    :raises BackupConfigError: missing, readable by group/others, or empty.
+    """
+    path, field = settings.encryption_key_file, f"{settings.field}.encryption_key_file"
+    if path is None:
+        return None
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise BackupConfigError(f"{field}: {path} does not exist; write the repository passphrase there with mode "
+                                "0600 (losing it makes every backup unreadable: keep a copy apart)") from None
+    except OSError as exc:
+        raise BackupConfigError(f"{field}: cannot read {path} ({exc.strerror}); fix its owner or path") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise BackupConfigError(f"{field}: {path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it")
+    if not text:
+        raise BackupConfigError(f"{field}: {path} is empty; write the repository passphrase there")
+    return text
 
 
 def load_keys(settings: StoreSettings) -> S3Keys:

@@ -24,7 +24,7 @@ from orchestrator.backup.errors import BackupConfigError, BackupFailed
 from orchestrator.backup.pgbackrest import EngineConfig, conf_dir, repo_path
 from orchestrator.backup.replicate import ReplicationReport, replicate
 from orchestrator.backup.restore import RestoreReport, Target, restore_instance
-from orchestrator.backup.s3 import ObjectStore, StoreSettings, load_keys
+from orchestrator.backup.s3 import ObjectStore, StoreSettings, load_keys, load_passphrase
 from orchestrator.backup.store import SeaweedStore
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.pgserver import InstanceLayout
@@ -93,6 +93,7 @@ class BackupService:
             pg_data=layout.data, pg_port=port or layout.endpoint.port, pg_socket=layout.socket_dir,
             pg_user=self.creds.superuser, os_user=self.topology.postgres.os_user,
             home=home or conf_dir(self.root, self.cluster.name, layout.member.name), passfile=self.root / "pgpass",
+            cipher_pass=load_passphrase(self.settings),
         )
 
     def write_configs(self) -> None:

@@ -33,7 +33,8 @@ CLUSTER = "ledger"
 
 def backup_topology(**backup: Any) -> dict[str, Any]:
     spec = {"endpoint": f"https://127.0.0.1:{STORE_PORT}", "bucket": "drctl-test", "credentials_file":
-            "s3/credentials.json", "ca_file": "s3/tls/cert.pem", "retention_full": 2, "compression": "lz4", **backup}
+            "s3/credentials.json", "ca_file": "s3/tls/cert.pem", "retention_full": 2, "compression": "lz4",
+            "encryption_key_file": "s3/repository.passphrase", **backup}
     return {
         "name": "bk",
         "regions": [{"name": "east", "datacenters": [{"name": "dc1"}]}],

@@ -22,7 +22,10 @@ def test_a_completed_segment_is_archived_and_fetched_back_byte_for_byte(backup_l
     segment = backup_lab.switch_wal()
     assert backup_lab.archived(segment)
     keys = [key for key, _ in backup_lab.service.store.list_objects(f"{backup_lab.service.repo}/archive/{CLUSTER}/")]
-    assert any(Path(key).name.startswith(segment + "-") for key in keys), keys[-5:]
+    stored = [key for key in keys if Path(key).name.startswith(segment + "-")]
+    assert stored, keys[-5:]
+    # Encrypted at rest: the store holds only the engine's AES-256-CBC ciphertext (OpenSSL's salted format).
+    assert backup_lab.service.store.get_bytes(stored[0]).startswith(b"Salted__")
     layout = backup_lab.service.layout("n1")
     engine = backup_lab.service.engine(layout)
     fetched = engine.home / f"fetched-{segment}"

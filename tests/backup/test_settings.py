@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from orchestrator.backup.catalog import Backup, choose_backup, parse_info, parse
 from orchestrator.backup.errors import BackupConfigError, BackupFailed
 from orchestrator.backup.restore import Target, parse_time
 from orchestrator.errors import TopologyError
-from orchestrator.topology import Compression, parse_topology
+from orchestrator.topology import Compression, load_topology, parse_topology
 from tests.backup.conftest import backup_topology
 from tests.conftest import REPO
 
@@ -146,3 +147,26 @@ def test_no_backup_at_all_says_to_take_one() -> None:
 def test_info_without_the_stanza_says_to_set_it_up() -> None:
     with pytest.raises(BackupFailed, match="has no stanza 'ledger'; run 'drctl backup setup ledger'"):
         parse_info([{"name": "other", "status": {"code": 0}}], "ledger")
+
+
+def test_the_repository_passphrase_is_read_from_a_private_file_and_refused_otherwise(tmp_path: Path) -> None:
+    from orchestrator.backup.s3 import StoreSettings, load_passphrase, write_passphrase
+
+    topo = load_topology(REPO / "topology" / "lab-backup.yaml")
+    spec = topo.cluster("payments").backup
+    assert spec is not None and spec.encryption_key_file
+    settings = StoreSettings.resolve(spec, "payments", tmp_path)
+    field = "clusters.payments.backup.encryption_key_file"
+    with pytest.raises(BackupConfigError, match=f"^{field}: .* does not exist; write the repository passphrase"):
+        load_passphrase(settings)
+    write_passphrase(tmp_path / spec.encryption_key_file)
+    path = tmp_path / spec.encryption_key_file
+    first = load_passphrase(settings)
+    assert first is not None and len(first) >= 48 and (path.stat().st_mode & 0o777) == 0o600
+    write_passphrase(path)                      # never replaced: the old backups need the old passphrase
+    assert load_passphrase(settings) == first
+    path.chmod(0o644)
+    with pytest.raises(BackupConfigError, match=f"^{field}: .* is readable by others .*chmod 600 it"):
+        load_passphrase(settings)
+    unencrypted = StoreSettings.resolve(spec.model_copy(update={"encryption_key_file": ""}), "payments", tmp_path)
+    assert load_passphrase(unencrypted) is None
