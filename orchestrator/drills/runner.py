@@ -39,7 +39,7 @@ from orchestrator.drills.spec import (
     find_drill,
     load_drill,
 )
-from orchestrator.errors import DatabaseUnavailable, DrillFileError, InvalidInput, LabError, OrchestratorError
+from orchestrator.errors import DatabaseUnavailable, DrillFileError, LabError, OrchestratorError
 from orchestrator.lab import Lab
 from orchestrator.state import ClusterSnapshot, Role
 from orchestrator.topology import Cluster
@@ -86,14 +86,7 @@ class DrillRunner:
                                      "to the topology or use --route libpq")
             spec = spec.model_copy(update={"route": self.route})
         if spec.load.capacity_fraction is not None:
-            try:
-                users, rate, basis = capacity_paced(self.reports_dir, spec.cluster, spec.load.capacity_fraction)
-            except InvalidInput as exc:
-                # No usable capacity run (a new lab, a new machine): the file's own users, said so in the report.
-                self.load_basis[spec.name] = {"capacity_run": None, "fraction": spec.load.capacity_fraction,
-                                              "fallback": f"{exc}; ran the drill file's users and user_rate"}
-                self.progress(f"load: {exc}; running the drill file's {spec.load.users} users instead")
-                return spec
+            users, rate, basis = capacity_paced(self.reports_dir, spec.cluster, spec.load.capacity_fraction)
             self.load_basis[spec.name] = basis
             spec = spec.model_copy(update={"load": spec.load.model_copy(
                 update={"users": users, "user_rate": rate, "spawn_rate": float(users)})})

@@ -6,7 +6,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from orchestrator.drills.gameday import WARMUP_S, Injection, analyse, schedule
 from orchestrator.drills.gameday_report import write_capacity
 from orchestrator.drills.journal import JournalRecord, Outcome
 from orchestrator.drills.runner import DrillRunner
+from orchestrator.errors import InvalidInput
 from orchestrator.lab import Lab
 from orchestrator.topology import load_topology
 from tests.conftest import REPO
@@ -162,19 +162,13 @@ def test_paced_load_refuses_a_run_without_a_sustainable_step_and_a_bad_fraction(
 def test_a_drill_at_a_fraction_of_capacity_is_paced_from_the_newest_run_of_its_cluster(tmp_path: Path) -> None:
     reports, drills = tmp_path / "reports", tmp_path / "drills"
     drills.mkdir()
-    data = yaml.safe_load((REPO / "drills" / "primary-crash.yaml").read_text())
-    data["load"]["capacity_fraction"] = 0.7
-    (drills / "primary-crash.yaml").write_text(yaml.safe_dump(data))
-    said: list[str] = []
-    runner = DrillRunner(Lab(load_topology(REPO / "topology" / "lab.yaml"), tmp_path / "lab"), drills, reports,
-                         progress=said.append)
-    # No capacity run yet (a new lab): the file's own users, and the report and the progress say so.
-    spec = runner.load("primary-crash")
-    assert spec.load.users == 10 and spec.load.user_rate is None
-    fallback = runner.load_basis["primary-crash"]
-    assert fallback["capacity_run"] is None and "no capacity run of payments" in str(fallback["fallback"])
-    assert said == [f"load: load.capacity_fraction: no capacity run of payments in {reports}; run 'drctl load "
-                    "capacity payments' first or give load.users instead; running the drill file's 10 users instead"]
+    text = (REPO / "drills" / "primary-crash.yaml").read_text()
+    (drills / "primary-crash.yaml").write_text(text.replace(
+        "load: {users: 10, spawn_rate: 10, duration_s: 12, accounts: 100}",
+        "load: {users: 10, spawn_rate: 10, duration_s: 12, accounts: 100, capacity_fraction: 0.7}"))
+    runner = DrillRunner(Lab(load_topology(REPO / "topology" / "lab.yaml"), tmp_path / "lab"), drills, reports)
+    with pytest.raises(InvalidInput, match=r"load\.capacity_fraction: no capacity run of payments.*drctl load"):
+        runner.load("primary-crash")
 
     def run(cluster: str, tput: float, at: float) -> None:
         write_capacity(summarise(cluster, [_step(8, tput / 2), _step(16, tput)], p99_objective_ms=50,
